@@ -1,0 +1,163 @@
+"""Fixtures: ``app``, ``client``, ``runner``, ``smtp_server`` (aiosmtpd on loopback)."""
+
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from webapp import create_app, migrations
+from webapp.catalog import read_catalog, seed_catalog
+from webapp.db import session_factory
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD_ADDRESS = "reader@newsroom.org"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch):
+    """Tests see the documented defaults, not the developer's NEWSLETTER_* settings."""
+    for name in list(os.environ):
+        if name.startswith("NEWSLETTER_"):
+            monkeypatch.delenv(name)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_app(tmp_path: Path, **config):
+    """A migrated, seeded app with its instance folder under ``tmp_path``."""
+    settings = {
+        "INSTANCE_PATH": tmp_path / "instance",
+        "TESTING": True,
+        "OUTBOX_WORKER": False,
+        "SEEDS_PATH": str(ROOT / "seeds"),
+    }
+    settings.update(config)
+    app = create_app(settings)
+    migrations.upgrade(app)
+    with session_factory(app)() as session:
+        seed_catalog(session, read_catalog(ROOT / "seeds" / "newsletters.toml"))
+        session.commit()
+    return app
+
+
+@pytest.fixture
+def app(tmp_path):
+    return make_app(tmp_path)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+def csrf_token(client, path: str = "/") -> str:
+    """The CSRF token a page gives this client's session."""
+    html = client.get(path).get_data(as_text=True)
+    return re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1)
+
+
+def subscribe(client, email=GOOD_ADDRESS, newsletter="explaining-ukraine", json=False, **extra):
+    """Post a sign-up form as a browser would (with its CSRF token)."""
+    data = {
+        "email": email,
+        "newsletter": newsletter,
+        "source": "/",
+        "website": "",
+        "csrf_token": csrf_token(client),
+    }
+    data.update(extra)
+    headers = {"Accept": "application/json"} if json else {}
+    return client.post("/subscribe", data=data, headers=headers)
+
+
+@dataclass
+class Received:
+    sender: str
+    recipients: list[str]
+    data: bytes
+
+    @property
+    def message(self):
+        return message_from_bytes(self.data, policy=policy.default)
+
+
+@dataclass
+class Recorder:
+    """An aiosmtpd handler that keeps what it accepts and refuses what it is told to."""
+
+    messages: list[Received] = field(default_factory=list)
+    refuse: dict[str, str] = field(default_factory=dict)  # recipient -> SMTP answer
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(
+            Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+        )
+        return "250 Message accepted for delivery"
+
+    def wait_for(self, count: int, timeout: float = 10) -> list[Received]:
+        """Wait until ``count`` messages arrived (bounded), then return them all."""
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.messages
+
+
+class SmtpServer:
+    """A real SMTP server on a loopback port; ``start``/``stop`` simulate a relay outage."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.handler = Recorder()
+        self._controller: Controller | None = None
+
+    def start(self) -> "SmtpServer":
+        self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    @property
+    def messages(self) -> list[Received]:
+        return self.handler.messages
+
+    def config(self) -> dict:
+        """App settings that send through this server."""
+        return {
+            "MAIL_BACKEND": "smtp",
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": self.port,
+            "SMTP_TIMEOUT": 5,
+        }
+
+
+@pytest.fixture
+def smtp_server():
+    server = SmtpServer().start()
+    yield server
+    server.stop()

@@ -1,0 +1,221 @@
+"""The sign-up forms: messages, validation, honeypot, CSRF and the same answer for all."""
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.conftest import GOOD_ADDRESS, csrf_token, subscribe
+from webapp.db import session_factory
+from webapp.messages import MESSAGES
+from webapp.models import OutboxMessage, Status, Subscriber, Subscription
+
+
+def count(app, model) -> int:
+    with session_factory(app)() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+def subscriptions(app) -> list[tuple[str, str, Status]]:
+    with session_factory(app)() as session:
+        rows = session.execute(
+            select(Subscriber.email, Subscription.newsletter_id, Subscription.status).join(
+                Subscription.subscriber
+            )
+        )
+        return [tuple(r) for r in rows]
+
+
+def test_index_lists_every_newsletter_with_the_site_wording(client):
+    html = client.get("/").get_data(as_text=True)
+    assert "Explaining Ukraine with Kate Tsurkan" in html
+    assert "Ukraine Daily" in html
+    assert html.count(f'placeholder="{MESSAGES.email_placeholder}"') == 2
+    assert html.count(MESSAGES.required_legend) == 2
+    assert html.count(f">{MESSAGES.subscribe_button}</button>") == 2
+    # every form's email input has its own id, so labels work with several forms on a page
+    assert 'id="email-explaining-ukraine"' in html and 'id="email-ukraine-daily"' in html
+
+
+def test_good_address_without_javascript_redirects_to_the_success_message(app, client):
+    response = subscribe(client)
+    assert response.status_code == 302
+    assert response.location == "/#nl-explaining-ukraine"
+    html = client.get("/").get_data(as_text=True)
+    card = html.split('id="nl-explaining-ukraine"')[1].split("</section>")[0]
+    assert MESSAGES.success_title in card and MESSAGES.success_text in card
+    assert "<form" not in card
+    other = html.split('id="nl-ukraine-daily"')[1].split("</section>")[0]
+    assert "<form" in other  # the other form is untouched
+    assert subscriptions(app) == [(GOOD_ADDRESS, 1, Status.PENDING)]
+    assert count(app, OutboxMessage) == 1
+
+
+def test_good_address_with_javascript_answers_json(app, client):
+    response = subscribe(client, json=True)
+    assert response.status_code == 200
+    assert response.json == {
+        "ok": True,
+        "title": MESSAGES.success_title,
+        "text": MESSAGES.success_text,
+    }
+    assert count(app, Subscription) == 1
+
+
+BAD_ADDRESSES = [
+    "",
+    "   ",
+    "not-an-address",
+    "reader@",
+    "reader@example.com",
+    "reader@newsroom.test",
+    "a" * 65 + "@newsroom.org",
+    "reader\x07@newsroom.org",
+    "reader@newsroom.org\r\nBcc: x@newsroom.org",
+]
+
+
+@pytest.mark.parametrize("email", BAD_ADDRESSES)
+def test_bad_address_without_javascript_shows_the_message_beside_that_form(app, client, email):
+    response = subscribe(client, email=email, newsletter="ukraine-daily")
+    assert response.status_code == 400
+    html = response.get_data(as_text=True)
+    card = html.split('id="nl-ukraine-daily"')[1].split("</section>")[0]
+    assert f'role="alert">{MESSAGES.invalid_email}</div>' in card
+    assert 'aria-invalid="true"' in card
+    other = html.split('id="nl-explaining-ukraine"')[1].split("</section>")[0]
+    assert MESSAGES.invalid_email not in other
+    assert count(app, Subscriber) == 0 and count(app, OutboxMessage) == 0
+
+
+def test_bad_address_keeps_what_was_typed(client):
+    html = subscribe(client, email="kate@newsroom", newsletter="ukraine-daily").get_data(
+        as_text=True
+    )
+    assert 'value="kate@newsroom"' in html
+
+
+def test_typed_markup_is_escaped_when_shown_again(client):
+    html = subscribe(client, email='"><script>alert(1)</script>').get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;" in html
+
+
+@pytest.mark.parametrize("email", BAD_ADDRESSES)
+def test_bad_address_with_javascript_answers_json_400(app, client, email):
+    response = subscribe(client, email=email, json=True)
+    assert response.status_code == 400
+    assert response.json == {"ok": False, "errors": {"email": MESSAGES.invalid_email}}
+    assert count(app, Subscriber) == 0
+
+
+@pytest.mark.parametrize("newsletter", ["", "no-such-list", "../admin", "x" * 500])
+def test_unknown_newsletter_gets_a_message_and_stores_nothing(app, client, newsletter):
+    response = subscribe(client, newsletter=newsletter, json=True)
+    assert response.status_code == 400
+    assert response.json["errors"]["email"] == MESSAGES.unknown_newsletter
+    assert count(app, Subscriber) == 0
+
+
+def test_missing_csrf_token_is_refused_with_a_message(app, client):
+    response = client.post(
+        "/subscribe",
+        data={"email": GOOD_ADDRESS, "newsletter": "explaining-ukraine"},
+        headers={"Accept": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json["errors"]["email"] == MESSAGES.session_expired
+    assert count(app, Subscriber) == 0
+
+
+def test_csrf_token_of_another_session_is_refused(app, client):
+    other = app.test_client()
+    token = csrf_token(other)
+    client.get("/")
+    response = client.post(
+        "/subscribe",
+        data={"email": GOOD_ADDRESS, "newsletter": "explaining-ukraine", "csrf_token": token},
+    )
+    assert response.status_code == 400
+    assert MESSAGES.session_expired in response.get_data(as_text=True)
+    assert count(app, Subscriber) == 0
+
+
+def test_filled_honeypot_gets_the_same_answer_and_stores_nothing(app, client):
+    response = subscribe(client, json=True, website="http://spam.example.net")
+    assert response.status_code == 200
+    assert response.json["text"] == MESSAGES.success_text
+    assert count(app, Subscriber) == 0 and count(app, OutboxMessage) == 0
+
+
+def test_same_address_in_other_case_is_the_same_subscriber(app, client):
+    subscribe(client, email="Reader@Newsroom.org")
+    subscribe(client, email="READER@newsroom.ORG", newsletter="ukraine-daily")
+    assert count(app, Subscriber) == 1
+    assert count(app, Subscription) == 2
+
+
+def test_pending_address_gets_its_confirmation_again_only_after_the_cooldown(app, client):
+    for _ in range(5):
+        assert subscribe(client, json=True).json["ok"]
+    assert count(app, OutboxMessage) == 1
+    # once the cooldown has passed, one more email
+    with session_factory(app)() as session:
+        subscription = session.scalars(select(Subscription)).one()
+        subscription.confirmation_sent_at -= timedelta(minutes=11)
+        session.commit()
+    subscribe(client)
+    subscribe(client)
+    assert count(app, OutboxMessage) == 2
+    # the cooldown is per newsletter
+    subscribe(client, newsletter="ukraine-daily")
+    assert count(app, OutboxMessage) == 3
+
+
+def test_confirmed_address_gets_the_same_answer_and_no_email(app, client):
+    subscribe(client)
+    with session_factory(app)() as session:
+        session.scalars(select(Subscription)).one().status = Status.CONFIRMED
+        session.commit()
+    response = subscribe(client, json=True)
+    assert response.json == subscribe(app.test_client(), email="new@newsroom.org", json=True).json
+    assert count(app, OutboxMessage) == 2  # the first one, and the new address's
+
+
+def test_consent_of_the_sign_up_is_recorded(app, client):
+    data = {
+        "email": GOOD_ADDRESS,
+        "newsletter": "explaining-ukraine",
+        "source": "/",
+        "csrf_token": csrf_token(client),
+    }
+    client.post(
+        "/subscribe",
+        data=data,
+        headers={"User-Agent": "Mozilla/5.0 Test"},
+        environ_base={"REMOTE_ADDR": "127.0.0.7"},
+    )
+    with session_factory(app)() as session:
+        subscription = session.scalars(select(Subscription)).one()
+        assert subscription.subscribe_ip == "127.0.0.7"
+        assert subscription.subscribe_user_agent == "Mozilla/5.0 Test"
+        assert subscription.subscribe_source == "/"
+        assert subscription.subscribed_at is not None and subscription.subscribed_at.tzinfo
+
+
+def test_oversized_post_gets_a_page_not_a_500(client):
+    response = client.post("/subscribe", data={"email": "a" * 100_000})
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize("method", ["get", "put", "delete"])
+def test_other_methods_on_subscribe_are_refused_cleanly(client, method):
+    response = getattr(client, method)("/subscribe")
+    assert response.status_code == 405
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_unknown_page_is_a_404_page(client):
+    response = client.get("/no/such/page")
+    assert response.status_code == 404
+    assert MESSAGES.not_found_title in response.get_data(as_text=True)

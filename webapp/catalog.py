@@ -1,0 +1,74 @@
+"""The newsletter catalog: ``seeds/newsletters.toml`` loaded into the database."""
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .models import Newsletter
+
+SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+FIELDS = ("title", "description", "cadence", "from_name")
+
+
+class CatalogError(ValueError):
+    """The catalog file cannot be loaded; ``str()`` names the file and the reason."""
+
+
+@dataclass
+class SeedReport:
+    """What :func:`seed_catalog` changed."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+def read_catalog(path: Path) -> list[dict]:
+    """Read and check the ``[[newsletter]]`` entries of a catalog file."""
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise CatalogError(f"{path}: no such file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise CatalogError(f"{path}: not valid TOML: {exc}") from None
+    entries = data.get("newsletter")
+    if not isinstance(entries, list) or not entries:
+        raise CatalogError(f"{path}: no [[newsletter]] entries")
+    seen = set()
+    for number, entry in enumerate(entries, 1):
+        slug = entry.get("slug")
+        if not isinstance(slug, str) or not SLUG.match(slug) or len(slug) > 64:
+            raise CatalogError(f"{path}: newsletter {number} needs a slug like 'daily-news'")
+        if slug in seen:
+            raise CatalogError(f"{path}: slug {slug!r} is used twice")
+        seen.add(slug)
+        if not isinstance(entry.get("title"), str) or not entry["title"].strip():
+            raise CatalogError(f"{path}: newsletter {slug!r} needs a title")
+        for field in FIELDS:
+            if not isinstance(entry.get(field, ""), str):
+                raise CatalogError(f"{path}: {slug}.{field} must be text")
+    return entries
+
+
+def seed_catalog(session: Session, entries: list[dict]) -> SeedReport:
+    """Create or update newsletters by slug. Newsletters missing from the file are kept."""
+    report = SeedReport()
+    existing = {n.slug: n for n in session.scalars(select(Newsletter))}
+    for position, entry in enumerate(entries):
+        values = {field: entry.get(field, "").strip() for field in FIELDS}
+        values["position"] = position
+        newsletter = existing.get(entry["slug"])
+        if newsletter is None:
+            session.add(Newsletter(slug=entry["slug"], **values))
+            report.created += 1
+        elif any(getattr(newsletter, k) != v for k, v in values.items()):
+            for key, value in values.items():
+                setattr(newsletter, key, value)
+            report.updated += 1
+        else:
+            report.unchanged += 1
+    return report

@@ -1,0 +1,241 @@
+"""The staff command line: ``newsletter …`` (the same as ``flask --app webapp …``).
+
+Each command's docstring is its ``--help``; each ends with a one-line summary, and bad
+input ends with one line on stderr and a non-zero exit.
+"""
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import migrations
+from .catalog import CatalogError, read_catalog, seed_catalog
+from .config import ConfigError
+from .db import session_factory
+from .models import Newsletter, Status, Subscriber, Subscription
+from .outbox import deliver_queued, transport_from_config
+
+EXPORT_COLUMNS = (
+    "email",
+    "newsletter",
+    "status",
+    "subscribed_at",
+    "subscribe_ip",
+    "subscribe_user_agent",
+    "subscribe_source",
+    "confirmed_at",
+    "confirm_ip",
+    "confirm_user_agent",
+    "unsubscribed_at",
+)
+
+
+def init_app(app: Flask) -> None:
+    """Attach the staff commands to the app's CLI."""
+    app.cli.add_command(db_group)
+    app.cli.add_command(seed_command)
+    app.cli.add_command(serve_command)
+    app.cli.add_command(subscribers_group)
+    app.cli.add_command(outbox_group)
+
+
+@click.group("db")
+def db_group() -> None:
+    """Create or migrate the database."""
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Migrate to this revision.")
+def db_upgrade(revision: str) -> None:
+    """Create the database or migrate it to the newest schema.
+
+    Safe to run at every start: an up-to-date database is left as it is.
+
+    Example: newsletter db upgrade
+    """
+    before, after = migrations.upgrade(current_app, revision)
+    if before == after:
+        click.echo(f"Database is up to date (revision {after}).")
+    else:
+        click.echo(f"Database migrated from {before or 'empty'} to {after}.")
+
+
+@click.command("seed")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Catalog file. Default: newsletters.toml in the seeds folder.",
+)
+def seed_command(path: Path | None) -> None:
+    """Load the newsletter catalog into the database (idempotent).
+
+    Newsletters are matched by slug: new ones are created, changed ones updated,
+    and newsletters no longer in the file are kept.
+
+    Example: newsletter seed --file seeds/newsletters.toml
+    """
+    path = path or Path(current_app.config["SEEDS_PATH"]) / "newsletters.toml"
+    try:
+        entries = read_catalog(path)
+    except CatalogError as exc:
+        raise click.ClickException(str(exc)) from None
+    with session_factory()() as session:
+        report = seed_catalog(session, entries)
+        session.commit()
+    click.echo(
+        f"Catalog loaded from {path}: {report.created} created, "
+        f"{report.updated} updated, {report.unchanged} unchanged."
+    )
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
+def serve_command(host: str, port: int) -> None:
+    """Serve the site with the embedded server (for production use gunicorn, see README).
+
+    Example: newsletter serve --host 127.0.0.1 --port 8000
+    """
+    from werkzeug.serving import run_simple
+
+    app = current_app._get_current_object()
+    click.echo(f"Serving {app.config['SITE_NAME']} newsletters on http://{host}:{port}/")
+    if app.config["MAIL_BACKEND"] == "file":
+        click.echo(f"Mail is captured, not sent: read it at http://{host}:{port}/outbox")
+    try:
+        run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+@click.group("subscribers")
+def subscribers_group() -> None:
+    """Staff view of subscribers."""
+
+
+@subscribers_group.command("export")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True
+)
+@click.option(
+    "--output",
+    type=click.File("w", encoding="utf-8", lazy=True),
+    default="-",
+    help="File to write; default: standard output.",
+)
+@click.option("--newsletter", help="Only this newsletter (slug).")
+@click.option("--status", type=click.Choice([s.value for s in Status]), help="Only this status.")
+def subscribers_export(fmt: str, output, newsletter: str | None, status: str | None) -> None:
+    """Export subscriptions with their consent records, one row per subscription.
+
+    Streams rows, so memory stays flat however long the list. Times are UTC, ISO 8601.
+
+    Example: newsletter subscribers export --format csv --newsletter explaining-ukraine > list.csv
+    """
+    query = (
+        select(Subscriber.email, Newsletter.slug, Subscription)
+        .join(Subscription.subscriber)
+        .join(Subscription.newsletter)
+        .order_by(Subscription.id)
+    )
+    if newsletter:
+        query = query.where(Newsletter.slug == newsletter)
+    if status:
+        query = query.where(Subscription.status == Status(status))
+    count = 0
+    with session_factory()() as session:
+        if (
+            newsletter
+            and session.scalar(select(Newsletter.id).where(Newsletter.slug == newsletter)) is None
+        ):
+            raise click.BadParameter(f"no newsletter {newsletter!r}", param_hint="--newsletter")
+        rows = session.execute(query.execution_options(yield_per=1000))
+        if fmt == "csv":
+            writer = csv.writer(output, lineterminator="\n")
+            writer.writerow(EXPORT_COLUMNS)
+        else:
+            output.write("[")
+        for email, slug, subscription in rows:
+            record = _export_record(email, slug, subscription)
+            if fmt == "csv":
+                writer.writerow(record.values())
+            else:
+                output.write(("," if count else "") + "\n" + json.dumps(record, ensure_ascii=False))
+            count += 1
+            if count % 1000 == 0:
+                session.expunge_all()  # keep memory flat on long exports
+        if fmt == "json":
+            output.write("\n]\n")
+    click.echo(f"Exported {count} subscriptions.", err=True)
+
+
+def _export_record(email: str, slug: str, s: Subscription) -> dict:
+    def iso(value):
+        return value.isoformat() if value else None
+
+    return {
+        "email": email,
+        "newsletter": slug,
+        "status": s.status.value,
+        "subscribed_at": iso(s.subscribed_at),
+        "subscribe_ip": s.subscribe_ip,
+        "subscribe_user_agent": s.subscribe_user_agent,
+        "subscribe_source": s.subscribe_source,
+        "confirmed_at": iso(s.confirmed_at),
+        "confirm_ip": s.confirm_ip,
+        "confirm_user_agent": s.confirm_user_agent,
+        "unsubscribed_at": iso(s.unsubscribed_at),
+    }
+
+
+@click.group("outbox")
+def outbox_group() -> None:
+    """Transactional mail (confirmations) waiting to be delivered."""
+
+
+@outbox_group.command("send")
+def outbox_send() -> None:
+    """Deliver every queued transactional email now, through the configured transport.
+
+    Messages waiting out a retry delay are tried too. Exits 1 if the relay still fails;
+    what was not delivered stays queued for the next run.
+
+    Example: NEWSLETTER_MAIL_BACKEND=smtp newsletter outbox send
+    """
+    config = current_app.config
+    report = deliver_queued(
+        session_factory(),
+        transport_from_config(config),
+        lease=config["OUTBOX_LEASE"],
+        backoff=config["OUTBOX_RETRY_INTERVAL"],
+        due_only=False,
+    )
+    click.echo(f"Outbox: {report.sent} sent, {report.retry} to retry, {report.failed} failed.")
+    if report.retry:
+        raise click.ClickException(f"delivery stopped, mail stays queued: {report.last_error}")
+
+
+def main() -> None:
+    """The ``newsletter`` console script."""
+    from . import create_app
+
+    group = FlaskGroup(create_app=create_app, help="Newsletter service: staff commands.")
+    try:
+        group.main(prog_name="newsletter")
+    except ConfigError as exc:
+        click.echo(f"Error: configuration: {exc}", err=True)
+        sys.exit(2)
+    except SQLAlchemyError as exc:
+        reason = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
+        click.echo(
+            f"Error: database: {reason} (is it migrated? run: newsletter db upgrade)", err=True
+        )
+        sys.exit(1)

@@ -1,0 +1,122 @@
+"""Configuration: defaults, then ``instance/config.py``, then ``NEWSLETTER_*`` variables.
+
+Nothing here runs at import time; :func:`load_config` is called by ``create_app``.
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+from flask import Flask
+
+DEFAULTS: dict[str, object] = {
+    "DATABASE_URL": None,  # derived: SQLite file in the instance folder
+    "SECRET_KEY": None,  # derived: instance/secret_key, generated once
+    "PUBLIC_URL": "http://127.0.0.1:5000",
+    "SITE_NAME": "The Kyiv Independent",
+    "MAIL_BACKEND": "file",
+    "MAIL_FROM": "newsletter@localhost",
+    "SMTP_HOST": "localhost",
+    "SMTP_PORT": 25,
+    "SMTP_USERNAME": None,
+    "SMTP_PASSWORD": None,
+    "SMTP_SECURITY": "none",
+    "SMTP_TIMEOUT": 30,
+    "DKIM_DOMAIN": None,
+    "DKIM_SELECTOR": None,
+    "DKIM_KEY_FILE": None,
+    "SEEDS_PATH": None,  # derived: ./seeds
+    "CONFIRM_MAX_AGE": 7 * 24 * 3600,  # seconds a confirmation link stays valid
+    "CONFIRM_COOLDOWN": 10 * 60,  # seconds between two confirmation emails per subscription
+    "OUTBOX_WORKER": True,  # deliver queued mail from a thread of the web server
+    "OUTBOX_RETRY_INTERVAL": 60,  # seconds between the worker's retries
+    "OUTBOX_LEASE": 300,  # seconds a claimed message is reserved for one sender
+    "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "MAX_CONTENT_LENGTH": 64 * 1024,  # a sign-up post is a few hundred bytes
+}
+
+CHOICES = {
+    "MAIL_BACKEND": ("file", "smtp"),
+    "SMTP_SECURITY": ("none", "starttls", "ssl"),
+}
+INTEGERS = (
+    "SMTP_PORT",
+    "SMTP_TIMEOUT",
+    "CONFIRM_MAX_AGE",
+    "CONFIRM_COOLDOWN",
+    "OUTBOX_RETRY_INTERVAL",
+    "OUTBOX_LEASE",
+)
+# from_prefixed_env parses values as JSON, so NEWSLETTER_SMTP_PASSWORD=1234 arrives as an int.
+STRINGS = ("SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_HOST", "MAIL_FROM", "PUBLIC_URL", "SITE_NAME")
+
+
+class ConfigError(Exception):
+    """A setting has a value the service cannot run with."""
+
+
+def load_config(app: Flask, test_config: dict | None = None) -> None:
+    """Fill ``app.config`` in the documented order and check the result."""
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_pyfile("config.py", silent=True)
+    app.config.from_prefixed_env("NEWSLETTER")
+    if test_config:
+        app.config.from_mapping(test_config)
+    _check(app.config)
+    instance = Path(app.instance_path)
+    if not app.config["DATABASE_URL"]:
+        app.config["DATABASE_URL"] = f"sqlite:///{instance / 'newsletter.db'}"
+    if not app.config["SEEDS_PATH"]:
+        app.config["SEEDS_PATH"] = str(Path.cwd() / "seeds")
+    if not app.config["SECRET_KEY"]:
+        app.config["SECRET_KEY"] = instance_secret_key(instance)
+    app.config["PUBLIC_URL"] = app.config["PUBLIC_URL"].rstrip("/")
+    app.config["OUTBOX_PATH"] = str(instance / "outbox")
+
+
+def _check(config: dict) -> None:
+    for key, allowed in CHOICES.items():
+        if config[key] not in allowed:
+            raise ConfigError(
+                f"NEWSLETTER_{key} must be one of {', '.join(allowed)}, not {config[key]!r}"
+            )
+    for key in INTEGERS:
+        try:
+            config[key] = int(config[key])
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"NEWSLETTER_{key} must be a whole number, not {config[key]!r}"
+            ) from None
+    for key in STRINGS:
+        if config[key] is not None:
+            config[key] = str(config[key])
+    if not str(config["PUBLIC_URL"]).startswith(("http://", "https://")):
+        raise ConfigError(
+            f"NEWSLETTER_PUBLIC_URL must start with https://, not {config['PUBLIC_URL']!r}"
+        )
+
+
+def instance_secret_key(instance: Path) -> str:
+    """Return the installation's secret key, creating ``secret_key`` (mode 0600) once.
+
+    The key is written to a temporary file and hard-linked into place, so that two
+    workers starting together agree on one key and nobody reads a half-written file.
+    """
+    path = instance / "secret_key"
+    instance.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        tmp = instance / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48) + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won the race; use its key
+        finally:
+            tmp.unlink()
+    key = path.read_text().strip()
+    if not key:
+        raise ConfigError(f"{path} is empty; delete it to generate a new key")
+    return key

@@ -1,0 +1,47 @@
+"""The forms: sign-up (with a honeypot) and the confirm button. CSRF on both (Flask-WTF)."""
+
+from flask_wtf import FlaskForm
+from wtforms import HiddenField, StringField
+from wtforms.validators import ValidationError
+
+from emails.addresses import InvalidAddress, normalize_address
+
+from .messages import MESSAGES
+
+
+class SubscribeForm(FlaskForm):
+    """One newsletter's sign-up form. Field names are part of the public contract.
+
+    ``website`` is the honeypot: hidden from people and assistive technology, filled by bots.
+    After validation, ``address`` holds the normalized address.
+    """
+
+    email = StringField(MESSAGES.email_label, filters=[lambda v: v.strip() if v else v])
+    newsletter = HiddenField()
+    source = HiddenField()
+    website = StringField(MESSAGES.honeypot_label)
+
+    address = None
+
+    def validate_email(self, field: StringField) -> None:
+        try:
+            self.address = normalize_address(field.data or "")
+        except InvalidAddress:
+            raise ValidationError(MESSAGES.invalid_email) from None
+
+    @property
+    def is_bot(self) -> bool:
+        """True when the honeypot was filled in."""
+        return bool((self.website.data or "").strip())
+
+    def first_error(self) -> str:
+        """The one message to show beside the form."""
+        if "csrf_token" in self.errors:
+            return MESSAGES.session_expired
+        for errors in self.errors.values():
+            return errors[0]
+        return ""
+
+
+class ConfirmForm(FlaskForm):
+    """The one-button form that confirms a subscription: only its POST confirms."""

@@ -1,0 +1,15 @@
+"""Write a new migration from the models' changes: ``python -m webapp.migrations "message"``."""
+
+import sys
+
+from alembic import command
+
+from .. import create_app
+from ..db import session_factory
+from . import alembic_config
+
+if len(sys.argv) != 2:
+    sys.exit('usage: python -m webapp.migrations "what changed"')
+engine = session_factory(create_app()).kw["bind"]
+with engine.begin() as connection:
+    command.revision(alembic_config(connection), message=sys.argv[1], autogenerate=True)

@@ -1,0 +1,132 @@
+"""The tables: the newsletter catalog, subscribers, subscriptions and the mail outbox."""
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import Enum, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .db import Model, UTCDateTime, utcnow
+
+
+class Status(enum.StrEnum):
+    """The states of a subscription."""
+
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    UNSUBSCRIBED = "unsubscribed"
+
+
+class Newsletter(Model):
+    """One list readers can subscribe to, loaded from ``seeds/newsletters.toml``."""
+
+    __tablename__ = "newsletters"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    cadence: Mapped[str] = mapped_column(String(200), default="")
+    from_name: Mapped[str] = mapped_column(String(200), default="")
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<Newsletter {self.slug}>"
+
+
+class Subscriber(Model):
+    """One person, known by one normalized address."""
+
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    # The address case-folded: duplicates are found case-insensitively, on every database.
+    email_key: Mapped[str] = mapped_column(String(320), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    subscriptions: Mapped[list["Subscription"]] = relationship(back_populates="subscriber")
+
+    def __repr__(self) -> str:
+        return f"<Subscriber {self.id}>"
+
+
+class Subscription(Model):
+    """One subscriber on one newsletter, with the consent that put them there."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (UniqueConstraint("subscriber_id", "newsletter_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletters.id", ondelete="CASCADE"))
+    status: Mapped[Status] = mapped_column(
+        Enum(Status, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
+    )
+    # Changes each time the subscription becomes pending, so older confirmation links stop working.
+    confirm_nonce: Mapped[str] = mapped_column(String(32))
+    confirmation_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    subscribed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    subscribe_ip: Mapped[str | None] = mapped_column(String(45))
+    subscribe_user_agent: Mapped[str | None] = mapped_column(String(512))
+    subscribe_source: Mapped[str | None] = mapped_column(String(200))
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    confirm_ip: Mapped[str | None] = mapped_column(String(45))
+    confirm_user_agent: Mapped[str | None] = mapped_column(String(512))
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions")
+    newsletter: Mapped[Newsletter] = relationship()
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self.id} {self.status.value}>"
+
+
+class OutboxStatus(enum.StrEnum):
+    """The states of a queued transactional email."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class OutboxMessage(Model):
+    """A transactional email, committed with the change that caused it and sent later.
+
+    The message is stored fully rendered, so a retry sends the very same bytes
+    (same Message-ID) and delivery needs nothing but this row.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    subscription_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscriptions.id", ondelete="SET NULL"), index=True
+    )
+    sender: Mapped[str] = mapped_column(String(320))
+    recipient: Mapped[str] = mapped_column(String(320))
+    message: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[OutboxStatus] = mapped_column(
+        Enum(
+            OutboxStatus,
+            native_enum=False,
+            length=16,
+            values_callable=lambda e: [m.value for m in e],
+        ),
+        default=OutboxStatus.QUEUED,
+        index=True,
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Backoff after a failed attempt: the worker leaves the message alone until then.
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A sender claims a message by setting this lease; nobody else takes it until it ends.
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+
+    def __repr__(self) -> str:
+        return f"<OutboxMessage {self.id} {self.kind} {self.status.value}>"

@@ -1,0 +1,186 @@
+"""Delivering the transactional outbox: claim, send, record; and the server's worker thread.
+
+Each message is claimed with a lease by one conditional UPDATE, so any number of
+threads, processes or hosts may drain the same outbox without sending a message twice.
+"""
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+
+from flask import Flask
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from emails.transport import (
+    DeliveryError,
+    FileTransport,
+    SmtpSettings,
+    SmtpTransport,
+    Transport,
+)
+
+from .db import session_factory, utcnow
+from .models import OutboxMessage, OutboxStatus
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 3600  # seconds; a message is retried at least hourly while the relay is down
+
+
+def transport_from_config(config: dict) -> Transport:
+    """The transport ``MAIL_BACKEND`` names, set up from the configuration."""
+    if config["MAIL_BACKEND"] == "file":
+        return FileTransport(config["OUTBOX_PATH"])
+    return SmtpTransport(
+        SmtpSettings(
+            host=config["SMTP_HOST"],
+            port=config["SMTP_PORT"],
+            username=config["SMTP_USERNAME"],
+            password=config["SMTP_PASSWORD"],
+            security=config["SMTP_SECURITY"],
+            timeout=config["SMTP_TIMEOUT"],
+        )
+    )
+
+
+@dataclass
+class DeliveryReport:
+    """What one pass over the outbox did."""
+
+    sent: int = 0
+    retry: int = 0
+    failed: int = 0
+    last_error: str | None = None
+
+
+def deliver_queued(
+    sessions: sessionmaker[Session],
+    transport: Transport,
+    *,
+    lease: int,
+    backoff: int = 60,
+    due_only: bool = True,
+    batch: int = 100,
+) -> DeliveryReport:
+    """Send queued messages until none is left or the relay fails temporarily.
+
+    After a temporary failure a message waits ``backoff`` seconds, doubling with each
+    attempt up to an hour; ``due_only=False`` (the operator's ``newsletter outbox send``)
+    tries those too. Stops at the first temporary failure, so a relay that is down is not
+    hammered once per message.
+    """
+    report = DeliveryReport()
+    with transport:
+        while True:
+            with sessions() as session:
+                ids = session.scalars(_pending(due_only).limit(batch)).all()
+            if not ids:
+                return report
+            for message_id in ids:
+                outcome = _deliver_one(
+                    sessions, transport, message_id, lease, backoff, due_only, report
+                )
+                if outcome == "retry":
+                    return report
+
+
+def _pending(due_only: bool):
+    return select(OutboxMessage.id).where(*_claimable(due_only)).order_by(OutboxMessage.id)
+
+
+def _claimable(due_only: bool) -> list:
+    now = utcnow()
+    conditions = [
+        OutboxMessage.status == OutboxStatus.QUEUED,
+        or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
+    ]
+    if due_only:
+        conditions.append(OutboxMessage.next_attempt_at <= now)
+    return conditions
+
+
+def _deliver_one(sessions, transport, message_id, lease, backoff, due_only, report) -> str | None:
+    with sessions() as session:
+        claimed = session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message_id, *_claimable(due_only))
+            .values(
+                claimed_until=utcnow() + timedelta(seconds=lease),
+                attempts=OutboxMessage.attempts + 1,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        if claimed.rowcount != 1:
+            return None  # another sender took it
+        message = session.get_one(OutboxMessage, message_id)
+        try:
+            transport.send(message.message, message.sender, [message.recipient])
+        except DeliveryError as exc:
+            message.last_error = str(exc)[:500]
+            message.claimed_until = None
+            report.last_error = message.last_error
+            if exc.permanent:
+                message.status = OutboxStatus.FAILED
+                report.failed += 1
+                outcome = "failed"
+            else:
+                delay = min(backoff * 2 ** (message.attempts - 1), MAX_BACKOFF)
+                message.next_attempt_at = utcnow() + timedelta(seconds=delay)
+                report.retry += 1
+                outcome = "retry"
+            log.warning("outbox message %s not delivered: %s", message.id, exc)
+        else:
+            message.status = OutboxStatus.SENT
+            message.sent_at = utcnow()
+            message.claimed_until = None
+            message.message = b""  # delivered; the bytes are not needed again
+            report.sent += 1
+            outcome = "sent"
+        session.commit()
+        return outcome
+
+
+class OutboxWorker:
+    """A daemon thread of the web server that delivers the outbox.
+
+    Woken right after a request queues mail, and every ``OUTBOX_RETRY_INTERVAL``
+    seconds otherwise, so mail queued while the relay was down goes out when it is back.
+    Started lazily, so each server process (e.g. gunicorn worker) runs its own.
+    """
+
+    def __init__(self, app: Flask) -> None:
+        self.config = app.config
+        self.sessions = session_factory(app)
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread once per process."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="outbox-worker", daemon=True)
+                self._thread.start()
+                self._wake.set()  # a first pass at once: mail may be left from before a restart
+
+    def wake(self) -> None:
+        """Ask for a delivery pass now."""
+        self.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.config["OUTBOX_RETRY_INTERVAL"])
+            self._wake.clear()
+            try:
+                deliver_queued(
+                    self.sessions,
+                    transport_from_config(self.config),
+                    lease=self.config["OUTBOX_LEASE"],
+                    backoff=self.config["OUTBOX_RETRY_INTERVAL"],
+                )
+            except Exception:  # keep the thread alive whatever one pass meets
+                log.exception("outbox delivery pass failed")
