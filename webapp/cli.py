@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 from flask import Flask, current_app
-from flask.cli import FlaskGroup
+from flask.cli import AppGroup, FlaskGroup, with_appcontext
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -46,7 +46,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(outbox_group)
 
 
-@click.group("db")
+@click.group("db", cls=AppGroup)
 def db_group() -> None:
     """Create or migrate the database."""
 
@@ -68,6 +68,7 @@ def db_upgrade(revision: str) -> None:
 
 
 @click.command("seed")
+@with_appcontext
 @click.option(
     "--file",
     "path",
@@ -97,6 +98,7 @@ def seed_command(path: Path | None) -> None:
 
 
 @click.command("serve")
+@with_appcontext
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 def serve_command(host: str, port: int) -> None:
@@ -116,7 +118,7 @@ def serve_command(host: str, port: int) -> None:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-@click.group("subscribers")
+@click.group("subscribers", cls=AppGroup)
 def subscribers_group() -> None:
     """Staff view of subscribers."""
 
@@ -196,7 +198,7 @@ def _export_record(email: str, slug: str, s: Subscription) -> dict:
     }
 
 
-@click.group("outbox")
+@click.group("outbox", cls=AppGroup)
 def outbox_group() -> None:
     """Transactional mail (confirmations) waiting to be delivered."""
 

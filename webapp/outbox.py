@@ -155,6 +155,7 @@ class OutboxWorker:
         self.config = app.config
         self.sessions = session_factory(app)
         self._wake = threading.Event()
+        self._stopping = False
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -171,10 +172,19 @@ class OutboxWorker:
         self.start()
         self._wake.set()
 
+    def stop(self, timeout: float = 10) -> None:
+        """End the thread after its current pass (for tests and orderly shutdown)."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
     def _run(self) -> None:
         while True:
             self._wake.wait(self.config["OUTBOX_RETRY_INTERVAL"])
             self._wake.clear()
+            if self._stopping:
+                return
             try:
                 deliver_queued(
                     self.sessions,

@@ -1,0 +1,174 @@
+"""Confirmation mail through a real SMTP server on loopback: every path, relay down then up."""
+
+import re
+import time
+
+import pytest
+from sqlalchemy import select
+
+from tests.conftest import SmtpServer, free_port, make_app, subscribe
+from webapp.db import session_factory
+from webapp.models import OutboxMessage, OutboxStatus, Status, Subscription
+
+
+@pytest.fixture
+def smtp_app(tmp_path, smtp_server):
+    return make_app(tmp_path, **smtp_server.config())
+
+
+def send_outbox(app):
+    return app.test_cli_runner().invoke(args=["outbox", "send"])
+
+
+def confirm_link(received) -> str:
+    text = received.message.get_body(("plain",)).get_content()
+    return re.search(r"http://127\.0\.0\.1:5000(/confirm/\S+)", text).group(1)
+
+
+def outbox_states(app) -> list[OutboxStatus]:
+    with session_factory(app)() as session:
+        return list(session.scalars(select(OutboxMessage.status).order_by(OutboxMessage.id)))
+
+
+def test_confirmation_email_reaches_the_relay_once_with_both_parts(smtp_app, smtp_server):
+    client = smtp_app.test_client()
+    assert subscribe(client, email="Reader@Newsroom.org", json=True).json["ok"]
+    result = send_outbox(smtp_app)
+    assert result.exit_code == 0, result.output
+    assert "1 sent, 0 to retry, 0 failed" in result.output
+    assert send_outbox(smtp_app).output.startswith("Outbox: 0 sent")
+
+    [received] = smtp_server.messages
+    assert received.recipients == ["Reader@newsroom.org"]
+    assert received.sender == "newsletter@localhost"
+    msg = received.message
+    assert msg["Subject"] == "Confirm your subscription to Explaining Ukraine with Kate Tsurkan"
+    assert msg["To"] == "Reader@newsroom.org"
+    for header in ("Date", "Message-ID", "MIME-Version", "From"):
+        assert msg[header]
+    assert msg.get_content_type() == "multipart/alternative"
+    text = msg.get_body(("plain",)).get_content()
+    html = msg.get_body(("html",)).get_content()
+    for part in (text, html):
+        assert "Explaining Ukraine with Kate Tsurkan" in part
+        assert "Did not ask for this?" in part
+    links = re.findall(r'href="([^"]+)"', html)
+    assert len(links) == 1 and links[0].startswith("http://127.0.0.1:5000/confirm/")
+    assert re.findall(r"https?://\S+", text) == links
+    assert outbox_states(smtp_app) == [OutboxStatus.SENT]
+
+
+def test_every_subscribe_and_confirm_path_mails_as_promised(smtp_app, smtp_server):
+    client = smtp_app.test_client()
+    answers = []
+    # new address: one email
+    answers.append(subscribe(client, json=True).json)
+    send_outbox(smtp_app)
+    assert len(smtp_server.messages) == 1
+    # pending, within the cooldown: no new email
+    answers.append(subscribe(client, json=True).json)
+    send_outbox(smtp_app)
+    assert len(smtp_server.messages) == 1
+    # confirm with the link from the email that arrived
+    path = confirm_link(smtp_server.messages[0])
+    page = client.get(path).get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    assert client.post(path, data={"csrf_token": token}).status_code == 302
+    # confirmed: no new email
+    answers.append(subscribe(client, json=True).json)
+    send_outbox(smtp_app)
+    assert len(smtp_server.messages) == 1
+    # unsubscribed, then subscribing again: a new confirmation with a new link
+    with session_factory(smtp_app)() as session:
+        session.scalars(select(Subscription)).one().status = Status.UNSUBSCRIBED
+        session.commit()
+    answers.append(subscribe(client, json=True).json)
+    send_outbox(smtp_app)
+    assert len(smtp_server.messages) == 2
+    assert confirm_link(smtp_server.messages[1]) != path
+    # the same answer every time, whatever the state
+    assert all(answer == answers[0] for answer in answers)
+
+
+def test_internationalized_domain_is_sent_in_ascii(smtp_app, smtp_server):
+    subscribe(smtp_app.test_client(), email="leser@bücher.de")
+    send_outbox(smtp_app)
+    [received] = smtp_server.messages
+    assert received.recipients == ["leser@xn--bcher-kva.de"]
+    assert "leser@bücher.de" in received.message.get_body(("plain",)).get_content()
+
+
+def test_relay_down_keeps_the_mail_queued_until_it_is_back(tmp_path):
+    relay = SmtpServer(port=free_port())  # nothing listens there yet
+    app = make_app(tmp_path, **relay.config())
+    client = app.test_client()
+    response = subscribe(client, json=True)
+    assert response.status_code == 200 and response.json["ok"]  # the reader sees success
+
+    result = send_outbox(app)
+    assert result.exit_code == 1
+    assert "0 sent, 1 to retry" in result.output
+    assert "mail stays queued" in result.output and "Traceback" not in result.output
+    assert outbox_states(app) == [OutboxStatus.QUEUED]
+
+    relay.start()
+    try:
+        result = send_outbox(app)
+        assert result.exit_code == 0 and "1 sent" in result.output
+        assert send_outbox(app).output.startswith("Outbox: 0 sent")
+        assert len(relay.messages) == 1
+        assert outbox_states(app) == [OutboxStatus.SENT]
+    finally:
+        relay.stop()
+
+
+def test_running_server_retries_by_itself_when_the_relay_comes_back(tmp_path):
+    relay = SmtpServer(port=free_port())
+    app = make_app(tmp_path, **relay.config(), OUTBOX_WORKER=True, OUTBOX_RETRY_INTERVAL=1)
+    worker = app.extensions["outbox_worker"]
+    try:
+        assert subscribe(app.test_client(), json=True).json["ok"]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the worker tried and failed at least once
+            with session_factory(app)() as session:
+                if session.scalar(select(OutboxMessage.attempts)):
+                    break
+            time.sleep(0.05)
+        assert outbox_states(app) == [OutboxStatus.QUEUED]
+        relay.start()
+        assert len(relay.handler.wait_for(1, timeout=15)) == 1
+        time.sleep(1.5)  # another pass of the worker sends nothing more
+        assert len(relay.messages) == 1
+    finally:
+        worker.stop()
+        relay.stop()
+
+
+def test_server_delivers_right_after_the_response(tmp_path, smtp_server):
+    app = make_app(tmp_path, **smtp_server.config(), OUTBOX_WORKER=True)
+    try:
+        subscribe(app.test_client())
+        assert len(smtp_server.handler.wait_for(1, timeout=10)) == 1
+    finally:
+        app.extensions["outbox_worker"].stop()
+
+
+def test_permanent_refusal_marks_the_mail_failed_and_does_not_retry(smtp_app, smtp_server):
+    smtp_server.handler.refuse["gone@newsroom.org"] = "550 5.1.1 No such user"
+    subscribe(smtp_app.test_client(), email="gone@newsroom.org")
+    subscribe(smtp_app.test_client(), email="here@newsroom.org")
+    result = send_outbox(smtp_app)
+    assert "1 sent, 0 to retry, 1 failed" in result.output
+    assert outbox_states(smtp_app) == [OutboxStatus.FAILED, OutboxStatus.SENT]
+    send_outbox(smtp_app)
+    assert [m.recipients for m in smtp_server.messages] == [["here@newsroom.org"]]
+
+
+def test_temporary_refusal_is_retried(smtp_app, smtp_server):
+    smtp_server.handler.refuse["busy@newsroom.org"] = "451 4.7.1 Try again later"
+    subscribe(smtp_app.test_client(), email="busy@newsroom.org")
+    assert send_outbox(smtp_app).exit_code == 1
+    assert outbox_states(smtp_app) == [OutboxStatus.QUEUED]
+    del smtp_server.handler.refuse["busy@newsroom.org"]
+    assert send_outbox(smtp_app).exit_code == 0
+    assert [m.recipients for m in smtp_server.messages] == [["busy@newsroom.org"]]
