@@ -1,0 +1,155 @@
+"""A newcomer in real Chromium: subscribe with JavaScript on and off, open the captured
+email at /outbox, click its link, press the button and see the confirmation."""
+
+import os
+import shutil
+import threading
+import time
+
+import pytest
+from sqlalchemy import select
+from werkzeug.serving import make_server
+
+from tests.conftest import free_port, make_app
+from webapp.db import session_factory
+from webapp.messages import MESSAGES
+from webapp.models import Status, Subscriber, Subscription
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium")
+# Started by root in CI and with no network: flags as the machine's notes prescribe.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM:
+        if os.environ.get("NEWSLETTER_REQUIRE_BROWSER"):
+            pytest.fail("Chromium is required (NEWSLETTER_REQUIRE_BROWSER) but was not found")
+        pytest.skip("Chromium not found: install it (apt-get install chromium) for browser tests")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def live_server(tmp_path):
+    """The app served over HTTP on a loopback port, mail captured, outbox worker running."""
+    port = free_port()
+    app = make_app(tmp_path, PUBLIC_URL=f"http://127.0.0.1:{port}", OUTBOX_WORKER=True)
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield app, f"http://127.0.0.1:{port}"
+    server.shutdown()
+    thread.join(10)
+    app.extensions["outbox_worker"].stop()
+
+
+def card(page, slug):
+    return page.locator(f"#nl-{slug}")
+
+
+def status_of(app, email) -> Status:
+    with session_factory(app)() as session:
+        return session.scalar(
+            select(Subscription.status).join(Subscriber).where(Subscriber.email == email)
+        )
+
+
+def open_confirmation_from_outbox(page, base, subject_part):
+    """Go to /outbox, wait (bounded) for the message, open it and click its link."""
+    deadline = time.monotonic() + 15
+    while True:
+        page.goto(f"{base}/outbox/")
+        link = page.get_by_role("link", name=subject_part)
+        if link.count() or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    link.first.click()
+    page.locator(".mail-links a").first.click()
+
+
+def confirm_and_check(page, app, email):
+    assert page.get_by_role("heading", name=MESSAGES.confirm_title).is_visible()
+    assert page.get_by_text("Explaining Ukraine with Kate Tsurkan").first.is_visible()
+    assert status_of(app, email) == Status.PENDING  # opening the link did not confirm
+    page.get_by_role("button", name=MESSAGES.confirm_button).click()
+    assert page.get_by_role("heading", name=MESSAGES.confirmed_title).is_visible()
+    assert status_of(app, email) == Status.CONFIRMED
+
+
+def test_with_javascript_forms_answer_in_place(browser, live_server):
+    app, base = live_server
+    page = browser.new_page()
+    page.goto(base + "/")
+    page.evaluate("window.notReloaded = true")
+    first, second = card(page, "explaining-ukraine"), card(page, "ukraine-daily")
+
+    first.get_by_placeholder(MESSAGES.email_placeholder).fill("kate@newsroom")
+    first.get_by_role("button", name=MESSAGES.subscribe_button).click()
+    error = first.locator(".signup-error")
+    error.wait_for(state="visible")
+    assert error.inner_text() == MESSAGES.invalid_email
+    assert first.get_by_placeholder(MESSAGES.email_placeholder).input_value() == "kate@newsroom"
+    assert not second.locator(".signup-error").is_visible()  # forms are independent
+
+    first.get_by_placeholder(MESSAGES.email_placeholder).fill("kate@newsroom.org")
+    assert not error.is_visible()  # typing again clears the old message
+    first.get_by_role("button", name=MESSAGES.subscribe_button).click()
+    first.get_by_text(MESSAGES.success_title).wait_for()
+    assert first.get_by_text(MESSAGES.success_text).is_visible()
+    assert first.locator("form").count() == 0
+    assert second.locator("form").count() == 1
+    assert page.evaluate("window.notReloaded") is True  # no reload happened
+
+    second.get_by_placeholder(MESSAGES.email_placeholder).fill("kate@newsroom.org")
+    second.get_by_role("button", name=MESSAGES.subscribe_button).click()
+    second.get_by_text(MESSAGES.success_title).wait_for()
+    assert page.evaluate("window.notReloaded") is True
+
+    open_confirmation_from_outbox(page, base, "Explaining Ukraine with Kate Tsurkan")
+    confirm_and_check(page, app, "kate@newsroom.org")
+    page.close()
+
+
+def test_without_javascript_forms_post_and_answer_with_a_page(browser, live_server):
+    app, base = live_server
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto(base + "/")
+    first = card(page, "explaining-ukraine")
+
+    first.get_by_placeholder(MESSAGES.email_placeholder).fill("reader@example.com")
+    first.get_by_role("button", name=MESSAGES.subscribe_button).click()
+    page.wait_for_load_state()
+    first = card(page, "explaining-ukraine")
+    assert first.locator(".signup-error").inner_text() == MESSAGES.invalid_email
+    assert first.get_by_placeholder(MESSAGES.email_placeholder).input_value() == (
+        "reader@example.com"
+    )
+    assert not card(page, "ukraine-daily").locator(".signup-error").is_visible()
+
+    first.get_by_placeholder(MESSAGES.email_placeholder).fill("ivan@newsroom.org")
+    first.get_by_role("button", name=MESSAGES.subscribe_button).click()
+    page.wait_for_load_state()
+    first = card(page, "explaining-ukraine")
+    assert first.get_by_text(MESSAGES.success_title).is_visible()
+    assert first.get_by_text(MESSAGES.success_text).is_visible()
+    assert page.url.endswith("/#nl-explaining-ukraine")
+
+    open_confirmation_from_outbox(page, base, "Explaining Ukraine with Kate Tsurkan")
+    confirm_and_check(page, app, "ivan@newsroom.org")
+    context.close()

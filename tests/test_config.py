@@ -1,0 +1,55 @@
+"""Configuration order: defaults, instance/config.py, NEWSLETTER_* variables, test mapping."""
+
+import pytest
+
+from webapp import create_app
+from webapp.config import ConfigError
+
+
+def test_defaults(tmp_path):
+    app = create_app({"INSTANCE_PATH": tmp_path})
+    assert app.config["MAIL_BACKEND"] == "file"
+    assert app.config["PUBLIC_URL"] == "http://127.0.0.1:5000"
+    assert app.config["DATABASE_URL"] == f"sqlite:///{tmp_path / 'newsletter.db'}"
+    assert app.config["OUTBOX_PATH"] == str(tmp_path / "outbox")
+    assert app.config["CONFIRM_MAX_AGE"] == 7 * 86400
+    assert app.config["CONFIRM_COOLDOWN"] == 600
+
+
+def test_order_is_defaults_then_file_then_environment_then_tests(tmp_path, monkeypatch):
+    (tmp_path / "config.py").write_text(
+        'PUBLIC_URL = "https://from-file.newsroom.org/"\nSITE_NAME = "From file"\n'
+        'SMTP_HOST = "file-relay"\n'
+    )
+    monkeypatch.setenv("NEWSLETTER_INSTANCE_PATH", str(tmp_path))
+    monkeypatch.setenv("NEWSLETTER_SITE_NAME", "From environment")
+    monkeypatch.setenv("NEWSLETTER_SMTP_HOST", "env-relay")
+    monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "1234")  # JSON-parsed to int by Flask
+    app = create_app({"SMTP_HOST": "test-relay"})
+    assert app.instance_path == str(tmp_path)
+    assert app.config["PUBLIC_URL"] == "https://from-file.newsroom.org"  # trailing / dropped
+    assert app.config["SITE_NAME"] == "From environment"
+    assert app.config["SMTP_HOST"] == "test-relay"
+    assert app.config["SMTP_PASSWORD"] == "1234"
+
+
+def test_secret_key_is_generated_once_and_kept(tmp_path):
+    first = create_app({"INSTANCE_PATH": tmp_path}).config["SECRET_KEY"]
+    second = create_app({"INSTANCE_PATH": tmp_path}).config["SECRET_KEY"]
+    assert first == second and len(first) >= 40
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["secret_key"]  # no temporary left
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"MAIL_BACKEND": "pigeon"}, "NEWSLETTER_MAIL_BACKEND must be one of file, smtp"),
+        ({"SMTP_SECURITY": "tls"}, "NEWSLETTER_SMTP_SECURITY must be one of none, starttls, ssl"),
+        ({"SMTP_PORT": "twenty-five"}, "NEWSLETTER_SMTP_PORT must be a whole number"),
+        ({"PUBLIC_URL": "newsroom.org"}, "NEWSLETTER_PUBLIC_URL must start with"),
+    ],
+)
+def test_bad_settings_are_refused_with_a_reason(tmp_path, setting, message):
+    with pytest.raises(ConfigError, match=message):
+        create_app({"INSTANCE_PATH": tmp_path, **setting})
