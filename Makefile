@@ -14,6 +14,7 @@ run: $(VENV)/.installed
 	$(BIN)/newsletter serve
 
 test: $(VENV)/.installed-test
+	@command -v chromium >/dev/null || echo "NOTE: Chromium not found: the browser tests will be skipped (apt-get install chromium)"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
