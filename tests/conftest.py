@@ -19,12 +19,19 @@ ROOT = Path(__file__).resolve().parent.parent
 GOOD_ADDRESS = "reader@newsroom.org"
 
 
+_apps: list = []
+
+
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch):
-    """Tests see the documented defaults, not the developer's NEWSLETTER_* settings."""
+    """Tests see the documented defaults, not the developer's NEWSLETTER_* settings;
+    each test's database connections are closed after it."""
     for name in list(os.environ):
         if name.startswith("NEWSLETTER_"):
             monkeypatch.delenv(name)
+    yield
+    while _apps:
+        session_factory(_apps.pop()).kw["bind"].dispose()
 
 
 def free_port() -> int:
@@ -44,6 +51,7 @@ def make_app(tmp_path: Path, **config):
     }
     settings.update(config)
     app = create_app(settings)
+    _apps.append(app)
     migrations.upgrade(app)
     with session_factory(app)() as session:
         seed_catalog(session, read_catalog(ROOT / "seeds" / "newsletters.toml"))
@@ -154,6 +162,30 @@ class SmtpServer:
             "SMTP_PORT": self.port,
             "SMTP_TIMEOUT": 5,
         }
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL cluster for the session; skipped (with a reason) when not installed."""
+    from tests.postgres import PostgresCluster, server_binaries
+
+    bindir = server_binaries()
+    if bindir is None:
+        if os.environ.get("NEWSLETTER_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL is required (NEWSLETTER_REQUIRE_POSTGRES) but not installed")
+        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
+    cluster = PostgresCluster(bindir, free_port()).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db_app(request, tmp_path):
+    """The app on SQLite, then on PostgreSQL: for tests about what the database does."""
+    if request.param == "sqlite":
+        return make_app(tmp_path)
+    url = request.getfixturevalue("postgres").create_database()
+    return make_app(tmp_path, DATABASE_URL=url)
 
 
 @pytest.fixture

@@ -112,10 +112,11 @@ def _deliver_one(sessions, transport, message_id, lease, backoff, due_only, repo
             )
             .execution_options(synchronize_session=False)
         )
-        session.commit()
         if claimed.rowcount != 1:
+            session.rollback()
             return None  # another sender took it
         message = session.get_one(OutboxMessage, message_id)
+        session.commit()  # no transaction stays open while the relay is talked to
         try:
             transport.send(message.message, message.sender, [message.recipient])
         except DeliveryError as exc:
