@@ -197,9 +197,12 @@ def _confirmation(token: str) -> Subscription | tuple:
     except (TokenInvalid, TypeError, ValueError):
         return _notice(MESSAGES.link_invalid_title, MESSAGES.link_invalid_text, 404)
     subscription = get_session().get(Subscription, subscription_id)
-    if subscription is None or subscription.confirm_nonce != nonce:
-        return _notice(MESSAGES.confirm_gone_title, MESSAGES.confirm_gone_text, 410)
-    if subscription.status == Status.UNSUBSCRIBED:
+    # A new nonce means the subscription ended and started again since this link was sent.
+    if (
+        subscription is None
+        or subscription.confirm_nonce != nonce
+        or subscription.status == Status.UNSUBSCRIBED
+    ):
         return _notice(MESSAGES.confirm_gone_title, MESSAGES.confirm_gone_text, 410)
     return subscription
 
