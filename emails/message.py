@@ -29,8 +29,10 @@ def build_message(
     msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
     for name, value in (headers or {}).items():
         msg[name] = value
-    msg.set_content(text, subtype="plain", cte="quoted-printable")
-    msg.add_alternative(html, subtype="html", cte="quoted-printable")
+    # No transfer encoding is forced: the email package picks the shorter of
+    # quoted-printable and base64, which keeps non-Latin text small.
+    msg.set_content(text, subtype="plain")
+    msg.add_alternative(html, subtype="html")
     return msg
 
 

@@ -7,7 +7,7 @@ from flask import Flask
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: configuration, database, pages, mail outbox and CLI commands."""
-    from . import captured, cli, db, pages
+    from . import captured, cli, db, pages, reading
     from .config import load_config
     from .outbox import OutboxWorker
 
@@ -21,6 +21,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["outbox_worker"] = OutboxWorker(app) if app.config["OUTBOX_WORKER"] else None
     pages.init_app(app)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(reading.bp)
     if app.config["MAIL_BACKEND"] == "file":
         app.register_blueprint(captured.bp)
     cli.init_app(app)

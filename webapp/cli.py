@@ -19,6 +19,7 @@ from . import migrations
 from .catalog import CatalogError, read_catalog, seed_catalog
 from .config import ConfigError
 from .db import session_factory
+from .digest_cli import digest_group
 from .models import Newsletter, Status, Subscriber, Subscription
 from .outbox import deliver_queued, transport_from_config
 
@@ -44,6 +45,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(serve_command)
     app.cli.add_command(subscribers_group)
     app.cli.add_command(outbox_group)
+    app.cli.add_command(digest_group)
 
 
 @click.group("db", cls=AppGroup)

@@ -49,7 +49,17 @@ INTEGERS = (
     "OUTBOX_LEASE",
 )
 # from_prefixed_env parses values as JSON, so NEWSLETTER_SMTP_PASSWORD=1234 arrives as an int.
-STRINGS = ("SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_HOST", "MAIL_FROM", "PUBLIC_URL", "SITE_NAME")
+STRINGS = (
+    "SMTP_USERNAME",
+    "SMTP_PASSWORD",
+    "SMTP_HOST",
+    "MAIL_FROM",
+    "PUBLIC_URL",
+    "SITE_NAME",
+    "DKIM_DOMAIN",
+    "DKIM_SELECTOR",
+    "DKIM_KEY_FILE",
+)
 
 
 class ConfigError(Exception):
@@ -91,6 +101,11 @@ def _check(config: dict) -> None:
     for key in STRINGS:
         if config[key] is not None:
             config[key] = str(config[key])
+    dkim = [config[k] for k in ("DKIM_DOMAIN", "DKIM_SELECTOR", "DKIM_KEY_FILE")]
+    if any(dkim) and not all(dkim):
+        raise ConfigError("set all of NEWSLETTER_DKIM_DOMAIN, _SELECTOR and _KEY_FILE, or none")
+    if all(dkim) and not os.access(config["DKIM_KEY_FILE"], os.R_OK):
+        raise ConfigError(f"NEWSLETTER_DKIM_KEY_FILE {config['DKIM_KEY_FILE']} cannot be read")
     if not str(config["PUBLIC_URL"]).startswith(("http://", "https://")):
         raise ConfigError(
             f"NEWSLETTER_PUBLIC_URL must start with https://, not {config['PUBLIC_URL']!r}"

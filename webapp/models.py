@@ -3,7 +3,7 @@
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Enum, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .db import Model, UTCDateTime, utcnow
@@ -130,3 +130,38 @@ class OutboxMessage(Model):
 
     def __repr__(self) -> str:
         return f"<OutboxMessage {self.id} {self.kind} {self.status.value}>"
+
+
+class Issue(Model):
+    """One numbered issue of a newsletter, rendered once when it is built.
+
+    ``content`` keeps the articles as they were read (for the web version); ``html`` and
+    ``text`` keep the rendered parts with slots for each reader's own links.
+    """
+
+    __tablename__ = "issues"
+    __table_args__ = (UniqueConstraint("newsletter_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletters.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    subject: Mapped[str] = mapped_column(String(300))
+    preheader: Mapped[str] = mapped_column(String(300))
+    content: Mapped[dict] = mapped_column(JSON)
+    html: Mapped[dict] = mapped_column(JSON)
+    text: Mapped[dict] = mapped_column(JSON)
+    size: Mapped[int] = mapped_column(Integer)  # bytes of one reader's message
+    notes: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set when the issue is first sent; only sent issues are public on the web.
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    newsletter: Mapped[Newsletter] = relationship()
+
+    @property
+    def state(self) -> str:
+        """``draft`` until sent, then ``sent``."""
+        return "sent" if self.sent_at else "draft"
+
+    def __repr__(self) -> str:
+        return f"<Issue {self.newsletter_id}#{self.number}>"

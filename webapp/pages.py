@@ -23,6 +23,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import subscriptions
 from .db import get_session
+from .digests import seed_articles
 from .forms import ConfirmForm, SubscribeForm
 from .mail import queue_confirmation
 from .messages import MESSAGES
@@ -33,7 +34,7 @@ bp = Blueprint("pages", __name__)
 
 # Pages that carry sign-up forms: a failed post without JavaScript re-renders the page
 # it came from, with the message beside the form that was used.
-FORM_PAGES = {"pages.index"}
+FORM_PAGES = {"pages.index", "reading.article", "reading.newsletter"}
 
 
 def init_app(app: Flask) -> None:
@@ -114,7 +115,10 @@ def signup_state(catalog: list[Newsletter]) -> dict:
 def index():
     """Every newsletter of the catalog with its sign-up form."""
     catalog = newsletters()
-    return render_template("index.html", newsletters=catalog, **signup_state(catalog))
+    articles = sorted(seed_articles(get_session()).values(), key=lambda a: a.title)
+    return render_template(
+        "index.html", newsletters=catalog, articles=articles, **signup_state(catalog)
+    )
 
 
 @bp.post("/subscribe")

@@ -1,0 +1,229 @@
+"""Reading scraped news pages (``seeds/*.txt``) into articles.
+
+A page scraped to text holds the article between page furniture: navigation, an
+audio note, the news feed, "MORE NEWS", "Editors' Picks" and what the sign-up forms
+left behind. The reader keeps the article and its news feed and drops the rest.
+"""
+
+import re
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+# Lines that are page furniture wherever they stand.
+FURNITURE = {
+    "skip to content",
+    "edit post",
+    "this audio is created with ai assistance",
+    "more news",
+    "editors' picks",
+    "editors’ picks",
+    "subscribe",
+    "* indicates required",
+    "enter your email to subscribe",
+    "please, enter correct email address",
+    "successfuly subscribed",
+    "successfully subscribed",
+    "thank you for signing up for this newsletter. we’ve sent you a confirmation email.",
+    "thank you for signing up for this newsletter. we've sent you a confirmation email.",
+}
+# Where the article (and then the news feed) ends and the sign-up forms begin.
+END_OF_PAGE = {"more news", "editors' picks", "editors’ picks"}
+NEWS_FEED = "news feed"
+MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
+BYLINE = re.compile(
+    rf"^(?:by\s+(?P<byline>.+?)\s*)?"
+    rf"(?P<date>(?:{MONTHS})\s+\d{{1,2}},\s+\d{{4}})"
+    rf"(?:\s+(?P<time>\d{{1,2}}:\d{{2}}\s*[AP]M))?"
+    rf"(?:\s+(?P<minutes>\d+)\s+min\s+read)?\s*$",
+    re.IGNORECASE,
+)
+BYLINE_ONLY = re.compile(r"^by\s+(?P<byline>\S.{0,150}?)(?:\s+(?P<minutes>\d+)\s+min\s+read)?$")
+FEED_TIME = re.compile(r"^\d{1,2}:\d{2}\s*[AP]M$", re.IGNORECASE)
+MAX_BYTES = 5 * 1024 * 1024  # a scraped page is tens of kilobytes; refuse anything absurd
+
+
+class ArticleError(ValueError):
+    """A file that cannot be read as an article; ``str()`` names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class FeedItem:
+    """One entry of the page's news feed."""
+
+    time: str
+    headline: str
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class Article:
+    """What a reader needs of one news page; plain text throughout, never markup."""
+
+    slug: str
+    title: str
+    paragraphs: list[str]
+    byline: str | None = None
+    published: datetime | None = None
+    reading_minutes: int | None = None
+    feed: list[FeedItem] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form, for storing with an issue."""
+        data = asdict(self)
+        data["published"] = self.published.isoformat() if self.published else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Article":
+        """The inverse of :meth:`to_dict`."""
+        published = data.get("published")
+        return cls(
+            slug=data["slug"],
+            title=data["title"],
+            paragraphs=list(data["paragraphs"]),
+            byline=data.get("byline"),
+            published=datetime.fromisoformat(published) if published else None,
+            reading_minutes=data.get("reading_minutes"),
+            feed=[FeedItem(**item) for item in data.get("feed", [])],
+        )
+
+
+def read_article(path: str | Path, extra_furniture: set[str] | frozenset = frozenset()) -> Article:
+    """Read one scraped page. ``extra_furniture`` adds lines to drop (e.g. newsletter titles).
+
+    Raises :class:`ArticleError` for files that are empty, binary, not text in UTF-8
+    (or UTF-16 with a byte-order mark), or without a title.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ArticleError(f"{path}: cannot read: {exc.strerror}") from None
+    return parse_article(
+        decode(data, path), slug_hint=path.stem, extra_furniture=extra_furniture, name=str(path)
+    )
+
+
+def decode(data: bytes, name: str | Path = "article") -> str:
+    """Bytes of a scraped page as text, or :class:`ArticleError` saying why not."""
+    if len(data) > MAX_BYTES:
+        raise ArticleError(f"{name}: too large for an article ({len(data)} bytes)")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise ArticleError(f"{name}: not valid UTF-16 text") from None
+    if b"\x00" in data:
+        raise ArticleError(f"{name}: binary file, not text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ArticleError(f"{name}: not UTF-8 text (byte {exc.start})") from None
+
+
+def parse_article(
+    text: str,
+    slug_hint: str = "article",
+    extra_furniture: set[str] | frozenset = frozenset(),
+    name: str = "article",
+) -> Article:
+    """Parse a page's text into an :class:`Article`."""
+    furniture = FURNITURE | {line.casefold() for line in extra_furniture}
+    lines = [_clean(line) for line in text.splitlines()]
+    if not any(lines):
+        raise ArticleError(f"{name}: empty file")
+    if sum(1 for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\r\n\t") > 8:
+        raise ArticleError(f"{name}: binary file, not text")
+
+    body: list[str] = []
+    feed_lines: list[str] = []
+    title = byline = None
+    published = None
+    minutes = None
+    in_feed = False
+    for line in lines:
+        key = line.casefold()
+        if not line:
+            continue
+        if key in END_OF_PAGE:
+            break
+        if key in furniture:
+            continue
+        if key == NEWS_FEED:
+            in_feed = True
+            continue
+        if in_feed:
+            feed_lines.append(line)
+        elif title is None:
+            title = line
+        elif not body and byline is None and published is None and (match := _byline(line)):
+            byline, published, minutes = match
+        else:
+            body.append(line)
+    if not title:
+        raise ArticleError(f"{name}: no title found")
+    return Article(
+        slug=slugify(title) or slugify(slug_hint) or "article",
+        title=title,
+        paragraphs=body,
+        byline=byline,
+        published=published,
+        reading_minutes=minutes,
+        feed=_feed(feed_lines),
+    )
+
+
+def _clean(line: str) -> str:
+    # Non-breaking and other odd spaces from the scrape become plain ones.
+    return " ".join(line.split())
+
+
+def _byline(line: str):
+    match = BYLINE.match(line)
+    if match:
+        published = None
+        when = match["date"] + (
+            " " + match["time"].upper().replace(" ", "") if match["time"] else ""
+        )
+        for fmt in ("%B %d, %Y %I:%M%p", "%B %d, %Y"):
+            try:
+                published = datetime.strptime(when, fmt)
+                break
+            except ValueError:
+                continue
+        minutes = int(match["minutes"]) if match["minutes"] else None
+        return match["byline"], published, minutes
+    match = BYLINE_ONLY.match(line)
+    if match:
+        return match["byline"], None, int(match["minutes"]) if match["minutes"] else None
+    return None
+
+
+def _feed(lines: list[str]) -> list[FeedItem]:
+    items: list[FeedItem] = []
+    current: list[str] | None = None
+    for line in lines:
+        if FEED_TIME.match(line):
+            if current:
+                items.append(_feed_item(current))
+            current = [line]
+        elif current is not None:
+            current.append(line)
+    if current:
+        items.append(_feed_item(current))
+    return [item for item in items if item.headline]
+
+
+def _feed_item(lines: list[str]) -> FeedItem:
+    time, *rest = lines
+    headline = rest[0] if rest else ""
+    return FeedItem(time=time.upper(), headline=headline, summary=" ".join(rest[1:]))
+
+
+def slugify(text: str, max_length: int = 80) -> str:
+    """A URL slug of ASCII letters, digits and dashes; empty when nothing is left."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return slug[:max_length].rstrip("-")

@@ -1,0 +1,206 @@
+"""Issues of a newsletter: built from articles once, then made into each reader's message."""
+
+from dataclasses import replace
+from functools import cache, lru_cache
+from pathlib import Path
+from urllib.parse import quote
+
+from flask import current_app
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from emails.articles import Article, ArticleError, FeedItem, read_article
+from emails.digest import DigestContent, render_digest
+from emails.dkim import sign
+from emails.message import build_message, message_bytes
+from emails.slots import Slotted
+
+from .models import Issue, Newsletter
+from .tokens import make_token
+
+PREHEADER_CHARS = 140
+
+
+def seed_article_paths() -> list[Path]:
+    """The seed articles, ``seeds/*.txt``, in name order."""
+    return sorted(Path(current_app.config["SEEDS_PATH"]).glob("*.txt"))
+
+
+def page_furniture(session: Session) -> set[str]:
+    """Lines the sign-up forms leave in scraped pages: the newsletters' titles."""
+    return set(session.scalars(select(Newsletter.title)))
+
+
+def read_articles(paths: list[Path], furniture: set[str]) -> list[Article]:
+    """Read every path, or raise ArticleError for the first that is not an article."""
+    if not paths:
+        raise ArticleError("no articles given, and none in the seeds folder")
+    articles, slugs = [], set()
+    for path in paths:
+        article = read_article(path, furniture)
+        slug, n = article.slug, 1
+        while slug in slugs:  # two pages with one title still get their own anchors
+            n += 1
+            slug = f"{article.slug}-{n}"
+        slugs.add(slug)
+        articles.append(replace(article, slug=slug))
+    return articles
+
+
+@lru_cache(maxsize=4)
+def _seed_articles_cached(key: tuple) -> dict[str, Article]:
+    paths = [Path(path) for path, _ in key[1]]
+    articles = {}
+    for path in paths:
+        try:
+            article = read_article(path, set(key[0]))
+        except ArticleError:
+            continue  # a bad file is refused by `digest build`; the site skips it
+        articles.setdefault(article.slug, article)
+    return articles
+
+
+def seed_articles(session: Session) -> dict[str, Article]:
+    """The readable seed articles by slug, re-read only when a file changed."""
+    paths = seed_article_paths()
+    key = (
+        tuple(sorted(page_furniture(session))),
+        tuple((str(p), p.stat().st_mtime_ns) for p in paths),
+    )
+    return _seed_articles_cached(key)
+
+
+def issue_url(newsletter: Newsletter, number: int) -> str:
+    """The absolute address of an issue's web version."""
+    base = current_app.config["PUBLIC_URL"]
+    return f"{base}/newsletters/{newsletter.slug}/issues/{number}"
+
+
+def build_issue(session: Session, newsletter: Newsletter, articles: list[Article]) -> Issue:
+    """Render and store the next issue of ``newsletter``; the first article leads.
+
+    The caller commits; two builds at once collide on the unique number and one fails.
+    """
+    config = current_app.config
+    number = (
+        session.scalar(select(func.max(Issue.number)).where(Issue.newsletter_id == newsletter.id))
+        or 0
+    ) + 1
+    lead, *stories = articles
+    content = DigestContent(
+        site_name=config["SITE_NAME"],
+        newsletter_title=newsletter.title,
+        number=number,
+        subject=lead.title[:300],
+        preheader=_preheader(lead),
+        lead=lead,
+        stories=stories,
+        feed=_merged_feed(articles),
+        web_url=issue_url(newsletter, number),
+        reason=(
+            f"You receive this email because you subscribed to {newsletter.title} "
+            f"from {config['SITE_NAME']}."
+        ),
+    )
+    rendered = render_digest(content)
+    issue = Issue(
+        newsletter=newsletter,
+        number=number,
+        subject=content.subject,
+        preheader=content.preheader,
+        content={
+            "articles": [a.to_dict() for a in articles],
+            "feed": [item.__dict__ for item in content.feed],
+        },
+        html=rendered.html.to_json(),
+        text=rendered.text.to_json(),
+        size=rendered.size,
+        notes=rendered.notes,
+    )
+    session.add(issue)
+    session.flush()
+    return issue
+
+
+def issue_articles(issue: Issue) -> tuple[list[Article], list[FeedItem]]:
+    """The articles and news feed an issue was built from."""
+    articles = [Article.from_dict(a) for a in issue.content["articles"]]
+    return articles, [FeedItem(**item) for item in issue.content["feed"]]
+
+
+def _preheader(lead: Article) -> str:
+    text = lead.paragraphs[0] if lead.paragraphs else lead.title
+    if len(text) <= PREHEADER_CHARS:
+        return text
+    return text[:PREHEADER_CHARS].rsplit(" ", 1)[0] + "…"
+
+
+def _merged_feed(articles: list[Article]) -> list[FeedItem]:
+    seen, feed = set(), []
+    for article in articles:
+        for item in article.feed:
+            if item.headline not in seen:
+                seen.add(item.headline)
+                feed.append(item)
+    return feed
+
+
+def personal_links(subscription_id: int, subscriber_id: int) -> dict[str, str]:
+    """A reader's own links: unsubscribe from this newsletter, manage every newsletter."""
+    base = current_app.config["PUBLIC_URL"]
+    return {
+        "unsubscribe_url": f"{base}/unsubscribe/{make_token('unsubscribe', subscription_id)}",
+        "manage_url": f"{base}/manage/{make_token('manage', subscriber_id)}",
+    }
+
+
+def list_headers(newsletter: Newsletter, unsubscribe_url: str) -> dict[str, str]:
+    """The List-* headers of every digest (RFC 2369, 2919, 8058)."""
+    sender = current_app.config["MAIL_FROM"]
+    domain = sender.rpartition("@")[2] or "localhost"
+    token = unsubscribe_url.rsplit("/", 1)[1]
+    mailto = f"mailto:{sender}?subject={quote('unsubscribe ' + token)}"
+    return {
+        "List-Id": f'"{_header_text(newsletter.title)}" <{newsletter.slug}.{domain}>',
+        "List-Unsubscribe": f"<{unsubscribe_url}>, <{mailto}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "Precedence": "bulk",
+    }
+
+
+def _header_text(text: str) -> str:
+    return text.replace('"', "'").replace("\\", "")
+
+
+def reader_message(issue: Issue, recipient: str, links: dict[str, str]) -> bytes:
+    """One reader's message: the issue's parts with their links, headers, DKIM if configured."""
+    config = current_app.config
+    newsletter = issue.newsletter
+    msg = build_message(
+        subject=issue.subject,
+        sender=config["MAIL_FROM"],
+        sender_name=newsletter.from_name or config["SITE_NAME"],
+        recipient=recipient,
+        text=Slotted.from_json(issue.text).fill(links),
+        html=Slotted.from_json(issue.html).fill(links),
+        headers=list_headers(newsletter, links["unsubscribe_url"]),
+    )
+    return dkim_sign(message_bytes(msg))
+
+
+def dkim_sign(message: bytes) -> bytes:
+    """Sign ``message`` when NEWSLETTER_DKIM_DOMAIN, _SELECTOR and _KEY_FILE are set."""
+    config = current_app.config
+    if not (config["DKIM_DOMAIN"] and config["DKIM_SELECTOR"] and config["DKIM_KEY_FILE"]):
+        return message
+    return sign(
+        message,
+        domain=config["DKIM_DOMAIN"],
+        selector=config["DKIM_SELECTOR"],
+        private_key=_dkim_key(config["DKIM_KEY_FILE"]),
+    )
+
+
+@cache
+def _dkim_key(path: str) -> bytes:
+    return Path(path).read_bytes()
