@@ -14,6 +14,7 @@ from pathlib import Path
 # Lines that are page furniture wherever they stand.
 FURNITURE = {
     "skip to content",
+    "перейти до вмісту",  # the same, on the site's Ukrainian pages
     "edit post",
     "this audio is created with ai assistance",
     "more news",
@@ -41,6 +42,7 @@ BYLINE = re.compile(
 )
 BYLINE_ONLY = re.compile(r"^by\s+(?P<byline>\S.{0,150}?)(?:\s+(?P<minutes>\d+)\s+min\s+read)?$")
 FEED_TIME = re.compile(r"^\d{1,2}:\d{2}\s*[AP]M$", re.IGNORECASE)
+MAX_TITLE = 300
 MAX_BYTES = 5 * 1024 * 1024  # a scraped page is tens of kilobytes; refuse anything absurd
 
 
@@ -164,6 +166,8 @@ def parse_article(
             body.append(line)
     if not title:
         raise ArticleError(f"{name}: no title found")
+    if len(title) > MAX_TITLE:
+        raise ArticleError(f"{name}: the first line is {len(title)} characters, not a title")
     return Article(
         slug=slugify(title) or slugify(slug_hint) or "article",
         title=title,

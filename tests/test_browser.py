@@ -5,6 +5,7 @@ import os
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -153,3 +154,32 @@ def test_without_javascript_forms_post_and_answer_with_a_page(browser, live_serv
     open_confirmation_from_outbox(page, base, "Explaining Ukraine with Kate Tsurkan")
     confirm_and_check(page, app, "ivan@newsroom.org")
     context.close()
+
+
+@pytest.mark.parametrize("width", [600, 375])
+def test_digest_fits_the_screen_at_600_and_375_px(browser, tmp_path, width):
+    from tests.conftest import ROOT
+
+    app = make_app(tmp_path, PUBLIC_URL="https://news.newsroom.org")
+    runner = app.test_cli_runner()
+    articles = [str(ROOT / "seeds" / "000_ce0462a30ea3d8dc.txt")]
+    articles += [str(p) for p in sorted((ROOT / "tests" / "articles").glob("*.txt"))]
+    assert runner.invoke(args=["digest", "build", "explaining-ukraine", *articles]).exit_code == 0
+    html_file = tmp_path / "issue.html"
+    result = runner.invoke(
+        args=["digest", "preview", "explaining-ukraine", "1", "--html", str(html_file)]
+    )
+    assert result.exit_code == 0, result.output
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.goto(html_file.as_uri())
+    # Nothing overflows horizontally: no sideways scrolling on a phone.
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    widest = page.evaluate(
+        "Math.max(...[...document.querySelectorAll('body *')]"
+        ".map(e => e.getBoundingClientRect().right))"
+    )
+    assert widest <= width + 0.5
+    shots = Path(os.environ.get("NEWSLETTER_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / f"digest-{width}.png"), full_page=True)
+    page.close()

@@ -18,7 +18,7 @@ def confirm_path(app, index: int = -1) -> str:
     with session_factory(app)() as session:
         message = session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).all()[index]
         text = message_from_bytes(message.message, policy=policy.default).get_body(("plain",))
-    return re.search(r"http://127\.0\.0\.1:5000(/confirm/\S+)", text.get_content()).group(1)
+    return re.search(r"https?://[^/\s]+(/confirm/\S+)", text.get_content()).group(1)
 
 
 def status(app) -> Status:

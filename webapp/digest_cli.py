@@ -114,7 +114,9 @@ def _one_reader_message(session, issue: Issue, reader: str | None) -> tuple[str,
             .where(Subscriber.email_key == key, Subscription.newsletter_id == issue.newsletter_id)
         )
         if subscription is None:
-            raise click.BadParameter(f"{reader} is not on {issue.newsletter.slug}", "--reader")
+            raise click.BadParameter(
+                f"{reader} is not on {issue.newsletter.slug}", param_hint="--reader"
+            )
     if subscription is not None:
         recipient = normalize_address(subscription.subscriber.email).ascii
         links = personal_links(subscription.id, subscription.subscriber_id)
