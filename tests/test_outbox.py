@@ -74,18 +74,28 @@ def test_every_subscribe_and_confirm_path_mails_as_promised(smtp_app, smtp_serve
     page = client.get(path).get_data(as_text=True)
     token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
     assert client.post(path, data={"csrf_token": token}).status_code == 302
-    # confirmed: no new email
+    # confirmed: the newsletter's welcome email (switched on in the catalog), once
+    send_outbox(smtp_app)
+    assert len(smtp_server.messages) == 2
+    welcome = smtp_server.messages[1].message
+    assert welcome["Subject"] == "Welcome to Explaining Ukraine with Kate Tsurkan"
+    assert "Weekly, on Fridays".lower() in welcome.get_body(("plain",)).get_content().lower()
+    assert "/manage/" in welcome.get_body(("plain",)).get_content()
+    assert welcome["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    press = client.post(path, data={"csrf_token": token})  # a second press sends nothing
+    assert press.status_code == 302
+    # confirmed: subscribing again sends nothing new
     answers.append(subscribe(client, json=True).json)
     send_outbox(smtp_app)
-    assert len(smtp_server.messages) == 1
+    assert len(smtp_server.messages) == 2
     # unsubscribed, then subscribing again: a new confirmation with a new link
     with session_factory(smtp_app)() as session:
         session.scalars(select(Subscription)).one().status = Status.UNSUBSCRIBED
         session.commit()
     answers.append(subscribe(client, json=True).json)
     send_outbox(smtp_app)
-    assert len(smtp_server.messages) == 2
-    assert confirm_link(smtp_server.messages[1]) != path
+    assert len(smtp_server.messages) == 3
+    assert confirm_link(smtp_server.messages[2]) != path
     # the same answer every time, whatever the state
     assert all(answer == answers[0] for answer in answers)
 

@@ -7,7 +7,7 @@ from flask import Flask
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: configuration, database, pages, mail outbox and CLI commands."""
-    from . import captured, cli, db, pages, reading
+    from . import captured, cli, db, pages, preferences, reading
     from .config import load_config
     from .outbox import OutboxWorker
 
@@ -22,6 +22,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     pages.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(reading.bp)
+    app.register_blueprint(preferences.bp)
     if app.config["MAIL_BACKEND"] == "file":
         app.register_blueprint(captured.bp)
     cli.init_app(app)

@@ -51,6 +51,8 @@ def read_catalog(path: Path) -> list[dict]:
         for field in FIELDS:
             if not isinstance(entry.get(field, ""), str):
                 raise CatalogError(f"{path}: {slug}.{field} must be text")
+        if not isinstance(entry.get("welcome", False), bool):
+            raise CatalogError(f"{path}: {slug}.welcome must be true or false")
     return entries
 
 
@@ -59,7 +61,8 @@ def seed_catalog(session: Session, entries: list[dict]) -> SeedReport:
     report = SeedReport()
     existing = {n.slug: n for n in session.scalars(select(Newsletter))}
     for position, entry in enumerate(entries):
-        values = {field: entry.get(field, "").strip() for field in FIELDS}
+        values: dict = {field: entry.get(field, "").strip() for field in FIELDS}
+        values["welcome"] = entry.get("welcome", False)
         values["position"] = position
         newsletter = existing.get(entry["slug"])
         if newsletter is None:

@@ -17,11 +17,11 @@ from .db import session_factory
 from .digests import (
     build_issue,
     page_furniture,
-    personal_links,
     read_articles,
     reader_message,
     seed_article_paths,
 )
+from .links import personal_links, preview_links
 from .models import Issue, Newsletter, Subscriber, Subscription
 
 digest_group = AppGroup("digest", help="Build, list, preview and check newsletter issues.")
@@ -119,12 +119,11 @@ def _one_reader_message(session, issue: Issue, reader: str | None) -> tuple[str,
             )
     if subscription is not None:
         recipient = normalize_address(subscription.subscriber.email).ascii
-        links = personal_links(subscription.id, subscription.subscriber_id)
+        links = personal_links(subscription)
     else:
-        # Links of nobody: they open the pages but act on no subscription.
         domain = current_app.config["MAIL_FROM"].rpartition("@")[2]
         recipient = f"preview@{domain}"
-        links = personal_links(0, 0)
+        links = preview_links()
     try:
         return recipient, reader_message(issue, recipient, links)
     except (OSError, DkimError) as exc:

@@ -1,9 +1,8 @@
 """Issues of a newsletter: built from articles once, then made into each reader's message."""
 
 from dataclasses import replace
-from functools import cache, lru_cache
+from functools import lru_cache
 from pathlib import Path
-from urllib.parse import quote
 
 from flask import current_app
 from sqlalchemy import func, select
@@ -11,12 +10,11 @@ from sqlalchemy.orm import Session
 
 from emails.articles import Article, ArticleError, FeedItem, read_article
 from emails.digest import DigestContent, render_digest
-from emails.dkim import sign
 from emails.message import build_message, message_bytes
 from emails.slots import Slotted
 
+from .mail import dkim_sign, list_headers
 from .models import Issue, Newsletter
-from .tokens import make_token
 
 PREHEADER_CHARS = 140
 
@@ -145,33 +143,6 @@ def _merged_feed(articles: list[Article]) -> list[FeedItem]:
     return feed
 
 
-def personal_links(subscription_id: int, subscriber_id: int) -> dict[str, str]:
-    """A reader's own links: unsubscribe from this newsletter, manage every newsletter."""
-    base = current_app.config["PUBLIC_URL"]
-    return {
-        "unsubscribe_url": f"{base}/unsubscribe/{make_token('unsubscribe', subscription_id)}",
-        "manage_url": f"{base}/manage/{make_token('manage', subscriber_id)}",
-    }
-
-
-def list_headers(newsletter: Newsletter, unsubscribe_url: str) -> dict[str, str]:
-    """The List-* headers of every digest (RFC 2369, 2919, 8058)."""
-    sender = current_app.config["MAIL_FROM"]
-    domain = sender.rpartition("@")[2] or "localhost"
-    token = unsubscribe_url.rsplit("/", 1)[1]
-    mailto = f"mailto:{sender}?subject={quote('unsubscribe ' + token)}"
-    return {
-        "List-Id": f'"{_header_text(newsletter.title)}" <{newsletter.slug}.{domain}>',
-        "List-Unsubscribe": f"<{unsubscribe_url}>, <{mailto}>",
-        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        "Precedence": "bulk",
-    }
-
-
-def _header_text(text: str) -> str:
-    return text.replace('"', "'").replace("\\", "")
-
-
 def reader_message(issue: Issue, recipient: str, links: dict[str, str]) -> bytes:
     """One reader's message: the issue's parts with their links, headers, DKIM if configured."""
     config = current_app.config
@@ -183,24 +154,6 @@ def reader_message(issue: Issue, recipient: str, links: dict[str, str]) -> bytes
         recipient=recipient,
         text=Slotted.from_json(issue.text).fill(links),
         html=Slotted.from_json(issue.html).fill(links),
-        headers=list_headers(newsletter, links["unsubscribe_url"]),
+        headers={**list_headers(newsletter, links["unsubscribe_url"]), "Precedence": "bulk"},
     )
     return dkim_sign(message_bytes(msg))
-
-
-def dkim_sign(message: bytes) -> bytes:
-    """Sign ``message`` when NEWSLETTER_DKIM_DOMAIN, _SELECTOR and _KEY_FILE are set."""
-    config = current_app.config
-    if not (config["DKIM_DOMAIN"] and config["DKIM_SELECTOR"] and config["DKIM_KEY_FILE"]):
-        return message
-    return sign(
-        message,
-        domain=config["DKIM_DOMAIN"],
-        selector=config["DKIM_SELECTOR"],
-        private_key=_dkim_key(config["DKIM_KEY_FILE"]),
-    )
-
-
-@cache
-def _dkim_key(path: str) -> bytes:
-    return Path(path).read_bytes()

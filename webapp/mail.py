@@ -1,58 +1,124 @@
-"""Transactional mail of the web app: composed here, queued in the outbox, sent later."""
+"""Mail of the web app: composed here, queued in the outbox, sent later.
 
-from flask import current_app, url_for
+Everything queued is added to the caller's transaction, so it is committed with the
+change that caused it (a sign-up, a confirmation) or not at all.
+"""
+
+from functools import cache
+from pathlib import Path
+from urllib.parse import quote
+
+from flask import current_app
 from sqlalchemy.orm import Session
 
 from emails.addresses import ascii_address
+from emails.dkim import sign
 from emails.message import build_message, message_bytes
 from emails.render import render_pair
 
+from .links import confirm_token, personal_links, public_url
 from .messages import MESSAGES
-from .models import OutboxMessage, Subscription
-from .tokens import make_token
+from .models import Newsletter, OutboxMessage, Subscription
 
 
-def public_url(endpoint: str, **values: object) -> str:
-    """An absolute link for mail, based on ``PUBLIC_URL`` rather than the request's host."""
-    return current_app.config["PUBLIC_URL"] + url_for(endpoint, **values)
+def list_headers(newsletter: Newsletter, unsubscribe_url: str) -> dict[str, str]:
+    """The List-* headers of mail to a newsletter's readers (RFC 2369, 2919, 8058)."""
+    sender = current_app.config["MAIL_FROM"]
+    domain = sender.rpartition("@")[2] or "localhost"
+    token = unsubscribe_url.rsplit("/", 1)[1]
+    mailto = f"mailto:{sender}?subject={quote('unsubscribe ' + token)}"
+    title = newsletter.title.replace('"', "'").replace("\\", "")
+    return {
+        "List-Id": f'"{title}" <{newsletter.slug}.{domain}>',
+        "List-Unsubscribe": f"<{unsubscribe_url}>, <{mailto}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
 
 
-def confirm_token(subscription: Subscription) -> str:
-    """The token of this subscription's current confirmation link."""
-    return make_token("confirm", [subscription.id, subscription.confirm_nonce])
-
-
-def queue_confirmation(session: Session, subscription: Subscription) -> OutboxMessage:
-    """Render the confirmation email of a pending subscription and add it to the outbox.
-
-    Added to the caller's transaction: it is committed with the subscription or not at all.
-    """
+def _queue(
+    session: Session,
+    subscription: Subscription,
+    kind: str,
+    subject: str,
+    context: dict,
+    headers: dict[str, str],
+) -> OutboxMessage:
     config = current_app.config
     newsletter = subscription.newsletter
     recipient = ascii_address(subscription.subscriber.email)
     text, html = render_pair(
-        "confirm",
+        kind,
         site_name=config["SITE_NAME"],
         newsletter=newsletter.title,
         email=subscription.subscriber.email,
-        confirm_url=public_url("pages.confirm", token=confirm_token(subscription)),
-        expires_days=max(1, config["CONFIRM_MAX_AGE"] // 86400),
+        **context,
     )
     msg = build_message(
-        subject=MESSAGES.confirm_email_subject.format(newsletter=newsletter.title),
+        subject=subject,
         sender=config["MAIL_FROM"],
         sender_name=newsletter.from_name or config["SITE_NAME"],
         recipient=recipient,
         text=text,
         html=html,
-        headers={"Auto-Submitted": "auto-generated"},
+        headers={"Auto-Submitted": "auto-generated", **headers},
     )
     queued = OutboxMessage(
-        kind="confirm",
+        kind=kind,
         subscription_id=subscription.id,
+        subscriber_id=subscription.subscriber_id,
         sender=config["MAIL_FROM"],
         recipient=recipient,
-        message=message_bytes(msg),
+        message=dkim_sign(message_bytes(msg)),
     )
     session.add(queued)
     return queued
+
+
+def queue_confirmation(session: Session, subscription: Subscription) -> OutboxMessage:
+    """Queue the confirmation email of a pending subscription."""
+    title = subscription.newsletter.title
+    return _queue(
+        session,
+        subscription,
+        "confirm",
+        MESSAGES.confirm_email_subject.format(newsletter=title),
+        {
+            "confirm_url": public_url("pages.confirm", token=confirm_token(subscription)),
+            "expires_days": max(1, current_app.config["CONFIRM_MAX_AGE"] // 86400),
+        },
+        {},
+    )
+
+
+def queue_welcome(session: Session, subscription: Subscription) -> OutboxMessage | None:
+    """Queue the welcome email of a just-confirmed subscription, if its newsletter has one."""
+    newsletter = subscription.newsletter
+    if not newsletter.welcome:
+        return None
+    links = personal_links(subscription)
+    return _queue(
+        session,
+        subscription,
+        "welcome",
+        MESSAGES.welcome_email_subject.format(newsletter=newsletter.title),
+        {"description": newsletter.description, "cadence": newsletter.cadence, **links},
+        list_headers(newsletter, links["unsubscribe_url"]),
+    )
+
+
+def dkim_sign(message: bytes) -> bytes:
+    """Sign ``message`` when NEWSLETTER_DKIM_DOMAIN, _SELECTOR and _KEY_FILE are set."""
+    config = current_app.config
+    if not (config["DKIM_DOMAIN"] and config["DKIM_SELECTOR"] and config["DKIM_KEY_FILE"]):
+        return message
+    return sign(
+        message,
+        domain=config["DKIM_DOMAIN"],
+        selector=config["DKIM_SELECTOR"],
+        private_key=_dkim_key(config["DKIM_KEY_FILE"]),
+    )
+
+
+@cache
+def _dkim_key(path: str) -> bytes:
+    return Path(path).read_bytes()

@@ -1,9 +1,20 @@
 """The tables: the newsletter catalog, subscribers, subscriptions and the mail outbox."""
 
 import enum
+import secrets
 from datetime import datetime
 
-from sqlalchemy import JSON, Enum, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Enum,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .db import Model, UTCDateTime, utcnow
@@ -28,6 +39,7 @@ class Newsletter(Model):
     description: Mapped[str] = mapped_column(Text, default="")
     cadence: Mapped[str] = mapped_column(String(200), default="")
     from_name: Mapped[str] = mapped_column(String(200), default="")
+    welcome: Mapped[bool] = mapped_column(Boolean, default=False)  # mail a welcome on confirm
     position: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -44,9 +56,14 @@ class Subscriber(Model):
     email: Mapped[str] = mapped_column(String(320))
     # The address case-folded: duplicates are found case-insensitively, on every database.
     email_key: Mapped[str] = mapped_column(String(320), unique=True)
+    # Part of every link token: a token outlives an erased subscriber, and SQLite may hand
+    # the erased row's id to someone new; the secret makes the old token fail for them.
+    secret: Mapped[str] = mapped_column(String(32), default=lambda: secrets.token_hex(8))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    subscriptions: Mapped[list["Subscription"]] = relationship(back_populates="subscriber")
+    subscriptions: Mapped[list["Subscription"]] = relationship(
+        back_populates="subscriber", cascade="all, delete-orphan", passive_deletes=True
+    )
 
     def __repr__(self) -> str:
         return f"<Subscriber {self.id}>"
@@ -84,6 +101,21 @@ class Subscription(Model):
         return f"<Subscription {self.id} {self.status.value}>"
 
 
+class ErasedAddress(Model):
+    """A keyed hash of an erased address: imports must never add it again.
+
+    Only the hash is kept (HMAC with the installation's secret key), not the address.
+    """
+
+    __tablename__ = "erased_addresses"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    erased_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<ErasedAddress {self.digest[:8]}>"
+
+
 class OutboxStatus(enum.StrEnum):
     """The states of a queued transactional email."""
 
@@ -105,6 +137,9 @@ class OutboxMessage(Model):
     kind: Mapped[str] = mapped_column(String(32))
     subscription_id: Mapped[int | None] = mapped_column(
         ForeignKey("subscriptions.id", ondelete="SET NULL"), index=True
+    )
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
     )
     sender: Mapped[str] = mapped_column(String(320))
     recipient: Mapped[str] = mapped_column(String(320))

@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass
 from datetime import timedelta
 
-from flask import Flask
+from flask import Flask, current_app
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -142,6 +142,13 @@ def _deliver_one(sessions, transport, message_id, lease, backoff, due_only, repo
             outcome = "sent"
         session.commit()
         return outcome
+
+
+def wake_worker() -> None:
+    """Ask this process's outbox worker, if it runs, to deliver what was just queued."""
+    worker = current_app.extensions["outbox_worker"]
+    if worker is not None:
+        worker.wake()
 
 
 class OutboxWorker:

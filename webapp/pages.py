@@ -25,9 +25,11 @@ from . import subscriptions
 from .db import get_session
 from .digests import seed_articles
 from .forms import ConfirmForm, SubscribeForm
-from .mail import queue_confirmation
+from .links import manage_url
+from .mail import queue_confirmation, queue_welcome
 from .messages import MESSAGES
 from .models import Newsletter, Status, Subscription
+from .outbox import wake_worker
 from .tokens import TokenExpired, TokenInvalid, read_token
 
 bp = Blueprint("pages", __name__)
@@ -53,10 +55,10 @@ def init_app(app: Flask) -> None:
 
 def _http_error(exc: HTTPException):
     if exc.code == 404:
-        return _notice(MESSAGES.not_found_title, MESSAGES.not_found_text, 404)
+        return notice(MESSAGES.not_found_title, MESSAGES.not_found_text, 404)
     if wants_json():
         return jsonify(ok=False, error=exc.description), exc.code
-    return _notice(exc.name, exc.description or "", exc.code or 500)
+    return notice(exc.name, exc.description or "", exc.code or 500)
 
 
 def _server_error(exc: Exception):
@@ -64,7 +66,7 @@ def _server_error(exc: Exception):
     get_session().rollback()
     if wants_json():
         return jsonify(ok=False, error=MESSAGES.server_error_text), 500
-    return _notice(MESSAGES.server_error_title, MESSAGES.server_error_text, 500)
+    return notice(MESSAGES.server_error_title, MESSAGES.server_error_text, 500)
 
 
 def _security_headers(response: Response) -> Response:
@@ -75,8 +77,9 @@ def _security_headers(response: Response) -> Response:
     return response
 
 
-def _notice(title: str, text: str, status: int = 200):
-    return render_template("notice.html", title=title, text=text), status
+def notice(title: str, text: str, status: int = 200, link: tuple[str, str] | None = None):
+    """A page with a title, a sentence and, if given, one (href, label) link."""
+    return render_template("notice.html", title=title, text=text, link=link), status
 
 
 def wants_json() -> bool:
@@ -164,9 +167,8 @@ def _subscribe(newsletter, address, consent) -> None:
             session.rollback()
             if attempt == 2:
                 raise
-    worker = current_app.extensions["outbox_worker"]
-    if due is not None and worker is not None:
-        worker.wake()
+    if due is not None:
+        wake_worker()
 
 
 def _form_error(form: SubscribeForm):
@@ -195,11 +197,11 @@ def _confirmation(token: str) -> Subscription | tuple:
         )
     except TokenExpired:
         days = current_app.config["CONFIRM_MAX_AGE"] // 86400
-        return _notice(
+        return notice(
             MESSAGES.link_expired_title, MESSAGES.link_expired_text.format(days=days), 410
         )
     except (TokenInvalid, TypeError, ValueError):
-        return _notice(MESSAGES.link_invalid_title, MESSAGES.link_invalid_text, 404)
+        return notice(MESSAGES.link_invalid_title, MESSAGES.link_invalid_text, 404)
     subscription = get_session().get(Subscription, subscription_id)
     # A new nonce means the subscription ended and started again since this link was sent.
     if (
@@ -207,7 +209,7 @@ def _confirmation(token: str) -> Subscription | tuple:
         or subscription.confirm_nonce != nonce
         or subscription.status == Status.UNSUBSCRIBED
     ):
-        return _notice(MESSAGES.confirm_gone_title, MESSAGES.confirm_gone_text, 410)
+        return notice(MESSAGES.confirm_gone_title, MESSAGES.confirm_gone_text, 410)
     return subscription
 
 
@@ -236,8 +238,11 @@ def confirm_post(token: str):
         consent = subscriptions.Consent(
             ip=request.remote_addr, user_agent=request.user_agent.string[:512] or None
         )
-        subscriptions.confirm(get_session(), found, found.confirm_nonce, consent)
-        get_session().commit()
+        session = get_session()
+        if subscriptions.confirm(session, found, found.confirm_nonce, consent):
+            queue_welcome(session, found)
+        session.commit()
+        wake_worker()
     return redirect(url_for("pages.confirm", token=token))
 
 
@@ -245,4 +250,8 @@ def _confirmed_page(subscription: Subscription):
     text = MESSAGES.confirmed_text.format(
         email=subscription.subscriber.email, newsletter=subscription.newsletter.title
     )
-    return _notice(MESSAGES.confirmed_title, text)
+    return notice(
+        MESSAGES.confirmed_title,
+        text,
+        link=(manage_url(subscription.subscriber), MESSAGES.manage_link),
+    )

@@ -4,17 +4,19 @@ Functions here take a session and never commit; the view or command that calls
 them commits once, so a subscription and its confirmation email land together.
 """
 
+import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from emails.addresses import Address
 
 from .db import utcnow
-from .models import Newsletter, Status, Subscriber, Subscription
+from .models import ErasedAddress, Newsletter, OutboxMessage, Status, Subscriber, Subscription
 
 
 @dataclass(frozen=True)
@@ -110,3 +112,115 @@ def confirm(session: Session, subscription: Subscription, nonce: str, consent: C
     )
     session.refresh(subscription)
     return result.rowcount == 1
+
+
+def unsubscribe(session: Session, subscription: Subscription) -> bool:
+    """End a subscription at once; True if it was not already ended (idempotent)."""
+    result = session.execute(
+        update(Subscription)
+        .where(Subscription.id == subscription.id, Subscription.status != Status.UNSUBSCRIBED)
+        .values(status=Status.UNSUBSCRIBED, unsubscribed_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(subscription)
+    return result.rowcount == 1
+
+
+def subscribe_confirmed(
+    session: Session, subscriber: Subscriber, newsletter: Newsletter, consent: Consent
+) -> Subscription | None:
+    """Subscribe a reader whose address is already proven (manage page, trusted import).
+
+    Returns the subscription if it became confirmed now, None if it already was.
+    """
+    subscription = session.scalar(
+        select(Subscription).where(
+            Subscription.subscriber_id == subscriber.id,
+            Subscription.newsletter_id == newsletter.id,
+        )
+    )
+    if subscription is not None and subscription.status == Status.CONFIRMED:
+        return None
+    now = utcnow()
+    if subscription is None:
+        subscription = Subscription(subscriber=subscriber, newsletter=newsletter)
+        session.add(subscription)
+    _start_pending(subscription, consent, now)
+    subscription.status = Status.CONFIRMED
+    subscription.confirmed_at = now
+    subscription.confirm_ip = consent.ip
+    subscription.confirm_user_agent = consent.user_agent
+    session.flush()
+    return subscription
+
+
+def erased_digest(address_key: str, secret_key: str) -> str:
+    """The keyed hash kept of an erased address (HMAC-SHA256 of its case-folded form)."""
+    key = hmac.new(secret_key.encode(), b"newsletter.erased", hashlib.sha256).digest()
+    return hmac.new(key, address_key.encode(), hashlib.sha256).hexdigest()
+
+
+def erase(session: Session, address_key: str, secret_key: str) -> int:
+    """Delete everything personal of an address; keep only its keyed hash.
+
+    Returns how many subscriptions were deleted. Queued mail to the address goes too.
+    Recording the hash again for an address erased before is harmless.
+    """
+    digest = erased_digest(address_key, secret_key)
+    if session.get(ErasedAddress, digest) is None:
+        session.add(ErasedAddress(digest=digest))
+    subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == address_key))
+    if subscriber is None:
+        return 0
+    count = len(subscriber.subscriptions)
+    session.execute(delete(OutboxMessage).where(OutboxMessage.subscriber_id == subscriber.id))
+    session.delete(subscriber)  # subscriptions go with it (cascade)
+    session.flush()
+    return count
+
+
+def is_erased(session: Session, address_key: str, secret_key: str) -> bool:
+    """True if this address was erased (imports must skip it)."""
+    return session.get(ErasedAddress, erased_digest(address_key, secret_key)) is not None
+
+
+def personal_data(session: Session, subscriber: Subscriber) -> dict:
+    """Everything stored about a subscriber, for "download my data"."""
+
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    mail = session.scalars(
+        select(OutboxMessage)
+        .where(OutboxMessage.subscriber_id == subscriber.id)
+        .order_by(OutboxMessage.id)
+    )
+    return {
+        "email": subscriber.email,
+        "created_at": iso(subscriber.created_at),
+        "subscriptions": [
+            {
+                "newsletter": s.newsletter.slug,
+                "newsletter_title": s.newsletter.title,
+                "status": s.status.value,
+                "subscribed_at": iso(s.subscribed_at),
+                "subscribe_ip": s.subscribe_ip,
+                "subscribe_user_agent": s.subscribe_user_agent,
+                "subscribe_source": s.subscribe_source,
+                "confirmed_at": iso(s.confirmed_at),
+                "confirm_ip": s.confirm_ip,
+                "confirm_user_agent": s.confirm_user_agent,
+                "unsubscribed_at": iso(s.unsubscribed_at),
+            }
+            for s in subscriber.subscriptions
+        ],
+        "mail_sent": [
+            {
+                "kind": m.kind,
+                "queued_at": iso(m.created_at),
+                "sent_at": iso(m.sent_at),
+                "status": m.status.value,
+            }
+            for m in mail
+        ],
+    }
