@@ -1,0 +1,265 @@
+"""Unsubscribe in one click (RFC 8058), the manage page, erasure and the welcome email."""
+
+import json
+import re
+from email import message_from_bytes, policy
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.conftest import subscribe
+from tests.test_confirm import confirm_path, press_confirm
+from webapp.db import session_factory
+from webapp.messages import MESSAGES
+from webapp.models import ErasedAddress, OutboxMessage, Status, Subscriber, Subscription
+from webapp.subscriptions import erased_digest
+
+
+def confirmed(app, client, email="reader@newsroom.org", newsletter="explaining-ukraine"):
+    subscribe(client, email=email, newsletter=newsletter)
+    press_confirm(client, confirm_path(app))
+
+
+def welcome_links(app, email="reader@newsroom.org") -> dict[str, str]:
+    """The unsubscribe and manage paths from the newest welcome email to ``email``."""
+    with session_factory(app)() as session:
+        raw = session.scalars(
+            select(OutboxMessage.message)
+            .where(OutboxMessage.kind == "welcome", OutboxMessage.recipient == email)
+            .order_by(OutboxMessage.id.desc())
+        ).first()
+    text = message_from_bytes(raw, policy=policy.default).get_body(("plain",)).get_content()
+    return {
+        kind: re.search(rf"https?://[^/\s]+(/{kind}/\S+)", text).group(1)
+        for kind in ("unsubscribe", "manage")
+    }
+
+
+def states(app) -> dict[tuple[str, str], Status]:
+    with session_factory(app)() as session:
+        return {
+            (s.subscriber.email, s.newsletter.slug): s.status
+            for s in session.scalars(select(Subscription))
+        }
+
+
+def test_welcome_email_has_the_description_cadence_and_links(app, client):
+    confirmed(app, client)
+    with session_factory(app)() as session:
+        raw = session.scalars(
+            select(OutboxMessage.message).where(OutboxMessage.kind == "welcome")
+        ).one()
+    msg = message_from_bytes(raw, policy=policy.default)
+    assert msg["Subject"] == "Welcome to Explaining Ukraine with Kate Tsurkan"
+    text = msg.get_body(("plain",)).get_content()
+    assert "Each week Kate Tsurkan takes one question" in text
+    assert "arrives weekly, on Fridays" in text
+    assert "/manage/" in text and "/unsubscribe/" in text
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_confirmed_page_links_to_the_manage_page(app, client):
+    subscribe(client)
+    path = confirm_path(app)
+    press_confirm(client, path)
+    html = client.get(path).get_data(as_text=True)
+    manage = re.search(r'href="https?://[^/"]+(/manage/[^"]+)"', html).group(1)
+    assert client.get(manage).status_code == 200
+
+
+def test_unsubscribe_page_changes_nothing_and_its_button_unsubscribes(app, client):
+    confirmed(app, client)
+    path = welcome_links(app)["unsubscribe"]
+    for _ in range(2):  # mail scanners open links
+        page = client.get(path)
+        assert page.status_code == 200
+        assert MESSAGES.unsubscribe_button in page.get_data(as_text=True)
+        assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert states(app)[("reader@newsroom.org", "explaining-ukraine")] == Status.CONFIRMED
+    response = client.post(path, data={"List-Unsubscribe": "One-Click"})
+    assert response.status_code == 200  # a page, not a redirect
+    assert MESSAGES.unsubscribed_title in response.get_data(as_text=True)
+    assert states(app)[("reader@newsroom.org", "explaining-ukraine")] == Status.UNSUBSCRIBED
+
+
+def test_one_click_post_exactly_as_rfc_8058_describes(app, client):
+    confirmed(app, client)
+    path = welcome_links(app)["unsubscribe"]
+    provider = app.test_client(use_cookies=False)  # no cookies, no CSRF token
+    response = provider.post(
+        path,
+        data=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200
+    assert states(app)[("reader@newsroom.org", "explaining-ukraine")] == Status.UNSUBSCRIBED
+    with session_factory(app)() as session:
+        assert session.scalars(select(Subscription)).one().unsubscribed_at is not None
+    again = provider.post(
+        path,
+        data=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert again.status_code == 200  # idempotent
+    assert client.get(path).status_code == 200
+
+
+def test_a_token_acts_only_on_its_own_reader(app, client):
+    confirmed(app, client, email="a@newsroom.org")
+    confirmed(app, client, email="b@newsroom.org")
+    a_path = welcome_links(app, "a@newsroom.org")["unsubscribe"]
+    client.post(a_path)
+    assert states(app) == {
+        ("a@newsroom.org", "explaining-ukraine"): Status.UNSUBSCRIBED,
+        ("b@newsroom.org", "explaining-ukraine"): Status.CONFIRMED,
+    }
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t[:-2] + ("xx" if not t.endswith("xx") else "yy"),
+        lambda t: t[: len(t) // 2],
+        lambda t: "nonsense",
+    ],
+)
+@pytest.mark.parametrize("kind", ["unsubscribe", "manage"])
+def test_tampered_tokens_get_a_clear_page_and_change_nothing(app, client, mangle, kind):
+    confirmed(app, client)
+    path = welcome_links(app)[kind]
+    bad = f"/{kind}/" + mangle(path.rsplit("/", 1)[1])
+    for response in (client.get(bad), app.test_client(use_cookies=False).post(bad)):
+        assert response.status_code == 404
+        assert MESSAGES.link_invalid_title in response.get_data(as_text=True)
+    assert states(app)[("reader@newsroom.org", "explaining-ukraine")] == Status.CONFIRMED
+
+
+def test_a_token_of_another_purpose_is_refused(app, client):
+    confirmed(app, client)
+    links = welcome_links(app)
+    manage_token = links["manage"].rsplit("/", 1)[1]
+    assert client.post(f"/unsubscribe/{manage_token}").status_code == 404
+    unsubscribe_token = links["unsubscribe"].rsplit("/", 1)[1]
+    assert client.get(f"/manage/{unsubscribe_token}").status_code == 404
+
+
+def test_old_tokens_of_an_erased_reader_do_not_act_on_whoever_gets_their_row(app, client):
+    confirmed(app, client, email="gone@newsroom.org")
+    old = welcome_links(app, "gone@newsroom.org")
+    assert (
+        client.post(
+            old["manage"],
+            data={
+                "action": "erase",
+                "erase_confirm": "y",
+                "csrf_token": csrf(client, old["manage"]),
+            },
+        ).status_code
+        == 200
+    )
+    confirmed(app, client, email="new@newsroom.org")
+    with session_factory(app)() as session:
+        new_id = session.scalar(select(Subscriber.id))
+    assert new_id == 1  # SQLite handed the erased row's id to the new reader
+    assert client.post(old["unsubscribe"]).status_code == 404
+    assert client.get(old["manage"]).status_code == 404
+    assert states(app) == {("new@newsroom.org", "explaining-ukraine"): Status.CONFIRMED}
+
+
+def csrf(client, path) -> str:
+    html = client.get(path).get_data(as_text=True)
+    return re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1)
+
+
+def manage_post(client, path, **data):
+    return client.post(path, data={"csrf_token": csrf(client, path), **data})
+
+
+def test_manage_page_lists_every_newsletter_with_its_state(app, client):
+    confirmed(app, client)
+    html = client.get(welcome_links(app)["manage"]).get_data(as_text=True)
+    assert "reader@newsroom.org" in html
+    assert "Explaining Ukraine with Kate Tsurkan" in html and "Ukraine Daily" in html
+    assert MESSAGES.status_confirmed in html and MESSAGES.status_unsubscribed in html
+
+
+def test_manage_subscribe_leave_and_leave_all(app, client):
+    confirmed(app, client)
+    path = welcome_links(app)["manage"]
+    response = manage_post(client, path, action="subscribe", newsletter="ukraine-daily")
+    assert response.status_code == 302
+    # the token proves the address: confirmed at once, with consent, and welcomed
+    assert states(app)[("reader@newsroom.org", "ukraine-daily")] == Status.CONFIRMED
+    with session_factory(app)() as session:
+        daily = session.scalars(
+            select(Subscription)
+            .join(Subscription.newsletter)
+            .where(Subscription.newsletter.has(slug="ukraine-daily"))
+        ).one()
+        assert daily.subscribe_source == "manage page" and daily.confirm_ip == "127.0.0.1"
+        kinds = session.scalars(select(OutboxMessage.kind).order_by(OutboxMessage.id)).all()
+    assert kinds == ["confirm", "welcome", "welcome"]
+    assert "You are subscribed to Ukraine Daily." in client.get(path).get_data(as_text=True)
+
+    manage_post(client, path, action="leave", newsletter="explaining-ukraine")
+    assert states(app)[("reader@newsroom.org", "explaining-ukraine")] == Status.UNSUBSCRIBED
+    assert states(app)[("reader@newsroom.org", "ukraine-daily")] == Status.CONFIRMED
+    manage_post(client, path, action="leave-all")
+    assert set(states(app).values()) == {Status.UNSUBSCRIBED}
+
+
+def test_manage_post_without_csrf_token_changes_nothing(app, client):
+    confirmed(app, client)
+    path = welcome_links(app)["manage"]
+    response = app.test_client().post(path, data={"action": "leave-all"})
+    assert response.status_code == 400
+    assert MESSAGES.session_expired in response.get_data(as_text=True)
+    assert states(app)[("reader@newsroom.org", "explaining-ukraine")] == Status.CONFIRMED
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"action": "subscribe", "newsletter": "nope"}, MESSAGES.unknown_newsletter),
+        ({"action": "erase"}, MESSAGES.manage_erase_needs_confirm),
+        ({"action": "dance"}, MESSAGES.server_error_text),
+    ],
+)
+def test_manage_bad_actions_get_a_message(app, client, data, message):
+    confirmed(app, client)
+    response = manage_post(client, welcome_links(app)["manage"], **data)
+    assert response.status_code == 400
+    assert message in response.get_data(as_text=True)
+    assert states(app)[("reader@newsroom.org", "explaining-ukraine")] == Status.CONFIRMED
+
+
+def test_download_my_data(app, client):
+    confirmed(app, client)
+    response = manage_post(client, welcome_links(app)["manage"], action="export")
+    assert response.status_code == 200
+    assert response.headers["Content-Disposition"].startswith("attachment")
+    data = json.loads(response.data)
+    assert data["email"] == "reader@newsroom.org"
+    [subscription] = data["subscriptions"]
+    assert subscription["newsletter"] == "explaining-ukraine"
+    assert subscription["status"] == "confirmed"
+    assert subscription["subscribe_ip"] == "127.0.0.1" and subscription["confirm_user_agent"]
+    assert [m["kind"] for m in data["mail_sent"]] == ["confirm", "welcome"]
+
+
+def test_erase_my_data_keeps_only_a_keyed_hash(app, client):
+    confirmed(app, client)
+    path = welcome_links(app)["manage"]
+    response = manage_post(client, path, action="erase", erase_confirm="y")
+    assert response.status_code == 200
+    assert MESSAGES.erased_title in response.get_data(as_text=True)
+    with session_factory(app)() as session:
+        for model in (Subscriber, Subscription, OutboxMessage):
+            assert session.scalar(select(func.count()).select_from(model)) == 0
+        [kept] = session.scalars(select(ErasedAddress)).all()
+    assert kept.digest == erased_digest("reader@newsroom.org", app.config["SECRET_KEY"])
+    assert "reader" not in kept.digest
+    assert client.get(path).status_code == 404
+    # the reader may come back by themselves, with a new confirmation
+    assert subscribe(client, json=True).json["ok"]
+    assert states(app) == {("reader@newsroom.org", "explaining-ukraine"): Status.PENDING}
