@@ -13,7 +13,7 @@ import click
 import pytest
 
 from tests.conftest import ROOT, subscribe
-from webapp.cli import EXPORT_COLUMNS
+from webapp.subscribers_cli import EXPORT_COLUMNS
 
 NEWSLETTER = str(Path(sys.executable).parent / "newsletter")
 

@@ -4,15 +4,13 @@ Each command's docstring is its ``--help``; each ends with a one-line summary, a
 input ends with one line on stderr and a non-zero exit.
 """
 
-import csv
-import json
+import os
 import sys
 from pathlib import Path
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import migrations
@@ -20,22 +18,8 @@ from .catalog import CatalogError, read_catalog, seed_catalog
 from .config import ConfigError
 from .db import session_factory
 from .digest_cli import digest_group
-from .models import Newsletter, Status, Subscriber, Subscription
 from .outbox import deliver_queued, transport_from_config
-
-EXPORT_COLUMNS = (
-    "email",
-    "newsletter",
-    "status",
-    "subscribed_at",
-    "subscribe_ip",
-    "subscribe_user_agent",
-    "subscribe_source",
-    "confirmed_at",
-    "confirm_ip",
-    "confirm_user_agent",
-    "unsubscribed_at",
-)
+from .subscribers_cli import subscribers_group
 
 
 def init_app(app: Flask) -> None:
@@ -120,86 +104,6 @@ def serve_command(host: str, port: int) -> None:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-@click.group("subscribers", cls=AppGroup)
-def subscribers_group() -> None:
-    """Staff view of subscribers."""
-
-
-@subscribers_group.command("export")
-@click.option(
-    "--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True
-)
-@click.option(
-    "--output",
-    type=click.File("w", encoding="utf-8", lazy=True),
-    default="-",
-    help="File to write; default: standard output.",
-)
-@click.option("--newsletter", help="Only this newsletter (slug).")
-@click.option("--status", type=click.Choice([s.value for s in Status]), help="Only this status.")
-def subscribers_export(fmt: str, output, newsletter: str | None, status: str | None) -> None:
-    """Export subscriptions with their consent records, one row per subscription.
-
-    Streams rows, so memory stays flat however long the list. Times are UTC, ISO 8601.
-
-    Example: newsletter subscribers export --format csv --newsletter explaining-ukraine > list.csv
-    """
-    query = (
-        select(Subscriber.email, Newsletter.slug, Subscription)
-        .join(Subscription.subscriber)
-        .join(Subscription.newsletter)
-        .order_by(Subscription.id)
-    )
-    if newsletter:
-        query = query.where(Newsletter.slug == newsletter)
-    if status:
-        query = query.where(Subscription.status == Status(status))
-    count = 0
-    with session_factory()() as session:
-        if (
-            newsletter
-            and session.scalar(select(Newsletter.id).where(Newsletter.slug == newsletter)) is None
-        ):
-            raise click.BadParameter(f"no newsletter {newsletter!r}", param_hint="--newsletter")
-        rows = session.execute(query.execution_options(yield_per=1000))
-        if fmt == "csv":
-            writer = csv.writer(output, lineterminator="\n")
-            writer.writerow(EXPORT_COLUMNS)
-        else:
-            output.write("[")
-        for email, slug, subscription in rows:
-            record = _export_record(email, slug, subscription)
-            if fmt == "csv":
-                writer.writerow(record.values())
-            else:
-                output.write(("," if count else "") + "\n" + json.dumps(record, ensure_ascii=False))
-            count += 1
-            if count % 1000 == 0:
-                session.expunge_all()  # keep memory flat on long exports
-        if fmt == "json":
-            output.write("\n]\n")
-    click.echo(f"Exported {count} subscriptions.", err=True)
-
-
-def _export_record(email: str, slug: str, s: Subscription) -> dict:
-    def iso(value):
-        return value.isoformat() if value else None
-
-    return {
-        "email": email,
-        "newsletter": slug,
-        "status": s.status.value,
-        "subscribed_at": iso(s.subscribed_at),
-        "subscribe_ip": s.subscribe_ip,
-        "subscribe_user_agent": s.subscribe_user_agent,
-        "subscribe_source": s.subscribe_source,
-        "confirmed_at": iso(s.confirmed_at),
-        "confirm_ip": s.confirm_ip,
-        "confirm_user_agent": s.confirm_user_agent,
-        "unsubscribed_at": iso(s.unsubscribed_at),
-    }
-
-
 @click.group("outbox", cls=AppGroup)
 def outbox_group() -> None:
     """Transactional mail (confirmations) waiting to be delivered."""
@@ -243,3 +147,12 @@ def main() -> None:
             f"Error: database: {reason} (is it migrated? run: newsletter db upgrade)", err=True
         )
         sys.exit(1)
+    except Exception as exc:
+        # A bug, not bad input: one line for the operator, the traceback on request.
+        if os.environ.get("NEWSLETTER_DEBUG"):
+            raise
+        click.echo(
+            f"Error: unexpected {type(exc).__name__}: {exc} (NEWSLETTER_DEBUG=1 shows more)",
+            err=True,
+        )
+        sys.exit(70)  # EX_SOFTWARE

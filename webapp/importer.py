@@ -1,0 +1,269 @@
+"""Importing subscribers from CSV: Mailchimp and listmonk exports, or a plain list.
+
+Rows are read and written in batches, so memory does not grow with the file, and each
+batch is committed: a run that stops part-way is finished by running it again, since
+an address already on the newsletter is left as it is.
+"""
+
+import csv
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session, selectinload
+
+from emails.addresses import InvalidAddress, normalize_address
+
+from .db import utcnow
+from .mail import queue_confirmation
+from .models import ErasedAddress, Newsletter, Status, Subscriber, Subscription
+from .subscriptions import erased_digest
+
+BATCH = 1000
+# Values of a status column that mean "do not mail": Mailchimp's unsubscribed and cleaned
+# exports, listmonk's blocklist, and our own export.
+SUPPRESSED = {"unsubscribed", "cleaned", "blocklisted", "bounced", "complained"}
+
+
+class ImportFileError(ValueError):
+    """The file cannot be imported at all; ``str()`` says why."""
+
+
+@dataclass
+class ImportReport:
+    """What an import did, row by row."""
+
+    format: str = ""
+    rows: int = 0
+    added: int = 0
+    already: int = 0
+    suppressed: int = 0
+    erased: int = 0
+    bad: int = 0
+    confirmations: int = 0
+    bad_rows: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    name: str
+    email: int
+    status: int | None
+    suppress_columns: tuple[int, ...]  # a value in any of these means "do not mail"
+    header: bool
+
+
+def _layout(first: list[str]) -> _Layout:
+    names = [cell.strip().lower() for cell in first]
+    if "email address" in names:  # Mailchimp audience export
+        suppress = tuple(i for i, n in enumerate(names) if n in ("unsub_time", "clean_time"))
+        return _Layout("mailchimp", names.index("email address"), None, suppress, True)
+    if "email" in names:
+        status = names.index("status") if "status" in names else None
+        name = "listmonk" if {"uuid", "attributes"} & set(names) else "csv with header"
+        return _Layout(name, names.index("email"), status, (), True)
+    if len(first) == 1:
+        header = names[0] in ("e-mail", "mail", "address", "email_address")
+        return _Layout("one column", 0, None, (), header)
+    raise ImportFileError("no email column: the header needs 'email' or 'Email Address'")
+
+
+def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    # surrogateescape: a line that is not UTF-8 becomes one bad row, not a failed import
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+        sample = f.read(4096)
+        f.seek(0)
+        try:
+            dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
+        except csv.Error:
+            dialect = csv.excel
+        reader = csv.reader(f, dialect)
+        for row in reader:
+            yield reader.line_num, row
+
+
+def import_csv(
+    session: Session,
+    path: Path,
+    newsletter: Newsletter,
+    *,
+    confirmed: bool,
+    consent_note: str,
+    secret_key: str,
+    on_bad_row: Callable[[int, str], None] = lambda line, reason: None,
+    on_progress: Callable[[ImportReport], None] = lambda report: None,
+) -> ImportReport:
+    """Import ``path`` into ``newsletter``; commits batch by batch.
+
+    New addresses become confirmed (``confirmed=True``: consent obtained elsewhere, as
+    ``consent_note`` records) or pending with a confirmation email. Addresses already on
+    the newsletter, in any state, are left alone; erased ones and those the file marks
+    unsubscribed are never subscribed.
+    """
+    report = ImportReport()
+    rows = _rows(path)
+    try:
+        first_line, first = next(rows)
+    except StopIteration:
+        raise ImportFileError("the file is empty") from None
+    except OSError as exc:
+        raise ImportFileError(f"cannot read: {exc.strerror}") from None
+    layout = _layout(first)
+    report.format = layout.name
+    source = f"import {path.name}: {consent_note}"[:200]
+
+    def all_rows():
+        if not layout.header:
+            yield first_line, first
+        yield from rows
+
+    batch: list[tuple[int, list[str]]] = []
+    for line, row in all_rows():
+        if not any(cell.strip() for cell in row):
+            continue
+        report.rows += 1
+        batch.append((line, row))
+        if len(batch) == BATCH:
+            _import_batch(
+                session,
+                batch,
+                layout,
+                newsletter,
+                confirmed,
+                source,
+                secret_key,
+                report,
+                on_bad_row,
+            )
+            on_progress(report)
+            batch = []
+    if batch:
+        _import_batch(
+            session, batch, layout, newsletter, confirmed, source, secret_key, report, on_bad_row
+        )
+        on_progress(report)
+    return report
+
+
+def _import_batch(
+    session, batch, layout, newsletter, confirmed, source, secret_key, report, on_bad_row
+) -> None:
+    wanted: dict[str, tuple] = {}  # key -> (address, suppressed)
+    for line, row in batch:
+        reason = None
+        if len(row) <= layout.email:
+            reason = "no email in this row"
+        elif any("\udc80" <= ch <= "\udcff" for cell in row for ch in cell):
+            reason = "not UTF-8 text"
+        else:
+            try:
+                address = normalize_address(row[layout.email])
+            except InvalidAddress as exc:
+                reason = str(exc)
+        if reason:
+            report.bad += 1
+            on_bad_row(line, reason)
+            continue
+        suppressed = any(i < len(row) and row[i].strip() for i in layout.suppress_columns) or (
+            layout.status is not None
+            and layout.status < len(row)
+            and row[layout.status].strip().lower() in SUPPRESSED
+        )
+        if address.key in wanted:
+            report.already += 1  # the same address twice in the file
+            continue
+        wanted[address.key] = (address, suppressed)
+
+    keys = list(wanted)
+    digests = {erased_digest(key, secret_key): key for key in keys}
+    erased = {
+        digests[d]
+        for d in session.scalars(
+            select(ErasedAddress.digest).where(ErasedAddress.digest.in_(digests))
+        )
+    }
+    subscriber_ids = dict(
+        session.execute(
+            select(Subscriber.email_key, Subscriber.id).where(Subscriber.email_key.in_(keys))
+        )
+        .tuples()
+        .all()
+    )
+    on_list = set(
+        session.scalars(
+            select(Subscription.subscriber_id).where(
+                Subscription.newsletter_id == newsletter.id,
+                Subscription.subscriber_id.in_(subscriber_ids.values()),
+            )
+        )
+    )
+    new = []
+    for key, (address, suppressed) in wanted.items():
+        if key in erased:
+            report.erased += 1
+        elif subscriber_ids.get(key) in on_list:
+            report.already += 1
+        else:
+            new.append((key, address, suppressed))
+    if not new:
+        session.commit()
+        return
+
+    now = utcnow()
+    missing = [(key, address) for key, address, _ in new if key not in subscriber_ids]
+    if missing:
+        session.execute(
+            insert(Subscriber),
+            [{"email": a.email, "email_key": key, "created_at": now} for key, a in missing],
+        )
+        subscriber_ids.update(
+            session.execute(
+                select(Subscriber.email_key, Subscriber.id).where(
+                    Subscriber.email_key.in_([key for key, _ in missing])
+                )
+            )
+            .tuples()
+            .all()
+        )
+    rows = []
+    for key, _address, suppressed in new:
+        status = (
+            Status.UNSUBSCRIBED
+            if suppressed
+            else (Status.CONFIRMED if confirmed else Status.PENDING)
+        )
+        rows.append(
+            {
+                "subscriber_id": subscriber_ids[key],
+                "newsletter_id": newsletter.id,
+                "status": status,
+                "confirm_nonce": secrets.token_urlsafe(12),
+                "subscribed_at": now,
+                "subscribe_source": source,
+                "confirmed_at": now if status == Status.CONFIRMED else None,
+                "unsubscribed_at": now if status == Status.UNSUBSCRIBED else None,
+                "confirmation_sent_at": now if status == Status.PENDING else None,
+            }
+        )
+        if suppressed:
+            report.suppressed += 1
+        else:
+            report.added += 1
+    session.execute(insert(Subscription), rows)
+    if not confirmed:
+        pending = session.scalars(
+            select(Subscription)
+            .options(selectinload(Subscription.subscriber), selectinload(Subscription.newsletter))
+            .where(
+                Subscription.newsletter_id == newsletter.id,
+                Subscription.status == Status.PENDING,
+                Subscription.subscriber_id.in_([subscriber_ids[k] for k, _, s in new if not s]),
+            )
+        ).all()
+        for subscription in pending:
+            queue_confirmation(session, subscription)
+        report.confirmations += len(pending)
+    session.commit()
+    session.expunge_all()  # keep memory flat across batches

@@ -1,0 +1,365 @@
+"""``newsletter subscribers …``: the staff's view of the list and its upkeep."""
+
+import csv
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+from sqlalchemy import and_, case, delete, func, or_, select
+
+from emails.addresses import InvalidAddress, normalize_address
+
+from .db import session_factory, utcnow
+from .importer import ImportFileError, import_csv
+from .mail import queue_confirmation
+from .models import Newsletter, Status, Subscriber, Subscription
+from .outbox import wake_worker
+from .subscriptions import erase
+
+EXPORT_COLUMNS = (
+    "email",
+    "newsletter",
+    "status",
+    "subscribed_at",
+    "subscribe_ip",
+    "subscribe_user_agent",
+    "subscribe_source",
+    "confirmed_at",
+    "confirm_ip",
+    "confirm_user_agent",
+    "unsubscribed_at",
+)
+
+
+subscribers_group = AppGroup("subscribers", help="Staff view of subscribers and list upkeep.")
+
+
+class Duration(click.ParamType):
+    """A span like 30m, 12h, 2d or 1w."""
+
+    name = "duration"
+    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+    def convert(self, value, param, ctx) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", str(value))
+        if not match:
+            self.fail(f"{value!r} is not a duration like 30m, 12h, 2d or 1w", param, ctx)
+        return timedelta(seconds=int(match[1]) * self.UNITS[match[2]])
+
+
+def _newsletter(session, slug: str, hint: str = "--newsletter") -> Newsletter:
+    newsletter = session.scalar(select(Newsletter).where(Newsletter.slug == slug))
+    if newsletter is None:
+        raise click.BadParameter(f"no newsletter {slug!r}", param_hint=hint)
+    return newsletter
+
+
+@subscribers_group.command("export")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True
+)
+@click.option(
+    "--output",
+    type=click.File("w", encoding="utf-8", lazy=True),
+    default="-",
+    help="File to write; default: standard output.",
+)
+@click.option("--newsletter", help="Only this newsletter (slug).")
+@click.option("--status", type=click.Choice([s.value for s in Status]), help="Only this status.")
+def subscribers_export(fmt: str, output, newsletter: str | None, status: str | None) -> None:
+    """Export subscriptions with their consent records, one row per subscription.
+
+    Streams rows, so memory stays flat however long the list. Times are UTC, ISO 8601.
+
+    Example: newsletter subscribers export --format csv --newsletter explaining-ukraine > list.csv
+    """
+    query = (
+        select(Subscriber.email, Newsletter.slug, Subscription)
+        .join(Subscription.subscriber)
+        .join(Subscription.newsletter)
+        .order_by(Subscription.id)
+    )
+    if newsletter:
+        query = query.where(Newsletter.slug == newsletter)
+    if status:
+        query = query.where(Subscription.status == Status(status))
+    count = 0
+    with session_factory()() as session:
+        if (
+            newsletter
+            and session.scalar(select(Newsletter.id).where(Newsletter.slug == newsletter)) is None
+        ):
+            raise click.BadParameter(f"no newsletter {newsletter!r}", param_hint="--newsletter")
+        rows = session.execute(query.execution_options(yield_per=1000))
+        if fmt == "csv":
+            writer = csv.writer(output, lineterminator="\n")
+            writer.writerow(EXPORT_COLUMNS)
+        else:
+            output.write("[")
+        for email, slug, subscription in rows:
+            record = _export_record(email, slug, subscription)
+            if fmt == "csv":
+                writer.writerow(record.values())
+            else:
+                output.write(("," if count else "") + "\n" + json.dumps(record, ensure_ascii=False))
+            count += 1
+            if count % 1000 == 0:
+                session.expunge_all()  # keep memory flat on long exports
+        if fmt == "json":
+            output.write("\n]\n")
+    click.echo(f"Exported {count} subscriptions.", err=True)
+
+
+def _export_record(email: str, slug: str, s: Subscription) -> dict:
+    def iso(value):
+        return value.isoformat() if value else None
+
+    return {
+        "email": email,
+        "newsletter": slug,
+        "status": s.status.value,
+        "subscribed_at": iso(s.subscribed_at),
+        "subscribe_ip": s.subscribe_ip,
+        "subscribe_user_agent": s.subscribe_user_agent,
+        "subscribe_source": s.subscribe_source,
+        "confirmed_at": iso(s.confirmed_at),
+        "confirm_ip": s.confirm_ip,
+        "confirm_user_agent": s.confirm_user_agent,
+        "unsubscribed_at": iso(s.unsubscribed_at),
+    }
+
+
+@subscribers_group.command("list")
+@click.option("--newsletter", help="Only this newsletter (slug).")
+@click.option("--status", type=click.Choice([s.value for s in Status]), help="Only this status.")
+@click.option("--search", help="Only addresses containing this text (any case).")
+def subscribers_list(newsletter: str | None, status: str | None, search: str | None) -> None:
+    """List subscriptions: address, newsletter, status, when subscribed.
+
+    Example: newsletter subscribers list --newsletter ukraine-daily --status pending --search gmail
+    """
+    query = (
+        select(Subscriber.email, Newsletter.slug, Subscription.status, Subscription.subscribed_at)
+        .join(Subscription.subscriber)
+        .join(Subscription.newsletter)
+        .order_by(Subscriber.email_key, Newsletter.position)
+    )
+    if status:
+        query = query.where(Subscription.status == Status(status))
+    if search:
+        pattern = (
+            "%"
+            + search.casefold().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            + "%"
+        )
+        query = query.where(Subscriber.email_key.like(pattern, escape="\\"))
+    count = 0
+    with session_factory()() as session:
+        if newsletter:
+            query = query.where(Subscription.newsletter_id == _newsletter(session, newsletter).id)
+        for email, slug, state, since in session.execute(query.execution_options(yield_per=1000)):
+            click.echo(f"{email:<40} {slug:<24} {state.value:<13} {since:%Y-%m-%d %H:%M}")
+            count += 1
+    click.echo(f"{count} subscription(s).", err=True)
+
+
+@subscribers_group.command("stats")
+def subscribers_stats() -> None:
+    """Per newsletter: pending, confirmed, unsubscribed, and growth over 7 and 30 days.
+
+    Growth is confirmations minus unsubscriptions in the period.
+
+    Example: newsletter subscribers stats
+    """
+    now = utcnow()
+
+    def net(days: int):
+        since = now - timedelta(days=days)
+        joined = func.sum(case((Subscription.confirmed_at >= since, 1), else_=0))
+        left = func.sum(case((Subscription.unsubscribed_at >= since, 1), else_=0))
+        return joined, left
+
+    joined7, left7 = net(7)
+    joined30, left30 = net(30)
+    counts = [func.sum(case((Subscription.status == state, 1), else_=0)) for state in Status]
+    query = (
+        select(Newsletter.slug, *counts, joined7, left7, joined30, left30)
+        .outerjoin(Subscription, Subscription.newsletter_id == Newsletter.id)
+        .group_by(Newsletter.id, Newsletter.slug, Newsletter.position)
+        .order_by(Newsletter.position)
+    )
+    click.echo(
+        f"{'newsletter':<24} {'pending':>9} {'confirmed':>10} {'unsubscribed':>13} "
+        f"{'7 days':>14} {'30 days':>14}"
+    )
+    with session_factory()() as session:
+        for slug, pending, confirmed, left, j7, l7, j30, l30 in session.execute(query):
+
+            def growth(joined, gone):
+                joined, gone = joined or 0, gone or 0
+                return f"{joined - gone:+d} (+{joined}/-{gone})"
+
+            click.echo(
+                f"{slug:<24} {pending or 0:>9} {confirmed or 0:>10} {left or 0:>13} "
+                f"{growth(j7, l7):>14} {growth(j30, l30):>14}"
+            )
+
+
+@subscribers_group.command("import")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--newsletter", required=True, help="The newsletter to subscribe them to.")
+@click.option(
+    "--confirmed",
+    is_flag=True,
+    help="They consented elsewhere: subscribe without a confirmation email.",
+)
+@click.option("--consent-note", help="Where and when they consented (needed with --confirmed).")
+def subscribers_import(csv_file: Path, newsletter: str, confirmed: bool, consent_note: str | None):
+    """Import a Mailchimp or listmonk export, or a plain one-column list of addresses.
+
+    Every row is checked like the sign-up form checks it; bad rows are reported with
+    their line numbers and the rest imported. Running it again adds nothing. Addresses
+    unsubscribed here or in the file, and erased ones, are never subscribed. Without
+    --confirmed the new addresses are pending and get a confirmation email.
+
+    Example: newsletter subscribers import members.csv --newsletter ukraine-daily
+    (add --confirmed --consent-note "Mailchimp form, 2024" when consent was given there)
+    """
+    if confirmed and not (consent_note or "").strip():
+        raise click.UsageError("--confirmed needs --consent-note saying how they consented")
+    shown = 0
+
+    def bad_row(line: int, reason: str) -> None:
+        nonlocal shown
+        shown += 1
+        if shown <= 1000:
+            click.echo(f"{csv_file}:{line}: {reason}", err=True)
+
+    def progress(report) -> None:
+        if report.rows >= 10_000 and report.rows % 10_000 < 1000:
+            click.echo(f"… {report.rows:,} rows read, {report.added:,} added", err=True)
+
+    with session_factory()() as session:
+        target = _newsletter(session, newsletter)
+        try:
+            report = import_csv(
+                session,
+                csv_file,
+                target,
+                confirmed=confirmed,
+                consent_note=(consent_note or "confirmation email").strip(),
+                secret_key=current_app.config["SECRET_KEY"],
+                on_bad_row=bad_row,
+                on_progress=progress,
+            )
+        except ImportFileError as exc:
+            raise click.ClickException(f"{csv_file}: {exc}") from None
+    if report.confirmations:
+        wake_worker()
+    if shown > 1000:
+        click.echo(f"… and {shown - 1000} more bad rows", err=True)
+    click.echo(
+        f"Imported {csv_file} ({report.format}) into {newsletter}: {report.rows} rows, "
+        f"{report.added} added{' as confirmed' if confirmed else ' as pending'}, "
+        f"{report.already} already there, {report.suppressed} kept unsubscribed, "
+        f"{report.erased} erased skipped, {report.bad} bad."
+    )
+    if report.bad:
+        raise click.ClickException(f"{report.bad} bad row(s) were not imported (listed above)")
+
+
+@subscribers_group.command("delete")
+@click.argument("email")
+def subscribers_delete(email: str) -> None:
+    """Erase an address: everything personal deleted, only a keyed hash kept.
+
+    The same erasure as the reader's own button; imports skip the address from then on.
+
+    Example: newsletter subscribers delete reader@newsroom.org
+    """
+    try:
+        key = normalize_address(email).key
+    except InvalidAddress as exc:
+        raise click.BadParameter(str(exc), param_hint="EMAIL") from None
+    with session_factory()() as session:
+        count = erase(session, key, current_app.config["SECRET_KEY"])
+        session.commit()
+    click.echo(f"Erased {email}: {count} subscription(s) deleted; imports will skip it.")
+
+
+@subscribers_group.command("resend-confirmations")
+@click.option("--newsletter", required=True, help="The newsletter (slug).")
+@click.option(
+    "--older-than",
+    type=Duration(),
+    required=True,
+    help="Only if the last confirmation email is older than this (e.g. 2d).",
+)
+def resend_confirmations(newsletter: str, older_than: timedelta) -> None:
+    """Send a new confirmation email to pending subscribers who have not confirmed.
+
+    Example: newsletter subscribers resend-confirmations --newsletter ukraine-daily --older-than 2d
+    """
+    cutoff = utcnow() - older_than
+    sent = 0
+    with session_factory()() as session:
+        target = _newsletter(session, newsletter)
+        while True:
+            batch = session.scalars(
+                select(Subscription)
+                .where(
+                    Subscription.newsletter_id == target.id,
+                    Subscription.status == Status.PENDING,
+                    or_(
+                        Subscription.confirmation_sent_at.is_(None),
+                        Subscription.confirmation_sent_at <= cutoff,
+                    ),
+                )
+                .limit(500)
+            ).all()
+            if not batch:
+                break
+            for subscription in batch:
+                queue_confirmation(session, subscription)
+                subscription.confirmation_sent_at = utcnow()
+            session.commit()
+            sent += len(batch)
+    if sent:
+        wake_worker()
+    click.echo(f"Queued {sent} confirmation email(s) for {newsletter}.")
+
+
+@subscribers_group.command("purge-pending")
+@click.option(
+    "--older-than",
+    type=Duration(),
+    required=True,
+    help="Delete pending subscriptions started before this long ago (e.g. 30d).",
+)
+@click.option("--newsletter", help="Only this newsletter (slug).")
+def purge_pending(older_than: timedelta, newsletter: str | None) -> None:
+    """Delete sign-ups never confirmed, and addresses left with no subscription.
+
+    Example: newsletter subscribers purge-pending --older-than 30d
+    """
+    cutoff = utcnow() - older_than
+    with session_factory()() as session:
+        condition = and_(
+            Subscription.status == Status.PENDING, Subscription.subscribed_at <= cutoff
+        )
+        if newsletter:
+            condition = and_(
+                condition, Subscription.newsletter_id == _newsletter(session, newsletter).id
+            )
+        purged = session.execute(delete(Subscription).where(condition)).rowcount
+        orphans = session.execute(
+            delete(Subscriber).where(~Subscriber.subscriptions.any())
+        ).rowcount
+        session.commit()
+    click.echo(f"Purged {purged} pending subscription(s) and {orphans} address(es) left with none.")
