@@ -18,9 +18,12 @@ test: $(VENV)/.installed-test
 	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || echo "NOTE: PostgreSQL not found: its tests will be skipped (apt-get install postgresql)"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+bench: $(VENV)/.installed-test
+	$(BIN)/python bench/import_bench.py
+
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check webapp emails tests
-	$(BIN)/ruff format --check webapp emails tests
+	$(BIN)/ruff check webapp emails tests bench
+	$(BIN)/ruff format --check webapp emails tests bench
 
 $(VENV)/bin/python:
 	$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed" if sys.version_info < (3, 11) else 0)'

@@ -187,9 +187,7 @@ def _import_batch(
     subscriber_ids = dict(
         session.execute(
             select(Subscriber.email_key, Subscriber.id).where(Subscriber.email_key.in_(keys))
-        )
-        .tuples()
-        .all()
+        ).all()
     )
     on_list = set(
         session.scalars(
@@ -223,9 +221,7 @@ def _import_batch(
                 select(Subscriber.email_key, Subscriber.id).where(
                     Subscriber.email_key.in_([key for key, _ in missing])
                 )
-            )
-            .tuples()
-            .all()
+            ).all()
         )
     rows = []
     for key, _address, suppressed in new:
