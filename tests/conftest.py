@@ -48,6 +48,9 @@ def make_app(tmp_path: Path, **config):
         "TESTING": True,
         "OUTBOX_WORKER": False,
         "SEEDS_PATH": str(ROOT / "seeds"),
+        # Rate limits are tested where they are the subject; elsewhere they are off.
+        "SUBSCRIBE_LIMITS": "",
+        "SUBSCRIBE_ADDRESS_LIMITS": "",
     }
     settings.update(config)
     app = create_app(settings)

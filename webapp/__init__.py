@@ -7,7 +7,7 @@ from flask import Flask
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: configuration, database, pages, mail outbox and CLI commands."""
-    from . import captured, cli, db, pages, preferences, reading
+    from . import captured, cli, db, pages, preferences, reading, security
     from .config import load_config
     from .outbox import OutboxWorker
 
@@ -23,6 +23,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(reading.bp)
     app.register_blueprint(preferences.bp)
+    security.init_app(app)
     if app.config["MAIL_BACKEND"] == "file":
         app.register_blueprint(captured.bp)
     cli.init_app(app)

@@ -34,6 +34,12 @@ DEFAULTS: dict[str, object] = {
     "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
     "SESSION_COOKIE_SAMESITE": "Lax",
     "MAX_CONTENT_LENGTH": 64 * 1024,  # a sign-up post is a few hundred bytes
+    # Flask-Limiter syntax, e.g. "20/minute;200/hour"; empty turns a limit off.
+    "SUBSCRIBE_LIMITS": "20/minute;200/hour",  # per client IP
+    "SUBSCRIBE_ADDRESS_LIMITS": "10/hour;30/day",  # per target address, from any IP
+    "RATELIMIT_STORAGE_URI": "memory://",  # e.g. redis://127.0.0.1:6379 for several workers
+    "CONFIRM_DAILY_CAP": 5,  # confirmation emails per address per 24 h, all newsletters
+    "TRUSTED_PROXIES": 0,  # reverse proxies in front; X-Forwarded-For is used only then
 }
 
 CHOICES = {
@@ -41,6 +47,8 @@ CHOICES = {
     "SMTP_SECURITY": ("none", "starttls", "ssl"),
 }
 INTEGERS = (
+    "CONFIRM_DAILY_CAP",
+    "TRUSTED_PROXIES",
     "SMTP_PORT",
     "SMTP_TIMEOUT",
     "CONFIRM_MAX_AGE",
@@ -59,6 +67,8 @@ STRINGS = (
     "DKIM_DOMAIN",
     "DKIM_SELECTOR",
     "DKIM_KEY_FILE",
+    "SUBSCRIBE_LIMITS",
+    "SUBSCRIBE_ADDRESS_LIMITS",
 )
 
 
@@ -83,6 +93,8 @@ def load_config(app: Flask, test_config: dict | None = None) -> None:
         app.config["SECRET_KEY"] = instance_secret_key(instance)
     app.config["PUBLIC_URL"] = app.config["PUBLIC_URL"].rstrip("/")
     app.config["OUTBOX_PATH"] = str(instance / "outbox")
+    # Session and CSRF cookies travel only over https when the site is served so.
+    app.config["SESSION_COOKIE_SECURE"] = app.config["PUBLIC_URL"].startswith("https://")
 
 
 def _check(config: dict) -> None:

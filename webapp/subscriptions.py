@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import case, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from emails.addresses import Address
@@ -34,13 +34,15 @@ def subscribe(
     address: Address,
     consent: Consent,
     cooldown: int,
+    daily_cap: int,
 ) -> Subscription | None:
     """Record a sign-up; return the subscription if a confirmation email is due.
 
     New and unsubscribed addresses become pending with a fresh confirmation nonce.
     A pending one is due again only once the cooldown has passed since its last
-    email; a confirmed one gets nothing. The caller answers the same in every case.
-    Concurrent sign-ups of one address may raise IntegrityError: retry the whole call.
+    email, and only while the address has had fewer than ``daily_cap`` confirmation
+    emails in 24 hours; a confirmed one gets nothing. The caller answers the same in
+    every case. Concurrent sign-ups of one address may raise IntegrityError: retry.
     """
     now = utcnow()
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == address.key))
@@ -78,7 +80,35 @@ def subscribe(
         .values(confirmation_sent_at=now)
         .execution_options(synchronize_session=False)
     )
-    return subscription if claimed.rowcount == 1 else None
+    if claimed.rowcount != 1:
+        return None
+    return (
+        subscription if _claim_daily_slot(session, subscription.subscriber_id, daily_cap) else None
+    )
+
+
+def _claim_daily_slot(session: Session, subscriber_id: int, cap: int) -> bool:
+    """Count one confirmation email in the address's 24-hour window, if under the cap.
+
+    One conditional UPDATE: concurrent posts cannot together pass the cap.
+    """
+    now = utcnow()
+    window_over = or_(
+        Subscriber.confirm_window_start.is_(None),
+        Subscriber.confirm_window_start <= now - timedelta(days=1),
+    )
+    result = session.execute(
+        update(Subscriber)
+        .where(
+            Subscriber.id == subscriber_id, or_(window_over, Subscriber.confirm_window_count < cap)
+        )
+        .values(
+            confirm_window_count=case((window_over, 1), else_=Subscriber.confirm_window_count + 1),
+            confirm_window_start=case((window_over, now), else_=Subscriber.confirm_window_start),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
 
 
 def _start_pending(subscription: Subscription, consent: Consent, now: datetime) -> None:
