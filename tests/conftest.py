@@ -182,6 +182,47 @@ def postgres():
     cluster.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real redis-server on a free loopback port, for the shared rate-limit storage."""
+    import shutil
+    import subprocess
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("NEWSLETTER_REQUIRE_REDIS"):
+            pytest.fail("redis-server is required (NEWSLETTER_REQUIRE_REDIS) but not installed")
+        pytest.skip("redis-server not found (apt-get install redis-server)")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    server = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(10)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def any_db_app(request, tmp_path):
     """The app on SQLite, then on PostgreSQL: for tests about what the database does."""

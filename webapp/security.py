@@ -84,7 +84,8 @@ def redact(text: str) -> str:
 
 def redact_logs() -> None:
     """Attach the filter to the loggers that see requests, mail and errors (once)."""
-    for name in ("werkzeug", "webapp", "gunicorn.access", "gunicorn.error"):
+    # Filters do not see records that propagate from child loggers: name each one.
+    for name in ("werkzeug", "webapp", "webapp.outbox", "gunicorn.access", "gunicorn.error"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactingFilter) for f in logger.filters):
             logger.addFilter(RedactingFilter())

@@ -1,0 +1,164 @@
+"""Hostile traffic: rate limits, subscription bombing, proxies, headers, quiet logs."""
+
+import logging
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.conftest import csrf_token, make_app
+from webapp.db import session_factory
+from webapp.messages import MESSAGES
+from webapp.models import OutboxMessage, Subscriber, Subscription
+from webapp.security import redact
+
+
+def count(app, model) -> int:
+    with session_factory(app)() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+def post(client, email, newsletter="explaining-ukraine", ip="127.0.0.1", json=True, headers=None):
+    token = csrf_token(client)
+    return client.post(
+        "/subscribe",
+        data={"email": email, "newsletter": newsletter, "source": "/", "csrf_token": token},
+        headers={**({"Accept": "application/json"} if json else {}), **(headers or {})},
+        environ_base={"REMOTE_ADDR": ip},
+    )
+
+
+def test_limit_per_client_ip(tmp_path):
+    app = make_app(tmp_path, SUBSCRIBE_LIMITS="3/minute")
+    client = app.test_client()
+    for n in range(3):
+        assert post(client, f"r{n}@newsroom.org").status_code == 200
+    over = post(client, "r3@newsroom.org")
+    assert over.status_code == 429
+    assert over.json == {"ok": False, "errors": {"email": MESSAGES.too_many_attempts}}
+    page = post(client, "r4@newsroom.org", json=False)
+    assert page.status_code == 429
+    html = page.get_data(as_text=True)
+    card = html.split('id="nl-explaining-ukraine"')[1].split("</section>")[0]
+    assert MESSAGES.too_many_attempts in card and 'value="r4@newsroom.org"' in card
+    assert count(app, Subscriber) == 3 and count(app, OutboxMessage) == 3  # nothing more
+    assert post(client, "r5@newsroom.org", ip="127.0.0.2").status_code == 200  # another IP
+
+
+def test_limit_per_target_address_from_many_ips(tmp_path):
+    app = make_app(tmp_path, SUBSCRIBE_ADDRESS_LIMITS="3/hour")
+    client = app.test_client()
+    for n in range(3):
+        assert post(client, "victim@newsroom.org", ip=f"127.0.1.{n}").status_code == 200
+    assert post(client, "VICTIM@newsroom.org", ip="127.0.1.9").status_code == 429
+    assert post(client, "other@newsroom.org", ip="127.0.1.9").status_code == 200
+
+
+def test_forwarded_for_is_trusted_only_when_configured(tmp_path):
+    untrusted = make_app(tmp_path / "a", SUBSCRIBE_LIMITS="2/minute")
+    client = untrusted.test_client()
+    for n in range(2):
+        post(client, f"u{n}@newsroom.org", headers={"X-Forwarded-For": f"127.0.2.{n}"})
+    spoofed = post(client, "u9@newsroom.org", headers={"X-Forwarded-For": "127.0.2.9"})
+    assert spoofed.status_code == 429  # a forged header does not buy a new IP
+
+    trusted = make_app(tmp_path / "b", SUBSCRIBE_LIMITS="2/minute", TRUSTED_PROXIES=1)
+    client = trusted.test_client()
+    for n in range(4):
+        response = post(client, f"t{n}@newsroom.org", headers={"X-Forwarded-For": f"127.0.3.{n}"})
+        assert response.status_code == 200
+    with session_factory(trusted)() as session:
+        ips = set(session.scalars(select(Subscription.subscribe_ip)))
+    assert ips == {f"127.0.3.{n}" for n in range(4)}  # consent records the reader's IP
+
+
+def test_redis_storage_shares_the_count_between_workers(tmp_path, redis_url):
+    settings = {"SUBSCRIBE_LIMITS": "3/minute", "RATELIMIT_STORAGE_URI": redis_url}
+    one = make_app(tmp_path / "one", **settings)
+    two = make_app(tmp_path / "two", **settings)
+    ip = "127.0.4.1"
+    assert post(one.test_client(), "a@newsroom.org", ip=ip).status_code == 200
+    assert post(two.test_client(), "b@newsroom.org", ip=ip).status_code == 200
+    assert post(one.test_client(), "c@newsroom.org", ip=ip).status_code == 200
+    assert post(two.test_client(), "d@newsroom.org", ip=ip).status_code == 429
+
+
+def test_a_bombed_address_gets_few_confirmations(app):
+    """Hundreds of posts of one victim, from many IPs, over two simulated days."""
+    client = app.test_client()
+    answers = set()
+    for hour in range(48):
+        for n, newsletter in enumerate(["explaining-ukraine", "ukraine-daily"] * 3):
+            response = post(client, "victim@newsroom.org", newsletter, ip=f"127.1.{hour}.{n}")
+            answers.add((response.status_code, response.json["text"]))
+        with session_factory(app)() as session:  # an hour passes
+            for subscription in session.scalars(select(Subscription)):
+                subscription.confirmation_sent_at -= timedelta(hours=1)
+            victim = session.scalars(select(Subscriber)).one()
+            victim.confirm_window_start -= timedelta(hours=1)
+            session.commit()
+    assert answers == {(200, MESSAGES.success_text)}  # the same answer throughout
+    cap = app.config["CONFIRM_DAILY_CAP"]
+    assert count(app, OutboxMessage) <= 2 * cap  # two days, at most `cap` a day
+
+
+@pytest.mark.timeout(180)
+def test_fifty_concurrent_posts_make_one_subscription_and_one_email(any_db_app):
+    app = any_db_app
+    clients = [app.test_client() for _ in range(50)]
+    tokens = [csrf_token(c) for c in clients]
+    start = threading.Barrier(len(clients))
+    statuses = []
+
+    def run(client, token):
+        start.wait()
+        response = client.post(
+            "/subscribe",
+            data={"email": "same@newsroom.org", "newsletter": "ukraine-daily", "csrf_token": token},
+            headers={"Accept": "application/json"},
+        )
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=run, args=p) for p in zip(clients, tokens, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert statuses == [200] * 50
+    assert count(app, Subscription) == 1
+    assert count(app, OutboxMessage) == 1
+
+
+def test_security_headers_on_every_page(client):
+    for path in ("/", "/newsletters/explaining-ukraine", "/no-such-page", "/confirm/x"):
+        headers = client.get(path).headers
+        csp = headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+        assert "frame-ancestors 'none'" in csp
+        assert headers["Referrer-Policy"] == "no-referrer"
+        assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_cookies_are_secure_and_hsts_is_sent_over_https(tmp_path):
+    app = make_app(tmp_path, PUBLIC_URL="https://news.newsroom.org")
+    client = app.test_client()
+    response = client.get("/", base_url="https://news.newsroom.org")
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+    cookie = response.headers["Set-Cookie"]
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_tokens_and_addresses_are_redacted_in_logs(caplog):
+    line = '127.0.0.1 - "GET /confirm/WzEsInpweTVPU2FlRjloNW5POV8iXQ.awX78A.Ysh HTTP/1.1" 200'
+    with caplog.at_level(logging.INFO, logger="werkzeug"):
+        logging.getLogger("werkzeug").info(line)
+        logging.getLogger("webapp.outbox").warning(
+            "outbox message %s not delivered: %s", 7, "550 kate.tsurkan@newsroom.org unknown"
+        )
+    text = caplog.text
+    assert "WzEsInpweTVPU2FlRjloNW5POV8iXQ" not in text and "/confirm/WzEsIn…" in text
+    assert "kate.tsurkan@" not in text and "k…@newsroom.org" in text
+    assert redact("/unsubscribe/abcdefghijklmnop and /manage/zyxwvutsrqpo") == (
+        "/unsubscribe/abcdef… and /manage/zyxwvu…"
+    )
