@@ -1,0 +1,163 @@
+"""Hostile input never causes a 500: property-based tests and a fuzzer over every route."""
+
+import contextlib
+import string
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from emails.addresses import InvalidAddress, normalize_address
+from emails.articles import ArticleError, decode, parse_article
+from webapp.tokens import TokenExpired, TokenInvalid, read_token
+
+SETTINGS = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+ADDRESS_CHARS = string.ascii_letters + string.digits + "@.-_+\"'<>()[]\\ \t\r\n\x00é日"
+
+
+@SETTINGS
+@given(st.one_of(st.text(alphabet=ADDRESS_CHARS, max_size=80), st.text(max_size=400)))
+def test_address_validation_accepts_or_refuses_cleanly(raw):
+    try:
+        address = normalize_address(raw)
+    except InvalidAddress as exc:
+        assert str(exc)
+        return
+    assert address.ascii.isascii() and "@" in address.ascii
+    assert not any(ch in address.email for ch in "\r\n\x00\t ")
+    again = normalize_address(address.email)
+    assert again == address  # normalizing is idempotent
+
+
+@SETTINGS
+@given(st.emails())
+def test_generated_addresses_never_crash_and_keys_fold_case(raw):
+    try:
+        address = normalize_address(raw)
+    except InvalidAddress:
+        return
+    assert normalize_address(raw.upper()).key == address.key
+
+
+@SETTINGS
+@given(st.text(max_size=300), st.sampled_from(["confirm", "unsubscribe", "manage"]))
+def test_any_token_string_is_refused_without_crashing(app, token, purpose):
+    with app.app_context(), contextlib.suppress(TokenInvalid, TokenExpired):
+        read_token(purpose, token, max_age=3600)
+
+
+@SETTINGS
+@given(st.binary(max_size=2000))
+def test_article_reader_on_random_bytes(data):
+    try:
+        article = parse_article(decode(data, "fuzz"), name="fuzz")
+    except ArticleError as exc:
+        assert str(exc).startswith("fuzz: ")
+        return
+    assert article.title and article.slug
+
+
+@SETTINGS
+@given(st.text(max_size=3000))
+def test_article_reader_on_random_text(text):
+    try:
+        article = parse_article(text)
+    except ArticleError:
+        return
+    assert "\n" not in article.title and len(article.title) <= 300
+    assert all(p.strip() for p in article.paragraphs)
+
+
+ROUTES = [
+    ("GET", "/"),
+    ("POST", "/subscribe"),
+    ("GET", "/confirm/{x}"),
+    ("POST", "/confirm/{x}"),
+    ("GET", "/unsubscribe/{x}"),
+    ("POST", "/unsubscribe/{x}"),
+    ("GET", "/manage/{x}"),
+    ("POST", "/manage/{x}"),
+    ("GET", "/articles/{x}"),
+    ("GET", "/newsletters/{x}"),
+    ("GET", "/newsletters/explaining-ukraine/issues/{x}"),
+    ("GET", "/newsletters/{x}/feed.atom"),
+    ("GET", "/outbox/{x}"),
+    ("GET", "/outbox/{x}/html"),
+]
+FIELD_NAMES = st.sampled_from(
+    [
+        "email",
+        "newsletter",
+        "csrf_token",
+        "website",
+        "source",
+        "action",
+        "erase_confirm",
+        "List-Unsubscribe",
+        "x",
+    ]
+)
+NASTY = st.one_of(
+    st.text(max_size=200),
+    st.sampled_from(
+        [
+            "a@b.org\r\nBcc: victim@newsroom.org",
+            "%00",
+            "../../etc/passwd",
+            "{{7*7}}",
+            "<script>alert(1)</script>",
+            "x" * 70_000,
+            "\ud800",
+            "ÿ" * 500,
+            "' OR 1=1 --",
+        ]
+    ),
+)
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    route=st.sampled_from(ROUTES),
+    segment=st.text(alphabet=string.printable + "é日\u202e", min_size=1, max_size=60),
+    fields=st.dictionaries(FIELD_NAMES, NASTY, max_size=5),
+    encoding=st.sampled_from(["form", "json", "raw-latin1", "raw-garbage", "multipart"]),
+    header=st.sampled_from(
+        [
+            {},
+            {"Accept": "application/json"},
+            {"X-Forwarded-For": "1.2.3.4, <script>"},
+            {"Content-Type": "application/x-www-form-urlencoded; charset=koi8-r"},
+            {"Host": "evil.example.net"},
+        ]
+    ),
+)
+def test_no_route_answers_500_to_hostile_requests(app, route, segment, fields, encoding, header):
+    method, pattern = route
+    path = pattern.replace(
+        "{x}", segment.replace("/", "%2F").replace("?", "%3F").replace("#", "%23")
+    )
+    client = app.test_client()
+    kwargs: dict = {"headers": dict(header)}
+    if method == "POST":
+        if encoding == "form":
+            kwargs["data"] = {k: v.encode("utf-8", "surrogatepass") for k, v in fields.items()}
+        elif encoding == "json":
+            kwargs["json"] = {k: v.encode("utf-8", "replace").decode() for k, v in fields.items()}
+        elif encoding == "raw-latin1":
+            body = "&".join(f"{k}={v}" for k, v in fields.items())
+            kwargs["data"] = body.encode("latin-1", "replace")
+            kwargs["headers"]["Content-Type"] = "application/x-www-form-urlencoded"
+        elif encoding == "raw-garbage":
+            kwargs["data"] = bytes(range(256)) * 3
+            kwargs["headers"]["Content-Type"] = "application/x-www-form-urlencoded"
+        else:
+            kwargs["data"] = {k: v.encode("utf-8", "surrogatepass") for k, v in fields.items()}
+            kwargs["content_type"] = "multipart/form-data"
+    response = client.open(path, method=method, **kwargs)
+    assert response.status_code < 500, (method, path, response.status_code)
+    assert b"Traceback" not in response.data
