@@ -183,3 +183,23 @@ def test_digest_fits_the_screen_at_600_and_375_px(browser, tmp_path, width):
     shots.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shots / f"digest-{width}.png"), full_page=True)
     page.close()
+
+
+def test_robot_check_is_solved_by_the_page_script(browser, tmp_path):
+    port = free_port()
+    app = make_app(tmp_path, PUBLIC_URL=f"http://127.0.0.1:{port}", ALTCHA_HMAC_KEY="k" * 32)
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        first = card(page, "explaining-ukraine")
+        first.get_by_placeholder(MESSAGES.email_placeholder).fill("solver@newsroom.org")
+        first.get_by_role("button", name=MESSAGES.subscribe_button).click()
+        first.get_by_text(MESSAGES.success_title).wait_for(timeout=20_000)
+        assert status_of(app, "solver@newsroom.org") == Status.PENDING
+        page.close()
+    finally:
+        server.shutdown()
+        thread.join(10)

@@ -162,3 +162,50 @@ def test_tokens_and_addresses_are_redacted_in_logs(caplog):
     assert redact("/unsubscribe/abcdefghijklmnop and /manage/zyxwvutsrqpo") == (
         "/unsubscribe/abcdef… and /manage/zyxwvu…"
     )
+
+
+def solve(challenge: dict, number: int | None = None) -> str:
+    """Solve an ALTCHA v1 challenge as the browser script does."""
+    import base64
+    import hashlib
+    import json
+
+    if number is None:
+        number = next(
+            n
+            for n in range(challenge["maxnumber"] + 1)
+            if hashlib.sha256(f"{challenge['salt']}{n}".encode()).hexdigest()
+            == challenge["challenge"]
+        )
+    solution = {k: challenge[k] for k in ("algorithm", "challenge", "salt", "signature")}
+    return base64.b64encode(json.dumps({**solution, "number": number}).encode()).decode()
+
+
+def test_robot_check_off_by_default(client):
+    assert client.get("/altcha/challenge").status_code == 404
+    assert "data-altcha" not in client.get("/").get_data(as_text=True)
+
+
+def test_robot_check_when_switched_on(tmp_path):
+    app = make_app(tmp_path, ALTCHA_HMAC_KEY="robots-keep-out", ALTCHA_MAX_NUMBER=2000)
+    client = app.test_client()
+    assert 'data-altcha="/altcha/challenge"' in client.get("/").get_data(as_text=True)
+
+    def attempt(payload, email):
+        token = csrf_token(client)
+        data = {"email": email, "newsletter": "ukraine-daily", "csrf_token": token}
+        if payload is not None:
+            data["altcha"] = payload
+        return client.post("/subscribe", data=data, headers={"Accept": "application/json"})
+
+    challenge = client.get("/altcha/challenge").json
+    assert challenge["maxnumber"] == 2000
+    good = solve(challenge)
+    for payload in (None, "", "bm90IGpzb24=", solve(challenge, number=challenge["maxnumber"] + 1)):
+        refused = attempt(payload, "bot@newsroom.org")
+        assert refused.status_code == 400
+        assert refused.json["errors"]["email"] == MESSAGES.robot_check_failed
+    assert attempt(good, "person@newsroom.org").json["ok"]
+    replay = attempt(good, "second@newsroom.org")  # one solution, one sign-up
+    assert replay.json["errors"]["email"] == MESSAGES.robot_check_failed
+    assert count(app, Subscriber) == 1

@@ -40,6 +40,10 @@ DEFAULTS: dict[str, object] = {
     "RATELIMIT_STORAGE_URI": "memory://",  # e.g. redis://127.0.0.1:6379 for several workers
     "CONFIRM_DAILY_CAP": 5,  # confirmation emails per address per 24 h, all newsletters
     "TRUSTED_PROXIES": 0,  # reverse proxies in front; X-Forwarded-For is used only then
+    # Proof of work (ALTCHA) on the sign-up forms: set a secret key to switch it on.
+    "ALTCHA_HMAC_KEY": None,
+    "ALTCHA_MAX_NUMBER": 20_000,  # work per sign-up: a fraction of a second in a browser
+    "ALTCHA_EXPIRES": 600,  # seconds a challenge stays valid
 }
 
 CHOICES = {
@@ -47,6 +51,8 @@ CHOICES = {
     "SMTP_SECURITY": ("none", "starttls", "ssl"),
 }
 INTEGERS = (
+    "ALTCHA_MAX_NUMBER",
+    "ALTCHA_EXPIRES",
     "CONFIRM_DAILY_CAP",
     "TRUSTED_PROXIES",
     "SMTP_PORT",
@@ -69,6 +75,7 @@ STRINGS = (
     "DKIM_KEY_FILE",
     "SUBSCRIBE_LIMITS",
     "SUBSCRIBE_ADDRESS_LIMITS",
+    "ALTCHA_HMAC_KEY",
 )
 
 

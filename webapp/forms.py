@@ -20,6 +20,7 @@ class SubscribeForm(FlaskForm):
     newsletter = HiddenField()
     source = HiddenField()
     website = StringField(MESSAGES.honeypot_label)
+    altcha = HiddenField()  # the solved proof of work, when the robot check is on
 
     address = None
 

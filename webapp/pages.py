@@ -29,6 +29,7 @@ from .mail import queue_confirmation, queue_welcome
 from .messages import MESSAGES
 from .models import Newsletter, Status, Subscription
 from .outbox import wake_worker
+from .security import robot_check_enabled, robot_check_passes
 from .tokens import TokenExpired, TokenInvalid, read_token
 
 bp = Blueprint("pages", __name__)
@@ -42,7 +43,13 @@ def init_app(app: Flask) -> None:
     """Error pages, response headers, template globals and the outbox worker's start."""
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _server_error)
-    app.context_processor(lambda: {"messages": MESSAGES, "site_name": app.config["SITE_NAME"]})
+    app.context_processor(
+        lambda: {
+            "messages": MESSAGES,
+            "site_name": app.config["SITE_NAME"],
+            "robot_check": bool(app.config["ALTCHA_HMAC_KEY"]),
+        }
+    )
 
     @app.before_request
     def _start_outbox_worker() -> None:
@@ -128,6 +135,9 @@ def subscribe():
     valid = form.validate()
     if valid and newsletter is None:
         form.email.errors = [MESSAGES.unknown_newsletter]
+        valid = False
+    if valid and robot_check_enabled() and not robot_check_passes(form.altcha.data):
+        form.email.errors = [MESSAGES.robot_check_failed]
         valid = False
     if not valid:
         return _form_error(form)

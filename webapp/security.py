@@ -6,8 +6,10 @@ flood a victim's inbox with confirmations. Readers must not notice any of it.
 
 import logging
 import re
+from datetime import datetime, timedelta
 
-from flask import Flask, Response, current_app, request
+import altcha
+from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -19,6 +21,7 @@ CSP = (
     "object-src 'none'"
 )
 TOKEN_PATH = re.compile(r"(/(?:confirm|unsubscribe|manage)/)([A-Za-z0-9_\-.]{6})[A-Za-z0-9_\-.]*")
+bp = Blueprint("security", __name__)
 ADDRESS = re.compile(r"([A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]*@([A-Za-z0-9.\-]+\.[A-Za-z]{2,})")
 
 
@@ -43,6 +46,7 @@ def init_app(app: Flask) -> None:
         exempt_when=lambda: not current_app.config["SUBSCRIBE_ADDRESS_LIMITS"],
     )(view)
     app.view_functions["pages.subscribe"] = view
+    app.register_blueprint(bp)
     app.after_request(security_headers)
     redact_logs()
 
@@ -89,3 +93,52 @@ def redact_logs() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactingFilter) for f in logger.filters):
             logger.addFilter(RedactingFilter())
+
+
+def robot_check_enabled() -> bool:
+    """True when the sign-up forms ask for an ALTCHA proof of work."""
+    return bool(current_app.config["ALTCHA_HMAC_KEY"])
+
+
+@bp.get("/altcha/challenge")
+def altcha_challenge():
+    """A fresh proof-of-work challenge for one sign-up (404 when the check is off)."""
+    if not robot_check_enabled():
+        abort(404)
+    config = current_app.config
+    challenge = altcha.create_challenge_v1(
+        altcha.ChallengeOptionsV1(
+            hmac_key=config["ALTCHA_HMAC_KEY"],
+            max_number=config["ALTCHA_MAX_NUMBER"],
+            expires=datetime.now() + timedelta(seconds=config["ALTCHA_EXPIRES"]),
+        )
+    )
+    body = {
+        "algorithm": challenge.algorithm,
+        "challenge": challenge.challenge,
+        "maxnumber": challenge.max_number,
+        "salt": challenge.salt,
+        "signature": challenge.signature,
+    }
+    return jsonify(body), {"Cache-Control": "no-store"}
+
+
+def robot_check_passes(payload: str | None) -> bool:
+    """Verify a solved challenge, once: a replayed solution is refused.
+
+    Used challenges are counted in the rate limiter's storage, so with Redis every
+    worker and host sees them.
+    """
+    if not payload or len(payload) > 2000:
+        return False
+    try:
+        ok, _ = altcha.verify_solution_v1(
+            payload, current_app.config["ALTCHA_HMAC_KEY"], check_expires=True
+        )
+    except (ValueError, TypeError, KeyError):
+        return False
+    if not ok:
+        return False
+    storage = current_app.extensions["newsletter_limiter"].storage
+    used = storage.incr(f"altcha-used:{payload[-200:]}", current_app.config["ALTCHA_EXPIRES"])
+    return used == 1
