@@ -6,10 +6,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, select
 
-from tests.conftest import SmtpServer, csrf_token, subscribe
+from tests.conftest import SmtpServer, subscribe
 from webapp.db import Model, session_factory
-from webapp.messages import MESSAGES
-from webapp.models import OutboxMessage, OutboxStatus, Subscriber, Subscription
+from webapp.models import OutboxMessage, OutboxStatus
 from webapp.outbox import deliver_queued, transport_from_config
 
 
@@ -31,40 +30,6 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(app):
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 15000
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-
-
-def test_concurrent_posts_of_one_address_make_one_subscription_and_one_email(any_db_app):
-    app = any_db_app
-    clients = [app.test_client() for _ in range(12)]
-    tokens = [csrf_token(c) for c in clients]
-    start = threading.Barrier(len(clients))
-    answers = []
-
-    def post(client, token):
-        start.wait()
-        response = client.post(
-            "/subscribe",
-            data={
-                "email": "Same@Newsroom.org",
-                "newsletter": "explaining-ukraine",
-                "csrf_token": token,
-            },
-            headers={"Accept": "application/json"},
-        )
-        answers.append((response.status_code, response.json))
-
-    threads = [
-        threading.Thread(target=post, args=pair) for pair in zip(clients, tokens, strict=True)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    expected = (200, {"ok": True, "title": MESSAGES.success_title, "text": MESSAGES.success_text})
-    assert answers == [expected] * len(clients)
-    assert count(app, Subscriber) == 1
-    assert count(app, Subscription) == 1
-    assert count(app, OutboxMessage) == 1
 
 
 def test_two_senders_draining_one_outbox_send_each_message_once(any_db_app, tmp_path):

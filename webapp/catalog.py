@@ -5,6 +5,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -75,3 +76,12 @@ def seed_catalog(session: Session, entries: list[dict]) -> SeedReport:
         else:
             report.unchanged += 1
     return report
+
+
+def newsletter_or_fail(session: Session, slug: str, param_hint: str = "NEWSLETTER") -> Newsletter:
+    """The newsletter with this slug, or a usage error naming the known slugs (CLI)."""
+    newsletter = session.scalar(select(Newsletter).where(Newsletter.slug == slug))
+    if newsletter is None:
+        known = ", ".join(session.scalars(select(Newsletter.slug))) or "none; run newsletter seed"
+        raise click.BadParameter(f"no newsletter {slug!r} (known: {known})", param_hint=param_hint)
+    return newsletter

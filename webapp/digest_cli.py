@@ -13,6 +13,7 @@ from emails.articles import ArticleError
 from emails.dkim import DkimError
 from emails.preflight import check_message
 
+from .catalog import newsletter_or_fail
 from .db import session_factory
 from .digests import (
     build_issue,
@@ -27,18 +28,8 @@ from .models import Issue, Newsletter, Subscriber, Subscription
 digest_group = AppGroup("digest", help="Build, list, preview and check newsletter issues.")
 
 
-def _newsletter(session, slug: str) -> Newsletter:
-    newsletter = session.scalar(select(Newsletter).where(Newsletter.slug == slug))
-    if newsletter is None:
-        known = ", ".join(session.scalars(select(Newsletter.slug))) or "none; run newsletter seed"
-        raise click.BadParameter(
-            f"no newsletter {slug!r} (known: {known})", param_hint="NEWSLETTER"
-        )
-    return newsletter
-
-
 def _issue(session, slug: str, number: int) -> Issue:
-    newsletter = _newsletter(session, slug)
+    newsletter = newsletter_or_fail(session, slug)
     issue = session.scalar(
         select(Issue).where(Issue.newsletter_id == newsletter.id, Issue.number == number)
     )
@@ -59,7 +50,7 @@ def build(newsletter: str, articles: tuple[Path, ...]) -> None:
     Example: newsletter digest build explaining-ukraine seeds/000_ce0462a30ea3d8dc.txt
     """
     with session_factory()() as session:
-        target = _newsletter(session, newsletter)
+        target = newsletter_or_fail(session, newsletter)
         try:
             read = read_articles(list(articles) or seed_article_paths(), page_furniture(session))
         except ArticleError as exc:
@@ -90,7 +81,7 @@ def list_issues(newsletter: str | None) -> None:
     with session_factory()() as session:
         query = select(Issue).join(Issue.newsletter).order_by(Newsletter.position, Issue.number)
         if newsletter:
-            query = query.where(Issue.newsletter_id == _newsletter(session, newsletter).id)
+            query = query.where(Issue.newsletter_id == newsletter_or_fail(session, newsletter).id)
         issues = session.scalars(query).all()
         for issue in issues:
             click.echo(

@@ -9,16 +9,17 @@ from pathlib import Path
 import click
 from flask import current_app
 from flask.cli import AppGroup
-from sqlalchemy import and_, case, delete, func, or_, select
+from sqlalchemy import and_, case, delete, func, select
 
 from emails.addresses import InvalidAddress, normalize_address
 
+from .catalog import newsletter_or_fail
 from .db import session_factory, utcnow
 from .importer import ImportFileError, import_csv
 from .mail import queue_confirmation
 from .models import Newsletter, Status, Subscriber, Subscription
 from .outbox import wake_worker
-from .subscriptions import erase
+from .subscriptions import confirmation_due, consent_record, erase
 
 EXPORT_COLUMNS = (
     "email",
@@ -53,13 +54,6 @@ class Duration(click.ParamType):
         return timedelta(seconds=int(match[1]) * self.UNITS[match[2]])
 
 
-def _newsletter(session, slug: str, hint: str = "--newsletter") -> Newsletter:
-    newsletter = session.scalar(select(Newsletter).where(Newsletter.slug == slug))
-    if newsletter is None:
-        raise click.BadParameter(f"no newsletter {slug!r}", param_hint=hint)
-    return newsletter
-
-
 @subscribers_group.command("export")
 @click.option(
     "--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True
@@ -91,21 +85,19 @@ def subscribers_export(fmt: str, output, newsletter: str | None, status: str | N
         query = query.where(Subscription.status == Status(status))
     count = 0
     with session_factory()() as session:
-        if (
-            newsletter
-            and session.scalar(select(Newsletter.id).where(Newsletter.slug == newsletter)) is None
-        ):
-            raise click.BadParameter(f"no newsletter {newsletter!r}", param_hint="--newsletter")
+        if newsletter:
+            newsletter_or_fail(session, newsletter, "--newsletter")
         rows = session.execute(query.execution_options(yield_per=1000))
         if fmt == "csv":
-            writer = csv.writer(output, lineterminator="\n")
-            writer.writerow(EXPORT_COLUMNS)
+            # DictWriter refuses a record whose keys differ from the columns.
+            writer = csv.DictWriter(output, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
+            writer.writeheader()
         else:
             output.write("[")
         for email, slug, subscription in rows:
-            record = _export_record(email, slug, subscription)
+            record = {"email": email, "newsletter": slug} | consent_record(subscription)
             if fmt == "csv":
-                writer.writerow(record.values())
+                writer.writerow(record)
             else:
                 output.write(("," if count else "") + "\n" + json.dumps(record, ensure_ascii=False))
             count += 1
@@ -114,25 +106,6 @@ def subscribers_export(fmt: str, output, newsletter: str | None, status: str | N
         if fmt == "json":
             output.write("\n]\n")
     click.echo(f"Exported {count} subscriptions.", err=True)
-
-
-def _export_record(email: str, slug: str, s: Subscription) -> dict:
-    def iso(value):
-        return value.isoformat() if value else None
-
-    return {
-        "email": email,
-        "newsletter": slug,
-        "status": s.status.value,
-        "subscribed_at": iso(s.subscribed_at),
-        "subscribe_ip": s.subscribe_ip,
-        "subscribe_user_agent": s.subscribe_user_agent,
-        "subscribe_source": s.subscribe_source,
-        "confirmed_at": iso(s.confirmed_at),
-        "confirm_ip": s.confirm_ip,
-        "confirm_user_agent": s.confirm_user_agent,
-        "unsubscribed_at": iso(s.unsubscribed_at),
-    }
 
 
 @subscribers_group.command("list")
@@ -162,7 +135,10 @@ def subscribers_list(newsletter: str | None, status: str | None, search: str | N
     count = 0
     with session_factory()() as session:
         if newsletter:
-            query = query.where(Subscription.newsletter_id == _newsletter(session, newsletter).id)
+            query = query.where(
+                Subscription.newsletter_id
+                == newsletter_or_fail(session, newsletter, "--newsletter").id
+            )
         for email, slug, state, since in session.execute(query.execution_options(yield_per=1000)):
             click.echo(f"{email:<40} {slug:<24} {state.value:<13} {since:%Y-%m-%d %H:%M}")
             count += 1
@@ -246,7 +222,7 @@ def subscribers_import(csv_file: Path, newsletter: str, confirmed: bool, consent
             click.echo(f"… {report.rows:,} rows read, {report.added:,} added", err=True)
 
     with session_factory()() as session:
-        target = _newsletter(session, newsletter)
+        target = newsletter_or_fail(session, newsletter, "--newsletter")
         try:
             report = import_csv(
                 session,
@@ -309,17 +285,14 @@ def resend_confirmations(newsletter: str, older_than: timedelta) -> None:
     cutoff = utcnow() - older_than
     sent = 0
     with session_factory()() as session:
-        target = _newsletter(session, newsletter)
+        target = newsletter_or_fail(session, newsletter, "--newsletter")
         while True:
             batch = session.scalars(
                 select(Subscription)
                 .where(
                     Subscription.newsletter_id == target.id,
                     Subscription.status == Status.PENDING,
-                    or_(
-                        Subscription.confirmation_sent_at.is_(None),
-                        Subscription.confirmation_sent_at <= cutoff,
-                    ),
+                    confirmation_due(cutoff),
                 )
                 .limit(500)
             ).all()
@@ -355,7 +328,9 @@ def purge_pending(older_than: timedelta, newsletter: str | None) -> None:
         )
         if newsletter:
             condition = and_(
-                condition, Subscription.newsletter_id == _newsletter(session, newsletter).id
+                condition,
+                Subscription.newsletter_id
+                == newsletter_or_fail(session, newsletter, "--newsletter").id,
             )
         purged = session.execute(delete(Subscription).where(condition)).rowcount
         orphans = session.execute(

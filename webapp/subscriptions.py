@@ -72,10 +72,7 @@ def subscribe(
         .where(
             Subscription.id == subscription.id,
             Subscription.status == Status.PENDING,
-            or_(
-                Subscription.confirmation_sent_at.is_(None),
-                Subscription.confirmation_sent_at <= now - timedelta(seconds=cooldown),
-            ),
+            confirmation_due(now - timedelta(seconds=cooldown)),
         )
         .values(confirmation_sent_at=now)
         .execution_options(synchronize_session=False)
@@ -84,6 +81,13 @@ def subscribe(
         return None
     return (
         subscription if _claim_daily_slot(session, subscription.subscriber_id, daily_cap) else None
+    )
+
+
+def confirmation_due(cutoff: datetime):
+    """SQL condition: no confirmation email was sent to this subscription since ``cutoff``."""
+    return or_(
+        Subscription.confirmation_sent_at.is_(None), Subscription.confirmation_sent_at <= cutoff
     )
 
 
@@ -214,12 +218,27 @@ def is_erased(session: Session, address_key: str, secret_key: str) -> bool:
     return session.get(ErasedAddress, erased_digest(address_key, secret_key)) is not None
 
 
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def consent_record(s: Subscription) -> dict:
+    """A subscription's state and consent, JSON-ready: for exports and data downloads."""
+    return {
+        "status": s.status.value,
+        "subscribed_at": _iso(s.subscribed_at),
+        "subscribe_ip": s.subscribe_ip,
+        "subscribe_user_agent": s.subscribe_user_agent,
+        "subscribe_source": s.subscribe_source,
+        "confirmed_at": _iso(s.confirmed_at),
+        "confirm_ip": s.confirm_ip,
+        "confirm_user_agent": s.confirm_user_agent,
+        "unsubscribed_at": _iso(s.unsubscribed_at),
+    }
+
+
 def personal_data(session: Session, subscriber: Subscriber) -> dict:
     """Everything stored about a subscriber, for "download my data"."""
-
-    def iso(value: datetime | None) -> str | None:
-        return value.isoformat() if value else None
-
     mail = session.scalars(
         select(OutboxMessage)
         .where(OutboxMessage.subscriber_id == subscriber.id)
@@ -227,28 +246,17 @@ def personal_data(session: Session, subscriber: Subscriber) -> dict:
     )
     return {
         "email": subscriber.email,
-        "created_at": iso(subscriber.created_at),
+        "created_at": _iso(subscriber.created_at),
         "subscriptions": [
-            {
-                "newsletter": s.newsletter.slug,
-                "newsletter_title": s.newsletter.title,
-                "status": s.status.value,
-                "subscribed_at": iso(s.subscribed_at),
-                "subscribe_ip": s.subscribe_ip,
-                "subscribe_user_agent": s.subscribe_user_agent,
-                "subscribe_source": s.subscribe_source,
-                "confirmed_at": iso(s.confirmed_at),
-                "confirm_ip": s.confirm_ip,
-                "confirm_user_agent": s.confirm_user_agent,
-                "unsubscribed_at": iso(s.unsubscribed_at),
-            }
+            {"newsletter": s.newsletter.slug, "newsletter_title": s.newsletter.title}
+            | consent_record(s)
             for s in subscriber.subscriptions
         ],
         "mail_sent": [
             {
                 "kind": m.kind,
-                "queued_at": iso(m.created_at),
-                "sent_at": iso(m.sent_at),
+                "queued_at": _iso(m.created_at),
+                "sent_at": _iso(m.sent_at),
                 "status": m.status.value,
             }
             for m in mail
