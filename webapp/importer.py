@@ -8,7 +8,7 @@ an address already on the newsletter is left as it is.
 import csv
 import secrets
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import insert, select
@@ -43,7 +43,6 @@ class ImportReport:
     erased: int = 0
     bad: int = 0
     confirmations: int = 0
-    bad_rows: list[tuple[int, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
