@@ -13,6 +13,7 @@ from emails.digest import DigestContent, render_digest
 from emails.message import build_message, message_bytes
 from emails.slots import Slotted
 
+from .links import public_url
 from .mail import dkim_sign, list_headers
 from .models import Issue, Newsletter
 
@@ -58,20 +59,17 @@ def _seed_articles_cached(key: tuple) -> dict[str, Article]:
     return articles
 
 
-def seed_articles(session: Session) -> dict[str, Article]:
-    """The readable seed articles by slug, re-read only when a file changed."""
+def seed_articles(furniture: set[str]) -> dict[str, Article]:
+    """The readable seed articles by slug, re-read only when a file changed.
+
+    ``furniture``: the newsletter titles, which pages pass from the catalog they show.
+    """
     paths = seed_article_paths()
     key = (
-        tuple(sorted(page_furniture(session))),
+        tuple(sorted(furniture)),
         tuple((str(p), p.stat().st_mtime_ns) for p in paths),
     )
     return _seed_articles_cached(key)
-
-
-def issue_url(newsletter: Newsletter, number: int) -> str:
-    """The absolute address of an issue's web version."""
-    base = current_app.config["PUBLIC_URL"]
-    return f"{base}/newsletters/{newsletter.slug}/issues/{number}"
 
 
 def build_issue(session: Session, newsletter: Newsletter, articles: list[Article]) -> Issue:
@@ -94,7 +92,7 @@ def build_issue(session: Session, newsletter: Newsletter, articles: list[Article
         lead=lead,
         stories=stories,
         feed=_merged_feed(articles),
-        web_url=issue_url(newsletter, number),
+        web_url=public_url("reading.issue", slug=newsletter.slug, number=number),
         reason=(
             f"You receive this email because you subscribed to {newsletter.title} "
             f"from {config['SITE_NAME']}."

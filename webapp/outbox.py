@@ -168,7 +168,9 @@ class OutboxWorker:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start the thread once per process."""
+        """Start the thread once per process (called on every request: no lock once running)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="outbox-worker", daemon=True)

@@ -47,7 +47,7 @@ def init_app(app: Flask) -> None:
         lambda: {
             "messages": MESSAGES,
             "site_name": app.config["SITE_NAME"],
-            "robot_check": bool(app.config["ALTCHA_HMAC_KEY"]),
+            "robot_check": robot_check_enabled(),
         }
     )
 
@@ -120,7 +120,7 @@ def signup_state(catalog: list[Newsletter]) -> dict:
 def index():
     """Every newsletter of the catalog with its sign-up form."""
     catalog = newsletters()
-    articles = sorted(seed_articles(get_session()).values(), key=lambda a: a.title)
+    articles = sorted(seed_articles({n.title for n in catalog}).values(), key=lambda a: a.title)
     return render_template(
         "index.html", newsletters=catalog, articles=articles, **signup_state(catalog)
     )

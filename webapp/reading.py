@@ -32,10 +32,10 @@ def _sent_issues(newsletter: Newsletter) -> list[Issue]:
 @bp.get("/articles/<slug>")
 def article(slug: str):
     """A seed article as a page like the news site's: the article, its feed, the forms."""
-    found = seed_articles(get_session()).get(slug)
+    catalog = newsletters()
+    found = seed_articles({n.title for n in catalog}).get(slug)
     if found is None:
         abort(404)
-    catalog = newsletters()
     return render_template(
         "article.html", article=found, newsletters=catalog, **signup_state(catalog)
     )

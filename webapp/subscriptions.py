@@ -46,16 +46,18 @@ def subscribe(
     """
     now = utcnow()
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == address.key))
+    subscription = None
     if subscriber is None:
         subscriber = Subscriber(email=address.email, email_key=address.key, created_at=now)
         session.add(subscriber)
         session.flush()
-    subscription = session.scalar(
-        select(Subscription).where(
-            Subscription.subscriber_id == subscriber.id,
-            Subscription.newsletter_id == newsletter.id,
+    else:  # a new subscriber has no subscription yet: no need to ask
+        subscription = session.scalar(
+            select(Subscription).where(
+                Subscription.subscriber_id == subscriber.id,
+                Subscription.newsletter_id == newsletter.id,
+            )
         )
-    )
     if subscription is None:
         subscription = Subscription(subscriber=subscriber, newsletter=newsletter)
         _start_pending(subscription, consent, now)
