@@ -11,7 +11,7 @@ from functools import cache
 import css_inline
 
 from .articles import Article, FeedItem
-from .message import build_message, message_bytes
+from .mailmerge import MergeTemplate
 from .render import environment
 from .slots import Slotted, render_slotted
 
@@ -105,16 +105,15 @@ def render_parts(content: DigestContent, layout: Layout = Layout()) -> tuple[Slo
 def sample_size(html: Slotted, text: Slotted, subject: str) -> int:
     """Bytes of a whole message with links as long as real ones."""
     sample = {name: "https://" + "x" * 200 for name in PERSONAL}
-    msg = build_message(
+    template = MergeTemplate(
         subject=subject,
         sender="newsletter@" + "x" * 40,
         sender_name="x" * 60,
-        recipient="x" * 64 + "@" + "x" * 60,
-        text=text.fill(sample),
-        html=html.fill(sample),
-        headers={"List-Unsubscribe": "<" + "x" * 300 + ">"},
+        text=text,
+        html=html,
     )
-    return len(message_bytes(msg))
+    message = template.merge("x" * 64 + "@" + "x" * 60, sample, {"List-Unsubscribe": "x" * 300})
+    return len(message)
 
 
 def render_digest(content: DigestContent, budget: int = SIZE_BUDGET) -> RenderedDigest:

@@ -12,7 +12,7 @@ from flask import current_app
 from sqlalchemy.orm import Session
 
 from emails.addresses import ascii_address
-from emails.dkim import sign
+from emails.dkim import Signer
 from emails.message import build_message, message_bytes
 from emails.render import render_pair
 
@@ -23,16 +23,26 @@ from .models import Newsletter, OutboxMessage, Subscription
 
 def list_headers(newsletter: Newsletter, unsubscribe_url: str) -> dict[str, str]:
     """The List-* headers of mail to a newsletter's readers (RFC 2369, 2919, 8058)."""
-    sender = current_app.config["MAIL_FROM"]
-    domain = sender.rpartition("@")[2] or "localhost"
-    token = unsubscribe_url.rsplit("/", 1)[1]
-    mailto = f"mailto:{sender}?subject={quote('unsubscribe ' + token)}"
+    headers = list_id_headers(newsletter)
+    headers["List-Unsubscribe"] = list_unsubscribe(unsubscribe_url)
+    return headers
+
+
+def list_id_headers(newsletter: Newsletter) -> dict[str, str]:
+    """The List-* headers that are the same for every reader of a newsletter."""
+    domain = current_app.config["MAIL_FROM"].rpartition("@")[2] or "localhost"
     title = newsletter.title.replace('"', "'").replace("\\", "")
     return {
         "List-Id": f'"{title}" <{newsletter.slug}.{domain}>',
-        "List-Unsubscribe": f"<{unsubscribe_url}>, <{mailto}>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
+
+
+def list_unsubscribe(unsubscribe_url: str) -> str:
+    """The reader's List-Unsubscribe value: the one-click link, and a mailto as well."""
+    token = unsubscribe_url.rsplit("/", 1)[1]
+    mailto = f"mailto:{current_app.config['MAIL_FROM']}?subject={quote('unsubscribe ' + token)}"
+    return f"<{unsubscribe_url}>, <{mailto}>"
 
 
 def _queue(
@@ -108,17 +118,18 @@ def queue_welcome(session: Session, subscription: Subscription) -> OutboxMessage
 
 def dkim_sign(message: bytes) -> bytes:
     """Sign ``message`` when NEWSLETTER_DKIM_DOMAIN, _SELECTOR and _KEY_FILE are set."""
+    signer = dkim_signer()
+    return message if signer is None else signer.sign(message)
+
+
+def dkim_signer() -> Signer | None:
+    """The configured DKIM signer (its key read and parsed once), or None."""
     config = current_app.config
     if not (config["DKIM_DOMAIN"] and config["DKIM_SELECTOR"] and config["DKIM_KEY_FILE"]):
-        return message
-    return sign(
-        message,
-        domain=config["DKIM_DOMAIN"],
-        selector=config["DKIM_SELECTOR"],
-        private_key=_dkim_key(config["DKIM_KEY_FILE"]),
-    )
+        return None
+    return _signer(config["DKIM_DOMAIN"], config["DKIM_SELECTOR"], config["DKIM_KEY_FILE"])
 
 
 @cache
-def _dkim_key(path: str) -> bytes:
-    return Path(path).read_bytes()
+def _signer(domain: str, selector: str, path: str) -> Signer:
+    return Signer(domain=domain, selector=selector, private_key=Path(path).read_bytes())
