@@ -15,6 +15,8 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate
 
+from markupsafe import escape
+
 from .slots import Slotted
 
 LINE = 76  # RFC 2045 limit for encoded lines
@@ -29,26 +31,69 @@ class _Part:
     subtype: str
     encoding: str  # quoted-printable or base64
     body: Slotted
+    # Quoted-printable only: the literal chunks encoded once, each ending in a soft line
+    # break, so a reader's part is their encoded links joined between them.
+    chunks: tuple[bytes, ...] = ()
+
+    def encoded(self, values: dict[str, str]) -> bytes:
+        """The part's body for one reader, transfer-encoded."""
+        if self.encoding == "base64":
+            return _base64(self.body.fill(values).encode("utf-8"))
+        slots = self.body.parts[1::2]
+        out = []
+        for index, chunk in enumerate(self.chunks):
+            out.append(chunk)
+            if index < len(slots):
+                value = values[slots[index]]
+                out.append(_qp_piece(str(escape(value)) if self.body.html else value))
+        return b"".join(out)
 
 
 def _crlf(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
 
 
-def _encode(data: bytes, encoding: str) -> bytes:
-    if encoding == "base64":
-        flat = binascii.b2a_base64(data, newline=False)
-        return b"\r\n".join(flat[i : i + LINE] for i in range(0, len(flat), LINE))
+def _base64(data: bytes) -> bytes:
+    flat = binascii.b2a_base64(data, newline=False)
+    return b"\r\n".join(flat[i : i + LINE] for i in range(0, len(flat), LINE))
+
+
+def _qp(data: bytes) -> bytes:
     # b2a_qp ends soft line breaks with LF when the data has no CRLF: make them CRLF.
     return binascii.b2a_qp(data, istext=True).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def _qp_piece(text: str) -> bytes:
+    """``text`` quoted-printable, ending at a line end or a soft line break.
+
+    Pieces so made can be joined in any order: decoding removes the soft breaks.
+    """
+    encoded = _qp(text.encode("utf-8"))
+    if not encoded or encoded.endswith(b"\r\n"):
+        return encoded
+    head, newline, last = encoded.rpartition(b"\r\n")
+    if len(last) >= LINE:  # no room for the "=": break the line earlier, not inside "=XX"
+        cut = LINE - 3
+        while b"=" in last[cut - 2 : cut]:
+            cut -= 1
+        last = last[:cut] + b"=\r\n" + last[cut:]
+    return head + newline + last + b"=\r\n"
 
 
 def _encoding_for(sample: bytes) -> str:
     # As the email package does: the shorter of the two (Cyrillic is smaller in base64).
     if sample.isascii():
         return "quoted-printable"
-    qp, b64 = len(_encode(sample, "quoted-printable")), len(_encode(sample, "base64"))
-    return "quoted-printable" if qp <= b64 else "base64"
+    return "quoted-printable" if len(_qp(sample)) <= len(_base64(sample)) else "base64"
+
+
+def _part(subtype: str, body: Slotted) -> _Part:
+    body = Slotted(tuple(_crlf(part) for part in body.parts), body.html)
+    literal = body.parts[::2]
+    encoding = _encoding_for("".join(literal).encode("utf-8"))
+    if encoding == "base64":
+        return _Part(subtype, encoding, body)
+    return _Part(subtype, encoding, body, tuple(_qp_piece(chunk) for chunk in literal))
 
 
 def fold(name: str, value: str) -> bytes:
@@ -97,10 +142,7 @@ class MergeTemplate:
         self._domain = sender.rpartition("@")[2] or "localhost"
         # "=_" occurs in neither quoted-printable nor base64, so never inside a part.
         self._boundary = f"=_{secrets.token_hex(16)}"
-        self._parts = [
-            _Part(subtype, _encoding_for("".join(body.parts).encode("utf-8")), _normalized(body))
-            for subtype, body in (("plain", text), ("html", html))
-        ]
+        self._parts = [_part("plain", text), _part("html", html)]
         self._date: tuple[int, str] = (0, "")
 
     def merge(self, recipient: str, values: dict[str, str], headers: dict[str, str]) -> bytes:
@@ -115,12 +157,11 @@ class MergeTemplate:
         boundary = self._boundary.encode("ascii")
         out.append(b'Content-Type: multipart/alternative;\r\n boundary="%s"\r\n\r\n' % boundary)
         for part in self._parts:
-            body = _encode(part.body.fill(values).encode("utf-8"), part.encoding)
             out += [
                 b"--%s\r\n" % boundary,
                 b'Content-Type: text/%s; charset="utf-8"\r\n' % part.subtype.encode("ascii"),
                 b"Content-Transfer-Encoding: %s\r\n\r\n" % part.encoding.encode("ascii"),
-                body,
+                part.encoded(values),
                 b"\r\n",
             ]
         out.append(b"--%s--\r\n" % boundary)
@@ -132,7 +173,3 @@ class MergeTemplate:
         if self._date[0] != second:
             self._date = (second, formatdate(second, localtime=True))
         return self._date[1]
-
-
-def _normalized(body: Slotted) -> Slotted:
-    return Slotted(tuple(_crlf(part) for part in body.parts), body.html)

@@ -47,7 +47,9 @@ def crlf_to_lf(text: str) -> str:
 def test_every_part_decodes_to_the_filled_text(text, html, subject):
     subject = " ".join(subject.split()) or "x"  # a header is one line, by the form's rules
     raw = template(text, html, subject).merge("reader@news.test", LINKS, {})
-    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert all(len(line) <= 998 for line in head.split(b"\r\n"))
+    assert all(len(line) <= 76 for line in body.split(b"\r\n"))  # RFC 2045 encoded lines
     assert b"\n" not in raw.replace(b"\r\n", b"")  # CRLF only, as on the wire
     msg = parse(raw)
     assert msg["Subject"] == subject

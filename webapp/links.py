@@ -9,7 +9,7 @@ from flask import current_app
 from sqlalchemy.orm import Session
 
 from .models import Subscriber, Subscription
-from .tokens import TokenInvalid, make_token, read_token
+from .tokens import TokenInvalid, make_token, read_token, serializer
 
 
 def public_url(endpoint: str, **values: object) -> str:
@@ -58,14 +58,16 @@ class ReaderLinks:
         # Tokens are URL-safe base64 and dots: they need no quoting after the prefix.
         self._unsubscribe = public_url("preferences.unsubscribe", token="x")[:-1]
         self._manage = public_url("preferences.manage", token="x")[:-1]
+        self._unsubscribe_tokens = serializer("unsubscribe")
+        self._manage_tokens = serializer("manage")
 
     def unsubscribe_url(self, subscription_id: int, secret: str) -> str:
         """The one-click unsubscribe link of a subscription."""
-        return self._unsubscribe + make_token("unsubscribe", [subscription_id, secret])
+        return self._unsubscribe + self._unsubscribe_tokens.dumps([subscription_id, secret])
 
     def manage_url(self, subscriber_id: int, secret: str) -> str:
         """The preferences link of a subscriber."""
-        return self._manage + make_token("manage", [subscriber_id, secret])
+        return self._manage + self._manage_tokens.dumps([subscriber_id, secret])
 
     def for_reader(self, subscription_id: int, subscriber_id: int, secret: str) -> dict[str, str]:
         """Both personal links, by slot name."""
