@@ -9,7 +9,7 @@ import click
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .models import Newsletter
+from .models import Issue, Newsletter
 
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 FIELDS = ("title", "description", "cadence", "from_name")
@@ -85,3 +85,14 @@ def newsletter_or_fail(session: Session, slug: str, param_hint: str = "NEWSLETTE
         known = ", ".join(session.scalars(select(Newsletter.slug))) or "none; run newsletter seed"
         raise click.BadParameter(f"no newsletter {slug!r} (known: {known})", param_hint=param_hint)
     return newsletter
+
+
+def issue_or_fail(session: Session, slug: str, number: int) -> Issue:
+    """Issue NUMBER of newsletter SLUG, or a usage error naming what is missing (CLI)."""
+    newsletter = newsletter_or_fail(session, slug)
+    issue = session.scalar(
+        select(Issue).where(Issue.newsletter_id == newsletter.id, Issue.number == number)
+    )
+    if issue is None:
+        raise click.BadParameter(f"{slug} has no issue {number}", param_hint="NUMBER")
+    return issue

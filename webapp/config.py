@@ -31,6 +31,13 @@ DEFAULTS: dict[str, object] = {
     "OUTBOX_WORKER": True,  # deliver queued mail from a thread of the web server
     "OUTBOX_RETRY_INTERVAL": 60,  # seconds between the worker's retries
     "OUTBOX_LEASE": 300,  # seconds a claimed message is reserved for one sender
+    # Sending an issue (newsletter digest send); the command's options override the first two.
+    "SEND_CONNECTIONS": 4,  # SMTP connections in parallel, one sender process each
+    "SEND_RATE": 0,  # messages per second, all connections together; 0: as fast as possible
+    "SEND_RETRY_DELAY": 60,  # seconds before a reader refused with 4xx is tried again, doubling
+    "SEND_MAX_ATTEMPTS": 5,  # temporary refusals before a reader's delivery counts as failed
+    "SEND_PAUSE_AFTER": 10,  # errors in a row (per connection) that pause the send
+    "SEND_LEASE": 300,  # seconds a sender's claim on a batch holds if it dies
     "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
     "SESSION_COOKIE_SAMESITE": "Lax",
     "MAX_CONTENT_LENGTH": 64 * 1024,  # a sign-up post is a few hundred bytes
@@ -61,7 +68,12 @@ INTEGERS = (
     "CONFIRM_COOLDOWN",
     "OUTBOX_RETRY_INTERVAL",
     "OUTBOX_LEASE",
+    "SEND_CONNECTIONS",
+    "SEND_MAX_ATTEMPTS",
+    "SEND_PAUSE_AFTER",
+    "SEND_LEASE",
 )
+NUMBERS = ("SEND_RATE", "SEND_RETRY_DELAY")
 # from_prefixed_env parses values as JSON, so NEWSLETTER_SMTP_PASSWORD=1234 arrives as an int.
 STRINGS = (
     "SMTP_USERNAME",
@@ -117,6 +129,15 @@ def _check(config: dict) -> None:
             raise ConfigError(
                 f"NEWSLETTER_{key} must be a whole number, not {config[key]!r}"
             ) from None
+    for key in NUMBERS:
+        try:
+            config[key] = float(config[key])
+        except (TypeError, ValueError):
+            raise ConfigError(f"NEWSLETTER_{key} must be a number, not {config[key]!r}") from None
+        if config[key] < 0:
+            raise ConfigError(f"NEWSLETTER_{key} must not be negative")
+    if config["SEND_CONNECTIONS"] < 1:
+        raise ConfigError("NEWSLETTER_SEND_CONNECTIONS must be at least 1")
     for key in STRINGS:
         if config[key] is not None:
             config[key] = str(config[key])

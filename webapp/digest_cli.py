@@ -13,7 +13,7 @@ from emails.articles import ArticleError
 from emails.dkim import DkimError
 from emails.preflight import check_message
 
-from .catalog import newsletter_or_fail
+from .catalog import issue_or_fail, newsletter_or_fail
 from .db import session_factory
 from .digests import (
     build_issue,
@@ -24,18 +24,10 @@ from .digests import (
 )
 from .links import personal_links, preview_links
 from .models import Issue, Newsletter, Subscriber, Subscription
+from .send_cli import send_command
 
-digest_group = AppGroup("digest", help="Build, list, preview and check newsletter issues.")
-
-
-def _issue(session, slug: str, number: int) -> Issue:
-    newsletter = newsletter_or_fail(session, slug)
-    issue = session.scalar(
-        select(Issue).where(Issue.newsletter_id == newsletter.id, Issue.number == number)
-    )
-    if issue is None:
-        raise click.BadParameter(f"{slug} has no issue {number}", param_hint="NUMBER")
-    return issue
+digest_group = AppGroup("digest", help="Build, list, preview, check and send newsletter issues.")
+digest_group.add_command(send_command)
 
 
 @digest_group.command("build")
@@ -142,7 +134,7 @@ def preview(newsletter, number, html_file, text_file, eml_file, reader) -> None:
     from email import message_from_bytes, policy
 
     with session_factory()() as session:
-        issue = _issue(session, newsletter, number)
+        issue = issue_or_fail(session, newsletter, number)
         recipient, raw = _one_reader_message(session, issue, reader)
     msg = message_from_bytes(raw, policy=policy.default)
     if eml_file:
@@ -167,7 +159,7 @@ def check(newsletter: str, number: int) -> None:
     Example: newsletter digest check explaining-ukraine 1
     """
     with session_factory()() as session:
-        issue = _issue(session, newsletter, number)
+        issue = issue_or_fail(session, newsletter, number)
         _, raw = _one_reader_message(session, issue, None)
     report = check_message(raw)
     click.echo(f"Size: {report.size} bytes ({report.size / 1024:.1f} KB)")

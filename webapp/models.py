@@ -9,6 +9,7 @@ from sqlalchemy import (
     Boolean,
     Enum,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -63,6 +64,9 @@ class Subscriber(Model):
     # victim of subscription bombing gets a few at most, whatever the posts.
     confirm_window_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
     confirm_window_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Set when the relay refused the address for good (5xx): later sends skip it.
+    suppressed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    suppressed_reason: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     subscriptions: Mapped[list["Subscription"]] = relationship(
@@ -204,3 +208,59 @@ class Issue(Model):
 
     def __repr__(self) -> str:
         return f"<Issue {self.newsletter_id}#{self.number}>"
+
+
+class DeliveryStatus(enum.StrEnum):
+    """The states of one issue's delivery to one reader."""
+
+    QUEUED = "queued"  # to be sent, or sent again after a temporary failure
+    SENDING = "sending"  # claimed by a sender, which records the result
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # no longer subscribed when its turn came
+
+
+class Delivery(Model):
+    """One issue to one reader: made for every confirmed subscriber when a send starts.
+
+    Unique per issue and subscriber, so a reader is on an issue's list once; its status
+    is what makes a send resumable and each reader's copy go out once.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("issue_id", "subscriber_id"),
+        Index("ix_deliveries_issue_status", "issue_id", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"))
+    # An erased reader's deliveries go with them.
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    subscription_id: Mapped[int] = mapped_column(
+        ForeignKey("subscriptions.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[DeliveryStatus] = mapped_column(
+        Enum(
+            DeliveryStatus,
+            native_enum=False,
+            length=16,
+            values_callable=lambda e: [m.value for m in e],
+        ),
+        default=DeliveryStatus.QUEUED,
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # After a temporary refusal (4xx) the delivery waits until then.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Which sender holds it, until when: another may take it over once the lease ends.
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+
+    issue: Mapped[Issue] = relationship()
+
+    def __repr__(self) -> str:
+        return f"<Delivery {self.id} {self.status.value}>"
