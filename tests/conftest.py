@@ -114,10 +114,17 @@ class Recorder:
 
     messages: list[Received] = field(default_factory=list)
     refuse: dict[str, str] = field(default_factory=dict)  # recipient -> SMTP answer
+    defer: dict[str, int] = field(default_factory=dict)  # recipient -> 451s before a 250
+    refuse_all: str | None = None  # an answer to every recipient (a misconfigured relay)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.refuse_all:
+            return self.refuse_all
         if address in self.refuse:
             return self.refuse[address]
+        if self.defer.get(address):
+            self.defer[address] -= 1
+            return "451 4.7.1 Greylisted, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

@@ -17,7 +17,7 @@ from emails.slots import Slotted
 # Text as templates and articles make it: any line ends, leading dots, trailing
 # spaces, long lines, "=" and non-Latin text.
 BODY_TEXT = st.lists(
-    st.sampled_from(list("ab =.\t\r\nКиїв’<>&\"") + ["x" * 90, "\n.\n", "\nFrom ", " \n"]),
+    st.sampled_from(list('ab =.\t\r\nКиїв’<>&"') + ["x" * 90, "\n.\n", "\nFrom ", " \n"]),
     max_size=120,
 ).map("".join)
 LINKS = {"unsubscribe_url": "https://news.test/u/a.b-c_d", "manage_url": "https://news.test/m/x"}
@@ -63,7 +63,10 @@ def test_every_part_decodes_to_the_filled_text(text, html, subject):
 def test_readers_get_their_own_headers_and_links_and_nothing_else_differs():
     merge = template("Hello ", "<p>Hi ")
     one = merge.merge("one@news.test", LINKS, {"List-Unsubscribe": "<https://news.test/u/1>"})
-    other_links = {"unsubscribe_url": "https://news.test/u/2", "manage_url": "https://news.test/m/2"}
+    other_links = {
+        "unsubscribe_url": "https://news.test/u/2",
+        "manage_url": "https://news.test/m/2",
+    }
     two = merge.merge("two@news.test", other_links, {"List-Unsubscribe": "<https://news.test/u/2>"})
     first, second = parse(one), parse(two)
     assert first["Message-ID"] != second["Message-ID"]
@@ -124,7 +127,7 @@ def test_dkimpy_verifies_every_signature(signer_and_record, text, html, subject)
     assert dkim.verify(signed, dnsfunc=dns)
     for before, after in [
         (b"<https://news.test/u/1>", b"<https://evil.test/u/1>"),  # a header changed
-        (b"\r\nFrom: ", b"\r\nFrom: \"x\" <x@evil.test>\r\nFrom: "),  # a From added
+        (b"\r\nFrom: ", b'\r\nFrom: "x" <x@evil.test>\r\nFrom: '),  # a From added
         (b"Content-Type: text/html", b"Content-Type: text/html\r\nX: y"),  # the body changed
     ]:
         assert not dkim.verify(signed.replace(before, after, 1), dnsfunc=dns)

@@ -330,9 +330,11 @@ class Sender:
                         or time.monotonic() - self._recorded_at > RECORD_SECONDS
                     ):
                         self._record()
-            self._results += [result for _, result in self._held]  # a final run of errors
-            self._held = []
-            self._record()
+                # A batch's errors are recorded before claiming again: their readers
+                # may be due for a retry, and nobody else may claim them meanwhile.
+                self._results += [result for _, result in self._held]
+                self._held = []
+                self._record()
         return self.report
 
     def _deliver(self, delivery: Claimed) -> None:

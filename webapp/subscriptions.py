@@ -16,7 +16,15 @@ from sqlalchemy.orm import Session
 from emails.addresses import Address
 
 from .db import utcnow
-from .models import ErasedAddress, Newsletter, OutboxMessage, Status, Subscriber, Subscription
+from .models import (
+    Delivery,
+    ErasedAddress,
+    Newsletter,
+    OutboxMessage,
+    Status,
+    Subscriber,
+    Subscription,
+)
 
 
 @dataclass(frozen=True)
@@ -146,6 +154,14 @@ def confirm(session: Session, subscription: Subscription, nonce: str, consent: C
         )
         .execution_options(synchronize_session=False)
     )
+    if result.rowcount == 1:
+        # Confirming from the email proves the address takes mail again.
+        session.execute(
+            update(Subscriber)
+            .where(Subscriber.id == subscription.subscriber_id)
+            .values(suppressed_at=None, suppressed_reason=None)
+            .execution_options(synchronize_session=False)
+        )
     session.refresh(subscription)
     return result.rowcount == 1
 
@@ -246,6 +262,9 @@ def personal_data(session: Session, subscriber: Subscriber) -> dict:
         .where(OutboxMessage.subscriber_id == subscriber.id)
         .order_by(OutboxMessage.id)
     )
+    deliveries = session.scalars(
+        select(Delivery).where(Delivery.subscriber_id == subscriber.id).order_by(Delivery.id)
+    )
     return {
         "email": subscriber.email,
         "created_at": _iso(subscriber.created_at),
@@ -263,4 +282,20 @@ def personal_data(session: Session, subscriber: Subscriber) -> dict:
             }
             for m in mail
         ],
+        "issues_sent": [
+            {
+                "newsletter": d.issue.newsletter.slug,
+                "issue": d.issue.number,
+                "subject": d.issue.subject,
+                "status": d.status.value,
+                "sent_at": _iso(d.sent_at),
+            }
+            for d in deliveries
+        ],
+        "suppressed": {
+            "at": _iso(subscriber.suppressed_at),
+            "reason": subscriber.suppressed_reason,
+        }
+        if subscriber.suppressed_at
+        else None,
     }

@@ -1,0 +1,315 @@
+"""``newsletter digest send`` against a real SMTP server (aiosmtpd) on loopback.
+
+The command runs as a real process (it starts sender processes of its own), so a
+test can interrupt it with Ctrl-C or kill -9 and run it again.
+"""
+
+import base64
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import select, update
+
+from tests.conftest import ROOT, SmtpServer, make_app
+from webapp.db import session_factory
+from webapp.links import subscription_for
+from webapp.models import Delivery, DeliveryStatus, Issue, Status, Subscriber, Subscription
+from webapp.sending import RECORD_EVERY, take_list
+
+NEWSLETTER = "explaining-ukraine"
+NEWSLETTER_BIN = str(Path(sys.executable).parent / "newsletter")
+
+
+@pytest.fixture
+def relay():
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+def readers(count: int) -> list[str]:
+    return [f"reader{n}@newsroom.org" for n in range(count)]
+
+
+def setup_list(tmp_path, relay, count: int, **config):
+    """An app with ``count`` confirmed readers and issue 1 built; returns (app, env)."""
+    app = make_app(tmp_path, **relay.config(), **config)
+    runner = app.test_cli_runner()
+    csv = tmp_path / "readers.csv"
+    csv.write_text("email\n" + "\n".join(readers(count)) + "\n")
+    result = runner.invoke(
+        args=["subscribers", "import", str(csv), "--newsletter", NEWSLETTER]
+        + ["--confirmed", "--consent-note", "test list"]
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(args=["digest", "build", NEWSLETTER])
+    assert result.exit_code == 0, result.output
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update(
+        NEWSLETTER_INSTANCE_PATH=str(tmp_path / "instance"),
+        NEWSLETTER_SEEDS_PATH=str(ROOT / "seeds"),
+        NEWSLETTER_MAIL_BACKEND="smtp",
+        NEWSLETTER_SMTP_HOST="127.0.0.1",
+        NEWSLETTER_SMTP_PORT=str(relay.port),
+        NEWSLETTER_SMTP_TIMEOUT="5",
+        NEWSLETTER_SEND_RETRY_DELAY="0.2",
+    )
+    env.update({f"NEWSLETTER_{key}": str(value) for key, value in config.items()})
+    return app, env
+
+
+def send(env, *args, **popen) -> subprocess.CompletedProcess:
+    """Run the send command to its end (bounded) and return what it did."""
+    return subprocess.run(
+        [NEWSLETTER_BIN, "digest", "send", NEWSLETTER, "1", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def start_send(env, *args) -> subprocess.Popen:
+    """Start the send command in its own process group (so a test can kill them all)."""
+    return subprocess.Popen(
+        [NEWSLETTER_BIN, "digest", "send", NEWSLETTER, "1", "--yes", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def statuses(app) -> Counter:
+    with session_factory(app)() as session:
+        return Counter(d.status for d in session.scalars(select(Delivery)))
+
+
+def received_by(relay) -> Counter:
+    return Counter(to for message in relay.messages for to in message.recipients)
+
+
+def wait_until(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_each_reader_gets_one_copy_with_their_own_links_signed_and_a_rerun_sends_nothing(
+    tmp_path, relay
+):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_file = tmp_path / "dkim.pem"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    dns_record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(
+        key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    app, env = setup_list(
+        tmp_path,
+        relay,
+        60,
+        MAIL_FROM="letters@newsroom.org",
+        DKIM_DOMAIN="newsroom.org",
+        DKIM_SELECTOR="s2026",
+        DKIM_KEY_FILE=str(key_file),
+    )
+    client = app.test_client()
+    assert client.get(f"/newsletters/{NEWSLETTER}/issues/1").status_code == 404  # a draft
+
+    done = send(env, "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "60 delivered, 0 failed, 0 skipped, 0 left of 60" in done.stdout
+    assert received_by(relay) == Counter(readers(60))  # each exactly once
+
+    with app.app_context(), session_factory(app)() as session:
+        for received in relay.messages:
+            msg = received.message
+            link = msg["List-Unsubscribe"].split(">")[0].lstrip("<")
+            assert link.startswith("http://127.0.0.1:5000/unsubscribe/")
+            owner = subscription_for(session, link.rsplit("/", 1)[1])
+            assert owner.subscriber.email == received.recipients[0]  # their own link
+            assert link in msg.get_body(("plain",)).get_content()
+            assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+            assert dkim.verify(received.data, dnsfunc=lambda name, timeout=5: dns_record)
+    assert client.get(f"/newsletters/{NEWSLETTER}/issues/1").status_code == 200  # now public
+
+    again = send(env, "--yes")
+    assert again.returncode == 0, again.stderr
+    assert "0 sent in this run" in again.stdout
+    assert len(relay.messages) == 60
+
+
+def test_the_list_is_taken_once_and_readers_who_left_since_are_skipped(tmp_path, relay):
+    app, env = setup_list(tmp_path, relay, 10)
+    with app.app_context(), session_factory(app)() as session:
+        issue = session.scalar(select(Issue))
+        assert take_list(session, issue) == 10
+        assert take_list(session, issue) == 0  # a second start adds nobody
+        session.execute(
+            update(Subscription)
+            .where(Subscription.subscriber_id.in_(select(Subscriber.id).limit(2)))
+            .values(status=Status.UNSUBSCRIBED)
+        )
+        session.commit()
+    make_app(tmp_path)  # a reader who confirms now is not on this issue's list
+    done = send(env, "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "8 delivered, 0 failed, 2 skipped" in done.stdout
+    assert len(relay.messages) == 8
+
+
+def test_refused_readers_fail_and_are_suppressed_deferred_ones_are_retried(tmp_path, relay):
+    app, env = setup_list(tmp_path, relay, 20)
+    relay.handler.refuse["reader3@newsroom.org"] = "550 5.1.1 No such user"
+    relay.handler.defer["reader7@newsroom.org"] = 2  # greylisted twice, then accepted
+
+    done = send(env, "--yes")
+    assert done.returncode == 1
+    assert "19 delivered, 1 failed" in done.stdout
+    assert "Failed: reader3@newsroom.org: relay answered 550 5.1.1 No such user" in done.stderr
+    assert received_by(relay)["reader7@newsroom.org"] == 1
+    assert "reader3@newsroom.org" not in received_by(relay)
+    with session_factory(app)() as session:
+        refused = session.scalar(select(Subscriber).where(Subscriber.email.startswith("reader3@")))
+        assert refused.suppressed_at is not None and "550" in refused.suppressed_reason
+        late = session.scalar(
+            select(Delivery).join(Subscriber).where(Subscriber.email.startswith("reader7@"))
+        )
+        assert late.status is DeliveryStatus.SENT and late.attempts == 3
+
+    # The next issue leaves the refused address out.
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["digest", "build", NEWSLETTER]).exit_code == 0
+    relay.handler.messages.clear()
+    nxt = subprocess.run(
+        [NEWSLETTER_BIN, "digest", "send", NEWSLETTER, "2", "--yes"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert nxt.returncode == 0, nxt.stderr
+    assert "19 delivered" in nxt.stdout and len(relay.messages) == 19
+
+
+def test_a_relay_refusing_everyone_pauses_the_send_and_suppresses_nobody(tmp_path, relay):
+    app, env = setup_list(tmp_path, relay, 30, SEND_PAUSE_AFTER=5)
+    relay.handler.refuse_all = "554 5.7.1 Relay access denied"
+
+    paused = send(env, "--yes", "--connections", "2")
+    assert paused.returncode == 75
+    assert "Paused after 5 delivery errors in a row" in paused.stderr
+    assert "554 5.7.1 Relay access denied" in paused.stderr
+    assert "run the same command to resume" in paused.stderr
+    with session_factory(app)() as session:
+        suppressed = select(Subscriber).where(Subscriber.suppressed_at.isnot(None))
+        assert session.scalar(suppressed) is None
+    assert statuses(app)[DeliveryStatus.FAILED] == 0
+    assert statuses(app)[DeliveryStatus.SENDING] == 0
+
+    relay.handler.refuse_all = None  # the operator fixed the relay
+    resumed = send(env, "--yes")
+    assert resumed.returncode == 0, resumed.stderr
+    assert received_by(relay) == Counter(readers(30))
+
+
+def test_a_relay_that_goes_away_mid_send_and_comes_back(tmp_path, relay):
+    app, env = setup_list(tmp_path, relay, 150)
+    process = start_send(env, "--rate", "100", "--connections", "2")
+    wait_until(lambda: len(relay.messages) >= 40)
+    relay.stop()
+    time.sleep(1.5)
+    relay.start()
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "150 delivered, 0 failed" in out
+    counts = received_by(relay)
+    assert set(counts) == set(readers(150))
+    # A message whose answer the outage swallowed may be sent again: one per connection.
+    assert sum(counts.values()) - 150 <= 2
+
+
+def test_kill_9_mid_send_then_resume_delivers_the_rest_within_the_stated_bound(tmp_path, relay):
+    app, env = setup_list(tmp_path, relay, 300)
+    connections = 2
+    process = start_send(env, "--rate", "150", "--connections", str(connections))
+    wait_until(lambda: len(relay.messages) >= 100)
+    os.killpg(process.pid, signal.SIGKILL)  # the command and its senders, at once
+    process.communicate(timeout=10)  # reaps it and closes its pipes
+    before = len(relay.messages)
+    assert before < 300
+    assert statuses(app)[DeliveryStatus.SENDING] > 0  # claims left behind by the dead
+
+    resumed = send(env, "--yes")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "300 delivered, 0 failed" in resumed.stdout
+    counts = received_by(relay)
+    assert set(counts) == set(readers(300))
+    twice = sum(counts.values()) - 300
+    assert twice <= connections * (RECORD_EVERY + 1)  # the bound the README states
+
+
+def test_ctrl_c_stops_cleanly_and_a_second_sender_is_told_one_is_running(tmp_path, relay):
+    app, env = setup_list(tmp_path, relay, 200)
+    process = start_send(env, "--rate", "60", "--connections", "2")
+    wait_until(lambda: len(relay.messages) >= 10)
+
+    second = send(env, "--yes")
+    assert second.returncode == 1
+    assert "is already running" in second.stderr
+
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert "Interrupted: run the same command to resume." in err
+    assert statuses(app)[DeliveryStatus.SENDING] == 0  # everything in flight was recorded
+    sent = statuses(app)[DeliveryStatus.SENT]
+    assert sent == len(relay.messages) < 200
+
+    resumed = send(env, "--yes")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{200 - sent:,} sent in this run" in resumed.stdout
+    assert received_by(relay) == Counter(readers(200))  # nobody twice
+
+
+def test_test_copies_dry_runs_and_refusals_record_nothing(tmp_path, relay):
+    app, env = setup_list(tmp_path, relay, 5)
+
+    test_copy = send(env, "--to", "editor@newsroom.org", "--to", "desk@newsroom.org")
+    assert test_copy.returncode == 0, test_copy.stderr
+    assert sorted(received_by(relay)) == ["desk@newsroom.org", "editor@newsroom.org"]
+
+    dry = send(env, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "5 message(s) rendered" in dry.stdout and "nothing sent or recorded" in dry.stdout
+
+    bad = send(env, "--to", "not an address")
+    assert bad.returncode == 2 and "--to" in bad.stderr
+
+    unconfirmed = send(env)  # no --yes and nobody to answer: nothing happens
+    assert unconfirmed.returncode == 1 and "Aborted" in unconfirmed.stderr
+
+    assert len(relay.messages) == 2
+    assert statuses(app) == Counter()
+    with session_factory(app)() as session:
+        assert session.scalar(select(Issue)).sent_at is None  # still a draft
