@@ -7,10 +7,11 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from dkim.canonicalization import Relaxed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emails.dkim import DkimError, Signer, canonical_body
+from emails.dkim import DkimError, Signer, canonical_body, canonical_header
 from emails.mailmerge import HeaderError, MergeTemplate, fold
 from emails.slots import Slotted
 
@@ -138,6 +139,19 @@ def test_relaxed_body_canonicalization_follows_the_rfc_examples():
     assert canonical_body(b" C \r\nD \t E\r\n\r\n\r\n") == b" C\r\nD E\r\n"
     assert canonical_body(b"") == b""
     assert canonical_body(b"\r\n\r\n") == b""
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b" ", b"\t", b"\r\n", b"a", b"  ", b"\r\n\r\n"])).map(b"".join))
+def test_body_canonicalization_agrees_with_dkimpy(body):
+    assert canonical_body(body) == Relaxed.canonicalize_body(body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b" ", b"\t", b"\r\n ", b"a", b"b:", b"\r\n\t"])).map(b"".join))
+def test_header_canonicalization_agrees_with_dkimpy(value):
+    [(name, expected)] = Relaxed.canonicalize_headers([(b"Subject", b"x" + value)])
+    assert canonical_header(b"Subject:x" + value + b"\r\n") == name + b":" + expected
 
 
 def test_a_key_that_cannot_sign_is_refused_with_a_reason():

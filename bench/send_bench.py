@@ -1,0 +1,201 @@
+"""Benchmark: `newsletter digest send` to 20,000 and 200,000 readers, against a ceiling.
+
+For each list size: a fresh instance, the seed issue built, the readers imported as
+confirmed, then the send to Postfix's `smtp-sink` on loopback, with 4 connections.
+In the same run the ceiling: Postfix's `smtp-source` sending as many messages of the
+same size to the same sink over the same number of connections (C, no Python, no
+database). Then a DKIM-signed send of the smaller list. Figures are messages per
+second and the peak RSS of the largest process of the send.
+
+`smtp-source` and `smtp-sink` come out of Debian's `postfix` package without
+installing it (`apt-get download postfix`, `dpkg -x`), into `.bench/postfix/`.
+Run with `make bench`. Loopback only; every loop is bounded by the list size.
+"""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+ROOT = Path(__file__).resolve().parent.parent
+NEWSLETTER = str(Path(sys.executable).parent / "newsletter")
+POSTFIX = ROOT / ".bench" / "postfix"
+SIZES = (20_000, 200_000)
+CONNECTIONS = 4
+SLUG = "explaining-ukraine"
+
+
+def postfix_tools() -> tuple[Path, Path, dict]:
+    """smtp-source and smtp-sink from Debian's postfix package, and their library path."""
+    tools = POSTFIX / "usr" / "sbin"
+    if not (tools / "smtp-sink").exists():
+        POSTFIX.mkdir(parents=True, exist_ok=True)
+        download = POSTFIX.parent / "download"
+        download.mkdir(exist_ok=True)
+        try:
+            subprocess.run(
+                ["apt-get", "download", "postfix"],
+                cwd=download,
+                check=True,
+                capture_output=True,
+            )
+        except (OSError, subprocess.CalledProcessError) as exc:
+            sys.exit(f"cannot get smtp-source/smtp-sink (apt-get download postfix): {exc}")
+        package = next(download.glob("postfix_*.deb"))
+        subprocess.run(["dpkg", "-x", str(package), str(POSTFIX)], check=True)
+    env = {**os.environ, "LD_LIBRARY_PATH": str(POSTFIX / "usr" / "lib" / "postfix")}
+    return tools / "smtp-source", tools / "smtp-sink", env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_sink(sink: Path, env: dict) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []  # it refuses to run as root
+    process = subprocess.Popen([str(sink), *user, f"127.0.0.1:{port}", "256"], env=env)
+    for _ in range(100):  # bounded: up to 5 s for it to listen
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return process, port
+        except OSError:
+            time.sleep(0.05)
+    sys.exit("smtp-sink did not start")
+
+
+def step(args: list[str], env: dict) -> str:
+    """Run one command to its end; its output, or exit with its error."""
+    done = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"benchmark step failed: {' '.join(args)}\n{done.stderr}")
+    return done.stdout
+
+
+def send_run(port: int, env: dict) -> tuple[float, float, int]:
+    """Messages per second (the command's own sending time) and peak RSS of one send."""
+    env = {
+        **env,
+        "NEWSLETTER_MAIL_BACKEND": "smtp",
+        "NEWSLETTER_SMTP_HOST": "127.0.0.1",
+        "NEWSLETTER_SMTP_PORT": str(port),
+    }
+    args = [NEWSLETTER, "digest", "send", SLUG, "1", "--yes", "--connections", str(CONNECTIONS)]
+    # Measured through a small wrapper so the peak RSS covers the send's processes only.
+    wrapper = (
+        "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+        "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+        "sys.exit(code)"
+    )
+    out = step([sys.executable, "-c", wrapper, *args], env)
+    summary = re.search(r"([\d,]+) delivered, ([\d,]+) failed.*?([\d.]+) s, ", out)
+    if summary is None or summary.group(2) != "0":
+        sys.exit(f"unexpected send summary:\n{out}")
+    delivered = int(summary.group(1).replace(",", ""))
+    seconds = float(summary.group(3))
+    peak = int(re.search(r"PEAK_KB (\d+)", out).group(1)) / 1024
+    return delivered / seconds, peak, delivered
+
+
+def ceiling(source: Path, port: int, env: dict, count: int, size: int) -> float:
+    """smtp-source: ``count`` messages of ``size`` bytes over the same connections."""
+    start = time.perf_counter()
+    subprocess.run(
+        [str(source), "-s", str(CONNECTIONS), "-m", str(count), "-l", str(size)]
+        + ["-f", "letters@newsroom.org", "-t", "reader@newsroom.org", f"127.0.0.1:{port}"],
+        env=env,
+        check=True,
+    )
+    return count / (time.perf_counter() - start)
+
+
+def prepare(folder: Path, readers: int, extra_env: dict) -> tuple[dict, int]:
+    """A fresh instance with the seed issue built and ``readers`` confirmed readers."""
+    instance = folder / "instance"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update(NEWSLETTER_INSTANCE_PATH=str(instance), **extra_env)
+    csv = folder / "readers.csv"
+    with csv.open("w") as f:
+        f.write("email\n")
+        for n in range(readers):
+            f.write(f"reader{n}@newsroom{n % 97}.org\n")
+    step([NEWSLETTER, "db", "upgrade"], env)
+    step([NEWSLETTER, "seed"], env)
+    step([NEWSLETTER, "digest", "build", SLUG], env)
+    step(
+        [NEWSLETTER, "subscribers", "import", str(csv), "--newsletter", SLUG]
+        + ["--confirmed", "--consent-note", "benchmark"],
+        env,
+    )
+    step([NEWSLETTER, "digest", "preview", SLUG, "1", "--eml", str(folder / "one.eml")], env)
+    return env, (folder / "one.eml").stat().st_size
+
+
+def dkim_env(folder: Path) -> dict:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = folder / "dkim.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return {
+        "NEWSLETTER_DKIM_DOMAIN": "newsroom.org",
+        "NEWSLETTER_DKIM_SELECTOR": "bench",
+        "NEWSLETTER_DKIM_KEY_FILE": str(path),
+    }
+
+
+def main() -> None:
+    source, sink, tools_env = postfix_tools()
+    print(
+        f"Send benchmark (newsletter digest send, SQLite, {CONNECTIONS} connections, "
+        "smtp-sink on loopback, this machine)"
+    )
+    header = (
+        f"{'readers':>8} {'signing':>8} {'msg size':>9} {'send msg/s':>11} {'peak RSS MB':>12} "
+        f"{'smtp-source msg/s':>18} {'ratio':>6}"
+    )
+    print(header)
+    rows = [(n, False) for n in SIZES] + [(SIZES[0], True)]
+    peaks = {}
+    for readers, signed in rows:
+        with tempfile.TemporaryDirectory(prefix="send-bench-") as tmp:
+            folder = Path(tmp)
+            env, size = prepare(folder, readers, dkim_env(folder) if signed else {})
+            process, port = start_sink(sink, tools_env)
+            try:
+                rate, peak, delivered = send_run(port, env)
+                reference = ceiling(source, port, tools_env, readers, size)
+            finally:
+                process.terminate()
+                process.wait()
+        if delivered != readers:
+            sys.exit(f"delivered {delivered} of {readers}")
+        peaks[(readers, signed)] = peak
+        print(
+            f"{readers:>8,} {'DKIM' if signed else 'none':>8} {size:>9,} {rate:>11,.0f} "
+            f"{peak:>12.1f} {reference:>18,.0f} {rate / reference:>6.2f}"
+        )
+    small, large = peaks[(SIZES[0], False)], peaks[(SIZES[1], False)]
+    print(
+        f"Peak RSS {SIZES[1]:,} readers / {SIZES[0]:,} readers: {large / small:.2f} "
+        "(flat means memory does not grow with the list)."
+    )
+    shutil.rmtree(ROOT / ".bench" / "download", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
