@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from emails.addresses import InvalidAddress, normalize_address
+from emails.dkim import DkimError
 from emails.transport import DeliveryError
 
 from .catalog import issue_or_fail
@@ -72,6 +73,10 @@ def send_command(newsletter, number, test_to, dry_run, rate, connections, yes) -
     app = current_app._get_current_object()
     with session_factory()() as session:
         issue = issue_or_fail(session, newsletter, number)
+        try:
+            IssueMail(issue)  # a DKIM key that cannot sign stops here, before anything
+        except (DkimError, OSError) as exc:
+            raise click.ClickException(f"cannot sign with the DKIM key: {exc}") from None
         if test_to:
             _send_tests(issue, test_to)
             return
@@ -277,9 +282,14 @@ def _run_senders(app, issue_id, settings, session, before):
     except KeyboardInterrupt:
         interrupted = True
         stop.set()
-        click.echo("\nStopping after the messages in flight…", err=True)
-        for process in processes:
-            process.join()
+        click.echo("\nStopping after the messages in flight (Ctrl-C again: at once)…", err=True)
+        try:
+            for process in processes:
+                process.join()
+        except KeyboardInterrupt:  # at once: what was in flight is in doubt, as after kill -9
+            for process in processes:
+                process.kill()
+                process.join()
     progress.close()
     while not outcomes.empty():
         outcome = outcomes.get()

@@ -14,7 +14,7 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import Flask
@@ -356,6 +356,9 @@ class Sender:
         wait = RECONNECT_WAIT[0]
         while True:
             self._pace()
+            if self.should_stop():  # asked to stop while waiting for its turn
+                self._results.append(_back(delivery))
+                return
             try:
                 self.transport.send(message, self.mail.sender, [recipient])
             except DeliveryError as exc:
@@ -473,15 +476,3 @@ _SUPPRESS = (
 def _back(delivery: Claimed) -> Result:
     """A claimed delivery returned to the queue as it was."""
     return Result(delivery.id, DeliveryStatus.QUEUED, delivery.attempts)
-
-
-@dataclass
-class SendReport:
-    """All senders of one run together."""
-
-    reports: list[SenderReport] = field(default_factory=list)
-
-    @property
-    def paused(self) -> str | None:
-        """The first pause reason, if any sender paused."""
-        return next((r.paused for r in self.reports if r.paused), None)
