@@ -16,8 +16,13 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	@command -v chromium >/dev/null || echo "NOTE: Chromium not found: the browser tests will be skipped (apt-get install chromium)"
 	@command -v redis-server >/dev/null || echo "NOTE: redis-server not found: the shared rate-limit test will be skipped (apt-get install redis-server)"
-	@command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || echo "NOTE: PostgreSQL not found: its tests will be skipped (apt-get install postgresql)"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@if command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+		echo "The whole suite again, on a throw-away PostgreSQL cluster (TEST_DATABASE=postgresql):"; \
+		TEST_DATABASE=postgresql $(BIN)/python -m pytest $(PYTEST_ARGS); \
+	else \
+		echo "NOTE: PostgreSQL not found: the suite ran on SQLite only, its PostgreSQL tests skipped (apt-get install postgresql)"; \
+	fi
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/import_bench.py

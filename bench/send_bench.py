@@ -158,6 +158,59 @@ def dkim_env(folder: Path) -> dict:
     }
 
 
+def postgres_row(sink: Path, tools_env: dict, readers: int = 40_000) -> None:
+    """One sender against two at once on PostgreSQL, two connections each."""
+    sys.path.insert(0, str(ROOT))
+    from tests.postgres import PostgresCluster, server_binaries
+
+    bindir = server_binaries()
+    if bindir is None:
+        print("PostgreSQL row skipped: server binaries not found (apt-get install postgresql)")
+        return
+    cluster = PostgresCluster(bindir, free_port()).start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="send-bench-pg-") as tmp:
+            url = cluster.create_database()
+            env, _ = prepare(Path(tmp), readers, {"NEWSLETTER_DATABASE_URL": url})
+            step([NEWSLETTER, "digest", "build", SLUG], env)  # issue 2, for the second run
+            process, port = start_sink(sink, tools_env)
+            env.update(
+                NEWSLETTER_MAIL_BACKEND="smtp",
+                NEWSLETTER_SMTP_HOST="127.0.0.1",
+                NEWSLETTER_SMTP_PORT=str(port),
+            )
+            try:
+                rates = []
+                for number, senders in (("1", 1), ("2", 2)):
+                    args = [NEWSLETTER, "digest", "send", SLUG, number, "--yes"]
+                    start = time.perf_counter()
+                    running = [
+                        subprocess.Popen(
+                            args + ["--connections", "2"],
+                            env=env,
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL,
+                            text=True,
+                        )
+                        for _ in range(senders)
+                    ]
+                    outs = [p.communicate()[0] for p in running]
+                    elapsed = time.perf_counter() - start
+                    if any(p.returncode for p in running):
+                        sys.exit(f"a PostgreSQL send failed:\n{outs}")
+                    rates.append(readers / elapsed)
+            finally:
+                process.terminate()
+                process.wait()
+    finally:
+        cluster.stop()
+    print(
+        f"PostgreSQL, {readers:,} readers, 2 connections per sender (wall time, start to end): "
+        f"one sender {rates[0]:,.0f} msg/s, two senders at once {rates[1]:,.0f} msg/s, "
+        f"ratio {rates[1] / rates[0]:.2f}"
+    )
+
+
 def main() -> None:
     source, sink, tools_env = postfix_tools()
     print(
@@ -194,6 +247,7 @@ def main() -> None:
         f"Peak RSS {SIZES[1]:,} readers / {SIZES[0]:,} readers: {large / small:.2f} "
         "(flat means memory does not grow with the list)."
     )
+    postgres_row(sink, tools_env)
     shutil.rmtree(ROOT / ".bench" / "download", ignore_errors=True)
 
 

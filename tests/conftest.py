@@ -17,6 +17,14 @@ from webapp.db import session_factory
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD_ADDRESS = "reader@newsroom.org"
+# TEST_DATABASE=postgresql runs the whole suite on PostgreSQL: every app make_app
+# makes gets a fresh database on a throw-away cluster. `make test` runs both.
+TEST_DATABASE = os.environ.get("TEST_DATABASE", "sqlite")
+# Read before the tests clear NEWSLETTER_* from the environment.
+REQUIRE_POSTGRES = bool(os.environ.get("NEWSLETTER_REQUIRE_POSTGRES"))
+sqlite_only = pytest.mark.skipif(
+    TEST_DATABASE != "sqlite", reason="about SQLite itself; runs in the SQLite pass"
+)
 
 
 _apps: list = []
@@ -53,6 +61,8 @@ def make_app(tmp_path: Path, **config):
         "SUBSCRIBE_ADDRESS_LIMITS": "",
     }
     settings.update(config)
+    if TEST_DATABASE == "postgresql" and "DATABASE_URL" not in config:
+        settings["DATABASE_URL"] = postgres_cluster().create_database(migrated=True)
     app = create_app(settings)
     _apps.append(app)
     migrations.upgrade(app)
@@ -174,19 +184,35 @@ class SmtpServer:
         }
 
 
+_cluster = None
+
+
+def postgres_cluster():
+    """The session's PostgreSQL cluster, started on first use; pytest.fail/skip without one."""
+    global _cluster
+    if _cluster is None:
+        from tests.postgres import PostgresCluster, server_binaries
+
+        bindir = server_binaries()
+        if bindir is None:
+            if REQUIRE_POSTGRES or TEST_DATABASE == "postgresql":
+                pytest.fail("PostgreSQL is required but not installed (apt-get install postgresql)")
+            pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
+        _cluster = PostgresCluster(bindir, free_port()).start()
+    return _cluster
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_postgres():
+    yield
+    if _cluster is not None:
+        _cluster.stop()
+
+
 @pytest.fixture(scope="session")
 def postgres():
     """A PostgreSQL cluster for the session; skipped (with a reason) when not installed."""
-    from tests.postgres import PostgresCluster, server_binaries
-
-    bindir = server_binaries()
-    if bindir is None:
-        if os.environ.get("NEWSLETTER_REQUIRE_POSTGRES"):
-            pytest.fail("PostgreSQL is required (NEWSLETTER_REQUIRE_POSTGRES) but not installed")
-        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
-    cluster = PostgresCluster(bindir, free_port()).start()
-    yield cluster
-    cluster.stop()
+    return postgres_cluster()
 
 
 @pytest.fixture(scope="session")
@@ -234,7 +260,9 @@ def redis_url(tmp_path_factory):
 def any_db_app(request, tmp_path):
     """The app on SQLite, then on PostgreSQL: for tests about what the database does."""
     if request.param == "sqlite":
-        return make_app(tmp_path)
+        return make_app(
+            tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'instance' / 'newsletter.db'}"
+        )
     url = request.getfixturevalue("postgres").create_database()
     return make_app(tmp_path, DATABASE_URL=url)
 

@@ -6,7 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, select
 
-from tests.conftest import SmtpServer, subscribe
+from tests.conftest import SmtpServer, sqlite_only, subscribe
 from webapp.db import Model, session_factory
 from webapp.models import OutboxMessage, OutboxStatus
 from webapp.outbox import deliver_queued, transport_from_config
@@ -24,6 +24,7 @@ def test_migrated_database_matches_the_models(any_db_app):
         assert compare_metadata(context, Model.metadata) == []
 
 
+@sqlite_only
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(app):
     engine = session_factory(app).kw["bind"]
     with engine.connect() as connection:

@@ -6,6 +6,7 @@ test can interrupt it with Ctrl-C or kill -9 and run it again.
 
 import base64
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select, update
 
-from tests.conftest import ROOT, SmtpServer, make_app
+from tests.conftest import ROOT, SmtpServer, make_app, sqlite_only
 from webapp.db import session_factory
 from webapp.links import subscription_for
 from webapp.models import Delivery, DeliveryStatus, Issue, Status, Subscriber, Subscription
@@ -56,6 +57,7 @@ def setup_list(tmp_path, relay, count: int, **config):
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
     env.update(
         NEWSLETTER_INSTANCE_PATH=str(tmp_path / "instance"),
+        NEWSLETTER_DATABASE_URL=app.config["DATABASE_URL"],
         NEWSLETTER_SEEDS_PATH=str(ROOT / "seeds"),
         NEWSLETTER_MAIL_BACKEND="smtp",
         NEWSLETTER_SMTP_HOST="127.0.0.1",
@@ -269,14 +271,10 @@ def test_kill_9_mid_send_then_resume_delivers_the_rest_within_the_stated_bound(t
     assert twice <= connections * (RECORD_EVERY + 1)  # the bound the README states
 
 
-def test_ctrl_c_stops_cleanly_and_a_second_sender_is_told_one_is_running(tmp_path, relay):
+def test_ctrl_c_stops_after_the_messages_in_flight_and_a_rerun_sends_the_rest(tmp_path, relay):
     app, env = setup_list(tmp_path, relay, 200)
     process = start_send(env, "--rate", "60", "--connections", "2")
     wait_until(lambda: len(relay.messages) >= 10)
-
-    second = send(env, "--yes")
-    assert second.returncode == 1
-    assert "is already running" in second.stderr
 
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
     out, err = process.communicate(timeout=30)
@@ -290,6 +288,35 @@ def test_ctrl_c_stops_cleanly_and_a_second_sender_is_told_one_is_running(tmp_pat
     assert resumed.returncode == 0, resumed.stderr
     assert f"{200 - sent:,} sent in this run" in resumed.stdout
     assert received_by(relay) == Counter(readers(200))  # nobody twice
+
+
+@sqlite_only
+def test_on_sqlite_a_second_sender_of_the_issue_is_told_one_is_running(tmp_path, relay):
+    app, env = setup_list(tmp_path, relay, 100)
+    process = start_send(env, "--rate", "40", "--connections", "1")
+    wait_until(lambda: len(relay.messages) >= 5)
+    second = send(env, "--yes")
+    assert second.returncode == 1
+    assert "is already running" in second.stderr
+    os.killpg(process.pid, signal.SIGINT)
+    process.communicate(timeout=30)
+    assert send(env, "--yes").returncode == 0
+    assert received_by(relay) == Counter(readers(100))
+
+
+def test_on_postgresql_two_senders_share_one_send_and_each_reader_gets_one_copy(
+    tmp_path, relay, postgres
+):
+    url = postgres.create_database(migrated=True)
+    app, env = setup_list(tmp_path, relay, 400, DATABASE_URL=url)
+    senders = [start_send(env, "--rate", "150", "--connections", "2") for _ in range(2)]
+    outputs = [sender.communicate(timeout=60) for sender in senders]
+    for sender, (_, err) in zip(senders, outputs, strict=True):
+        assert sender.returncode == 0, err
+    assert received_by(relay) == Counter(readers(400))  # each exactly once
+    sent_by = [int(re.search(r"([\d,]+) sent in this run", out).group(1)) for out, _ in outputs]
+    assert all(sent_by) and sum(sent_by) == 400  # both did part of the work
+    assert statuses(app) == Counter({DeliveryStatus.SENT: 400})
 
 
 def test_test_copies_dry_runs_and_refusals_record_nothing(tmp_path, relay):

@@ -5,18 +5,21 @@ input ends with one line on stderr and a non-zero exit.
 """
 
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from . import migrations
 from .catalog import CatalogError, read_catalog, seed_catalog
 from .config import ConfigError
-from .db import session_factory
+from .db import make_engine, session_factory
+from .dbcopy import CopyError, copy_database
 from .digest_cli import digest_group
 from .outbox import deliver_queued, transport_from_config
 from .subscribers_cli import subscribers_group
@@ -51,6 +54,49 @@ def db_upgrade(revision: str) -> None:
         click.echo(f"Database is up to date (revision {after}).")
     else:
         click.echo(f"Database migrated from {before or 'empty'} to {after}.")
+
+
+@db_group.command("copy")
+@click.option(
+    "--to",
+    "url",
+    required=True,
+    help="SQLAlchemy URL of the target database (new or empty).",
+)
+def db_copy(url: str) -> None:
+    """Copy the whole installation into another database, verifying the row counts.
+
+    The target is migrated first and must hold no rows. Everything is copied in one
+    transaction: on any error nothing is committed. Stop the web server, the outbox
+    worker and any send first, then point NEWSLETTER_DATABASE_URL at the target.
+
+    Example: newsletter db copy --to postgresql+psycopg://newsletter@127.0.0.1/newsletter
+    """
+    source = session_factory().kw["bind"]
+    try:
+        target = make_engine(url)
+    except (ArgumentError, ValueError, ImportError) as exc:
+        raise click.BadParameter(f"not a database URL: {exc}", param_hint="--to") from None
+    if target.url == source.url:
+        raise click.BadParameter("that is the database in use", param_hint="--to")
+    started = time.monotonic()
+    try:
+        copied = copy_database(source, target)
+    except CopyError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OperationalError as exc:
+        raise click.ClickException(
+            f"cannot use {target.url.render_as_string(hide_password=True)}: {exc.orig}"
+        ) from None
+    finally:
+        target.dispose()
+    for table, rows in copied.items():
+        click.echo(f"  {table:<20} {rows:>10,} rows")
+    click.echo(
+        f"Copied {sum(copied.values()):,} rows into "
+        f"{target.url.render_as_string(hide_password=True)} in "
+        f"{time.monotonic() - started:.1f} s; row counts verified."
+    )
 
 
 @click.command("seed")
@@ -110,25 +156,64 @@ def outbox_group() -> None:
 
 
 @outbox_group.command("send")
-def outbox_send() -> None:
+@click.option("--watch", is_flag=True, help="Keep delivering as mail is queued, until stopped.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="With --watch: seconds between looks at the outbox.",
+)
+def outbox_send(watch: bool, interval: float) -> None:
     """Deliver every queued transactional email now, through the configured transport.
 
     Messages waiting out a retry delay are tried too. Exits 1 if the relay still fails;
-    what was not delivered stays queued for the next run.
+    what was not delivered stays queued for the next run. With --watch it runs until
+    stopped (Ctrl-C or SIGTERM), as the web tier's mail worker: any number of them, on
+    any hosts, can share one outbox, and each message is sent once.
 
-    Example: NEWSLETTER_MAIL_BACKEND=smtp newsletter outbox send
+    Example: NEWSLETTER_MAIL_BACKEND=smtp newsletter outbox send --watch
     """
     config = current_app.config
-    report = deliver_queued(
-        session_factory(),
-        transport_from_config(config),
-        lease=config["OUTBOX_LEASE"],
-        backoff=config["OUTBOX_RETRY_INTERVAL"],
-        due_only=False,
-    )
-    click.echo(f"Outbox: {report.sent} sent, {report.retry} to retry, {report.failed} failed.")
-    if report.retry:
-        raise click.ClickException(f"delivery stopped, mail stays queued: {report.last_error}")
+    if not watch:
+        report = deliver_queued(
+            session_factory(),
+            transport_from_config(config),
+            lease=config["OUTBOX_LEASE"],
+            backoff=config["OUTBOX_RETRY_INTERVAL"],
+            due_only=False,
+        )
+        click.echo(f"Outbox: {report.sent} sent, {report.retry} to retry, {report.failed} failed.")
+        if report.retry:
+            raise click.ClickException(f"delivery stopped, mail stays queued: {report.last_error}")
+        return
+    stopping = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.append(True))
+    click.echo(f"Watching the outbox every {interval:g} s; Ctrl-C or SIGTERM stops.", err=True)
+    while not stopping:
+        try:
+            report = deliver_queued(
+                session_factory(),
+                transport_from_config(config),
+                lease=config["OUTBOX_LEASE"],
+                backoff=config["OUTBOX_RETRY_INTERVAL"],
+            )
+        except SQLAlchemyError as exc:  # the database restarting: look again later
+            click.echo(
+                f"Database error, trying again: {getattr(exc, 'orig', None) or exc}", err=True
+            )
+            report = None
+        if report and (report.sent or report.retry or report.failed):
+            click.echo(
+                f"Outbox: {report.sent} sent, {report.retry} to retry, {report.failed} failed"
+                + (f" ({report.last_error})" if report.last_error else "")
+                + "."
+            )
+        deadline = time.monotonic() + interval
+        while not stopping and time.monotonic() < deadline:
+            time.sleep(0.05)
+    click.echo("Stopped.", err=True)
 
 
 def main() -> None:

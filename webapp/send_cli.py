@@ -204,7 +204,8 @@ def _send(app: Flask, session, issue: Issue, settings: SendSettings, yes: bool) 
     reports, interrupted, error = _run_senders(app, issue.id, settings, session, before)
     after = counts(session, issue.id)
     session.rollback()
-    _summary(session, issue, before, after, time.monotonic() - started)
+    sent_here = sum(report.sent for report in reports)  # other hosts' senders not counted
+    _summary(session, issue, after, sent_here, time.monotonic() - started)
     paused = next((report.paused for report in reports if report.paused), None)
     if error:
         click.echo(f"Error: a sender stopped: {error}", err=True)
@@ -332,8 +333,7 @@ class Progress:
             click.echo(err=True)
 
 
-def _summary(session, issue, before, after, seconds: float) -> None:
-    sent_now = after[DeliveryStatus.SENT] - before[DeliveryStatus.SENT]
+def _summary(session, issue, after, sent_now: int, seconds: float) -> None:
     rate = sent_now / seconds if seconds else 0
     for email, error in failures(session, issue.id):
         click.echo(f"Failed: {email}: {error}", err=True)

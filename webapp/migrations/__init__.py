@@ -11,6 +11,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from flask import Flask
+from sqlalchemy import Engine
 
 from ..db import session_factory
 
@@ -27,7 +28,11 @@ def alembic_config(connection=None) -> Config:
 
 def upgrade(app: Flask, revision: str = "head") -> tuple[str | None, str | None]:
     """Migrate the app's database to ``revision``; return the revisions before and after."""
-    engine = session_factory(app).kw["bind"]
+    return upgrade_engine(session_factory(app).kw["bind"], revision)
+
+
+def upgrade_engine(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
+    """Migrate the database ``engine`` points at; return the revisions before and after."""
     with engine.begin() as connection:
         before = MigrationContext.configure(connection).get_current_revision()
         command.upgrade(alembic_config(connection), revision)

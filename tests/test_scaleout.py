@@ -1,0 +1,131 @@
+"""Moving to PostgreSQL and running several workers: ``db copy`` and ``outbox send --watch``."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from sqlalchemy import select
+
+from tests.conftest import ROOT, SmtpServer, make_app, subscribe
+from webapp.db import Model, make_engine, session_factory
+from webapp.models import Issue, OutboxMessage
+from webapp.sending import take_list
+
+NEWSLETTER_BIN = str(Path(sys.executable).parent / "newsletter")
+
+
+def fill(app, tmp_path) -> None:
+    """Some of everything: confirmed readers, a pending sign-up with its mail, an issue
+    with its deliveries, an erased address."""
+    runner = app.test_cli_runner()
+    csv = tmp_path / "readers.csv"
+    csv.write_text("email\n" + "\n".join(f"reader{n}@newsroom.org" for n in range(40)) + "\n")
+    args = ["subscribers", "import", str(csv), "--newsletter", "explaining-ukraine"]
+    assert runner.invoke(args=args + ["--confirmed", "--consent-note", "test"]).exit_code == 0
+    subscribe(app.test_client(), email="pending@newsroom.org")
+    assert runner.invoke(args=["digest", "build", "explaining-ukraine"]).exit_code == 0
+    assert runner.invoke(args=["subscribers", "delete", "reader39@newsroom.org"]).exit_code == 0
+    with app.app_context(), session_factory(app)() as session:
+        assert take_list(session, session.scalar(select(Issue))) == 39
+
+
+def dump(url: str) -> dict[str, list[tuple]]:
+    """Every row of every table, in key order."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return {
+                table.name: [
+                    tuple(row)
+                    for row in connection.execute(
+                        select(table).order_by(*table.primary_key.columns)
+                    )
+                ]
+                for table in Model.metadata.sorted_tables
+            }
+    finally:
+        engine.dispose()
+
+
+def test_db_copy_to_postgresql_and_back_loses_nothing(tmp_path, postgres):
+    sqlite_url = f"sqlite:///{tmp_path / 'instance' / 'newsletter.db'}"
+    app = make_app(tmp_path, DATABASE_URL=sqlite_url)
+    fill(app, tmp_path)
+    original = dump(sqlite_url)
+    assert len(original["deliveries"]) == 39 and len(original["erased_addresses"]) == 1
+
+    pg_url = postgres.create_database()
+    result = app.test_cli_runner().invoke(args=["db", "copy", "--to", pg_url])
+    assert result.exit_code == 0, result.output
+    assert "row counts verified" in result.output
+    assert dump(pg_url) == original
+
+    # The moved installation works: new rows get ids after the copied ones.
+    moved = make_app(tmp_path / "moved", DATABASE_URL=pg_url)
+    assert subscribe(moved.test_client(), email="new@newsroom.org").status_code == 302
+    with session_factory(moved)() as session:
+        newest = session.scalar(select(OutboxMessage).order_by(OutboxMessage.id.desc()))
+        assert newest.recipient == "new@newsroom.org"
+        assert newest.id > max(row[0] for row in original["outbox"])
+
+    back_url = f"sqlite:///{tmp_path / 'back.db'}"
+    result = moved.test_cli_runner().invoke(args=["db", "copy", "--to", back_url])
+    assert result.exit_code == 0, result.output
+    assert dump(back_url) == dump(pg_url)
+
+
+def test_db_copy_refuses_a_target_with_rows_and_a_bad_url(tmp_path, postgres):
+    app = make_app(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'instance' / 'newsletter.db'}")
+    fill(app, tmp_path)
+    pg_url = postgres.create_database(migrated=True)  # has the seed catalog already
+    before = dump(pg_url)
+    result = app.test_cli_runner().invoke(args=["db", "copy", "--to", pg_url])
+    assert result.exit_code == 1
+    assert "the target database is not empty: newsletters has rows" in result.output
+    assert dump(pg_url) == before
+
+    result = app.test_cli_runner().invoke(args=["db", "copy", "--to", "no-such-thing"])
+    assert result.exit_code == 2 and "not a database URL" in result.output
+
+
+def test_outbox_watch_workers_on_several_hosts_send_each_message_once(any_db_app, tmp_path):
+    relay = SmtpServer().start()
+    app = any_db_app
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update(
+        NEWSLETTER_INSTANCE_PATH=str(tmp_path / "instance"),
+        NEWSLETTER_DATABASE_URL=app.config["DATABASE_URL"],
+        NEWSLETTER_SEEDS_PATH=str(ROOT / "seeds"),
+        NEWSLETTER_MAIL_BACKEND="smtp",
+        NEWSLETTER_SMTP_HOST="127.0.0.1",
+        NEWSLETTER_SMTP_PORT=str(relay.port),
+    )
+    workers = [
+        subprocess.Popen(
+            [NEWSLETTER_BIN, "outbox", "send", "--watch", "--interval", "0.2"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        client = app.test_client()  # the web tier: queues, sends nothing itself
+        for number in range(20):
+            subscribe(client, email=f"reader{number}@newsroom.org")
+        relay.handler.wait_for(20, timeout=30)
+        time.sleep(0.5)  # a duplicate would arrive now
+        counts = Counter(to for message in relay.messages for to in message.recipients)
+        assert counts == Counter(f"reader{n}@newsroom.org" for n in range(20))
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        outputs = [worker.communicate(timeout=30) for worker in workers]
+        relay.stop()
+    for worker, (_, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0 and "Stopped." in err
