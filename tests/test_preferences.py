@@ -7,7 +7,7 @@ from email import message_from_bytes, policy
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import subscribe
+from tests.conftest import TEST_DATABASE, subscribe
 from tests.test_confirm import confirm_path, press_confirm
 from webapp.db import session_factory
 from webapp.messages import MESSAGES
@@ -160,7 +160,8 @@ def test_old_tokens_of_an_erased_reader_do_not_act_on_whoever_gets_their_row(app
     confirmed(app, client, email="new@newsroom.org")
     with session_factory(app)() as session:
         new_id = session.scalar(select(Subscriber.id))
-    assert new_id == 1  # SQLite handed the erased row's id to the new reader
+    if TEST_DATABASE == "sqlite":  # PostgreSQL's sequences never hand out an id twice
+        assert new_id == 1  # SQLite handed the erased row's id to the new reader
     assert client.post(old["unsubscribe"]).status_code == 404
     assert client.get(old["manage"]).status_code == 404
     assert states(app) == {("new@newsroom.org", "explaining-ukraine"): Status.CONFIRMED}

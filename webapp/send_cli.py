@@ -39,6 +39,7 @@ from .sending import (
     eligible_readers,
     failures,
     release_claims,
+    release_dead_local_claims,
     take_list,
 )
 
@@ -189,9 +190,13 @@ def _send(app: Flask, session, issue: Issue, settings: SendSettings, yes: bool) 
         click.confirm(question, abort=True)
     if first:
         take_list(session, issue)
-    # Claims of a send that died: on SQLite the lock says no sender is alive.
-    sqlite = make_url(app.config["DATABASE_URL"]).get_backend_name() == "sqlite"
-    stale = release_claims(session, issue.id, expired_only=not sqlite)
+    # Claims of a send that died: on SQLite the lock says no sender is alive; elsewhere,
+    # this host's dead senders, and others' once their lease ran out.
+    if make_url(app.config["DATABASE_URL"]).get_backend_name() == "sqlite":
+        stale = release_claims(session, issue.id, expired_only=False)
+    else:
+        stale = release_dead_local_claims(session, issue.id)
+        stale += release_claims(session, issue.id, expired_only=True)
     if stale:
         click.echo(
             f"{stale} reader(s) were being sent to when the last send stopped; "

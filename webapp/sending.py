@@ -89,7 +89,7 @@ def take_list(session: Session, issue: Issue) -> int:
         session.rollback()
         return 0
     readers = eligible_readers(issue).subquery()
-    made = session.execute(
+    session.execute(
         insert(Delivery).from_select(
             ["issue_id", "subscriber_id", "subscription_id", "status", "attempts"],
             select(
@@ -100,7 +100,11 @@ def take_list(session: Session, issue: Issue) -> int:
                 bindparam("zero", 0),
             ),
         )
-    ).rowcount
+    )
+    # Counted, not taken from rowcount: drivers differ on INSERT … SELECT.
+    made = session.scalar(
+        select(func.count()).select_from(Delivery).where(Delivery.issue_id == issue.id)
+    )
     session.commit()
     session.refresh(issue)
     return made
@@ -122,6 +126,57 @@ def release_claims(session: Session, issue_id: int, *, expired_only: bool) -> in
     ).rowcount
     session.commit()
     return released
+
+
+def release_dead_local_claims(session: Session, issue_id: int) -> int:
+    """Put back the claims of senders on this host whose process is gone (kill -9).
+
+    Claims of other hosts wait for their lease: from here nobody can tell whether
+    those senders are alive.
+    """
+    prefix = f"{_host()}:"
+    names = session.scalars(
+        select(Delivery.claimed_by)
+        .where(
+            Delivery.issue_id == issue_id,
+            Delivery.status == DeliveryStatus.SENDING,
+            Delivery.claimed_by.startswith(prefix),
+        )
+        .distinct()
+    ).all()
+    dead = [name for name in names if not _alive(int(name.split(":")[1]))]
+    if not dead:
+        session.rollback()
+        return 0
+    released = session.execute(
+        update(Delivery)
+        .where(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_by.in_(dead))
+        .values(status=DeliveryStatus.QUEUED, claimed_by=None, claimed_until=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    session.commit()
+    return released
+
+
+def _host() -> str:
+    return socket.gethostname()[:40].replace(":", "-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # A killed sender whose parent died too may linger unreaped: a zombie is dead.
+            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # someone else's process
+        return True
 
 
 def counts(session: Session, issue_id: int) -> dict[DeliveryStatus, int]:
@@ -296,7 +351,8 @@ class Sender:
         self.transport = transport
         self.settings = settings
         self.should_stop = should_stop
-        self.name = f"{socket.gethostname()[:40]}:{os.getpid()}:{random.getrandbits(24):06x}"
+        # host:pid:random: a sender on the same host can tell when this one died.
+        self.name = f"{_host()}:{os.getpid()}:{random.getrandbits(24):06x}"
         self.report = SenderReport()
         self._results: list[Result] = []
         self._held: list[tuple[Claimed, Result]] = []
