@@ -22,10 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.keys import dkim_key  # noqa: E402  (the tests' key maker; no pytest needed)
+from tests.postgres import PostgresCluster, server_binaries  # noqa: E402
+
 NEWSLETTER = str(Path(sys.executable).parent / "newsletter")
 POSTFIX = ROOT / ".bench" / "postfix"
 SIZES = (20_000, 200_000)
@@ -142,15 +143,7 @@ def prepare(folder: Path, readers: int, extra_env: dict) -> tuple[dict, int]:
 
 
 def dkim_env(folder: Path) -> dict:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    path = folder / "dkim.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    path, _ = dkim_key(folder)
     return {
         "NEWSLETTER_DKIM_DOMAIN": "newsroom.org",
         "NEWSLETTER_DKIM_SELECTOR": "bench",
@@ -160,9 +153,6 @@ def dkim_env(folder: Path) -> dict:
 
 def postgres_row(sink: Path, tools_env: dict, readers: int = 40_000) -> None:
     """One sender against two at once on PostgreSQL, two connections each."""
-    sys.path.insert(0, str(ROOT))
-    from tests.postgres import PostgresCluster, server_binaries
-
     bindir = server_binaries()
     if bindir is None:
         print("PostgreSQL row skipped: server binaries not found (apt-get install postgresql)")

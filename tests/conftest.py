@@ -3,6 +3,7 @@
 import os
 import re
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -70,6 +71,26 @@ def make_app(tmp_path: Path, **config):
         seed_catalog(session, read_catalog(ROOT / "seeds" / "newsletters.toml"))
         session.commit()
     return app
+
+
+def command_env(app, relay: "SmtpServer", **settings) -> dict:
+    """The environment for running ``newsletter`` as a process on ``app``'s data,
+    sending through ``relay``: the developer's NEWSLETTER_* left out."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update(
+        NEWSLETTER_INSTANCE_PATH=str(app.instance_path),
+        NEWSLETTER_DATABASE_URL=app.config["DATABASE_URL"],
+        NEWSLETTER_SEEDS_PATH=app.config["SEEDS_PATH"],
+        NEWSLETTER_MAIL_BACKEND="smtp",
+        NEWSLETTER_SMTP_HOST="127.0.0.1",
+        NEWSLETTER_SMTP_PORT=str(relay.port),
+        NEWSLETTER_SMTP_TIMEOUT="5",
+    )
+    env.update({f"NEWSLETTER_{key}": str(value) for key, value in settings.items()})
+    return env
+
+
+NEWSLETTER_BIN = str(Path(sys.executable).parent / "newsletter")
 
 
 @pytest.fixture

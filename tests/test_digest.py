@@ -6,12 +6,11 @@ from pathlib import Path
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
 
 from emails.preflight import check_message
 from tests.conftest import ROOT, make_app, subscribe
+from tests.keys import dkim_key as make_dkim_key
 from tests.test_confirm import confirm_path, press_confirm
 from webapp.db import session_factory, utcnow
 from webapp.models import Issue
@@ -203,21 +202,7 @@ def test_check_finds_what_would_hurt_delivery():
 
 @pytest.fixture
 def dkim_key(tmp_path):
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    path = tmp_path / "dkim.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    import base64
-
-    return path, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    return make_dkim_key(tmp_path)
 
 
 def test_dkim_signature_covers_the_list_headers_and_verifies(tmp_path, dkim_key):

@@ -1,12 +1,11 @@
 """Mail merge and DKIM: what a reader's client decodes is exactly what was rendered."""
 
-import base64
 from email import message_from_bytes, policy
 
 import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from dkim.canonicalization import Relaxed
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 from emails.dkim import DkimError, Signer, canonical_body, canonical_header
 from emails.mailmerge import HeaderError, MergeTemplate, fold
 from emails.slots import Slotted
+from tests.keys import dkim_key
 
 # Text as templates and articles make it: any line ends, leading dots, trailing
 # spaces, long lines, "=" and non-Latin text.
@@ -92,23 +92,10 @@ def test_header_values_are_folded_and_injection_is_refused():
             fold("To", bad)
 
 
-def rsa_key() -> tuple[bytes, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
-
-
 @pytest.fixture(scope="module")
-def signer_and_record():
-    pem, record = rsa_key()
-    return Signer(domain="news.test", selector="s1", private_key=pem), record
+def signer_and_record(tmp_path_factory):
+    path, record = dkim_key(tmp_path_factory.mktemp("dkim"))
+    return Signer(domain="news.test", selector="s1", private_key=path.read_bytes()), record
 
 
 @settings(max_examples=60, deadline=None)

@@ -1,21 +1,16 @@
 """Moving to PostgreSQL and running several workers: ``db copy`` and ``outbox send --watch``."""
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 from sqlalchemy import select
 
-from tests.conftest import ROOT, SmtpServer, make_app, subscribe
+from tests.conftest import NEWSLETTER_BIN, SmtpServer, command_env, make_app, subscribe
 from webapp.db import Model, make_engine, session_factory
 from webapp.models import Issue, OutboxMessage
 from webapp.sending import take_list
-
-NEWSLETTER_BIN = str(Path(sys.executable).parent / "newsletter")
 
 
 def fill(app, tmp_path) -> None:
@@ -95,15 +90,7 @@ def test_db_copy_refuses_a_target_with_rows_and_a_bad_url(tmp_path, postgres):
 def test_outbox_watch_workers_on_several_hosts_send_each_message_once(any_db_app, tmp_path):
     relay = SmtpServer().start()
     app = any_db_app
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    env.update(
-        NEWSLETTER_INSTANCE_PATH=str(tmp_path / "instance"),
-        NEWSLETTER_DATABASE_URL=app.config["DATABASE_URL"],
-        NEWSLETTER_SEEDS_PATH=str(ROOT / "seeds"),
-        NEWSLETTER_MAIL_BACKEND="smtp",
-        NEWSLETTER_SMTP_HOST="127.0.0.1",
-        NEWSLETTER_SMTP_PORT=str(relay.port),
-    )
+    env = command_env(app, relay)
     workers = [
         subprocess.Popen(
             [NEWSLETTER_BIN, "outbox", "send", "--watch", "--interval", "0.2"],

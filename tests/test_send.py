@@ -4,30 +4,25 @@ The command runs as a real process (it starts sender processes of its own), so a
 test can interrupt it with Ctrl-C or kill -9 and run it again.
 """
 
-import base64
 import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select, update
 
-from tests.conftest import ROOT, SmtpServer, make_app, sqlite_only
+from tests.conftest import NEWSLETTER_BIN, SmtpServer, command_env, make_app, sqlite_only
+from tests.keys import dkim_key
 from webapp.db import session_factory
 from webapp.links import subscription_for
 from webapp.models import Delivery, DeliveryStatus, Issue, Status, Subscriber, Subscription
 from webapp.sending import RECORD_EVERY, take_list
 
 NEWSLETTER = "explaining-ukraine"
-NEWSLETTER_BIN = str(Path(sys.executable).parent / "newsletter")
 
 
 @pytest.fixture
@@ -54,18 +49,7 @@ def setup_list(tmp_path, relay, count: int, **config):
     assert result.exit_code == 0, result.output
     result = runner.invoke(args=["digest", "build", NEWSLETTER])
     assert result.exit_code == 0, result.output
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    env.update(
-        NEWSLETTER_INSTANCE_PATH=str(tmp_path / "instance"),
-        NEWSLETTER_DATABASE_URL=app.config["DATABASE_URL"],
-        NEWSLETTER_SEEDS_PATH=str(ROOT / "seeds"),
-        NEWSLETTER_MAIL_BACKEND="smtp",
-        NEWSLETTER_SMTP_HOST="127.0.0.1",
-        NEWSLETTER_SMTP_PORT=str(relay.port),
-        NEWSLETTER_SMTP_TIMEOUT="5",
-        NEWSLETTER_SEND_RETRY_DELAY="0.2",
-    )
-    env.update({f"NEWSLETTER_{key}": str(value) for key, value in config.items()})
+    env = command_env(app, relay, SEND_RETRY_DELAY=0.2, **config)
     return app, env
 
 
@@ -112,20 +96,7 @@ def wait_until(condition, timeout: float = 30) -> None:
 def test_each_reader_gets_one_copy_with_their_own_links_signed_and_a_rerun_sends_nothing(
     tmp_path, relay
 ):
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    key_file = tmp_path / "dkim.pem"
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    dns_record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(
-        key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    key_file, dns_record = dkim_key(tmp_path)
     app, env = setup_list(
         tmp_path,
         relay,
@@ -173,11 +144,15 @@ def test_the_list_is_taken_once_and_readers_who_left_since_are_skipped(tmp_path,
             .values(status=Status.UNSUBSCRIBED)
         )
         session.commit()
-    make_app(tmp_path)  # a reader who confirms now is not on this issue's list
+    late = tmp_path / "late.csv"
+    late.write_text("email\nlate@newsroom.org\n")
+    args = ["subscribers", "import", str(late), "--newsletter", NEWSLETTER]
+    imported = app.test_cli_runner().invoke(args=args + ["--confirmed", "--consent-note", "t"])
+    assert imported.exit_code == 0  # confirmed after the list was taken: not on it
     done = send(env, "--yes")
     assert done.returncode == 0, done.stderr
-    assert "8 delivered, 0 failed, 2 skipped" in done.stdout
-    assert len(relay.messages) == 8
+    assert "8 delivered, 0 failed, 2 skipped, 0 left of 10" in done.stdout
+    assert len(relay.messages) == 8 and "late@newsroom.org" not in received_by(relay)
 
 
 def test_refused_readers_fail_and_are_suppressed_deferred_ones_are_retried(tmp_path, relay):
