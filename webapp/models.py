@@ -21,6 +21,14 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from .db import Model, UTCDateTime, utcnow
 
 
+def _states(states: type[enum.StrEnum]) -> Enum:
+    """A column type for a state enum: its values as short strings (no native enum type,
+    so adding a state is a plain migration on every database)."""
+    return Enum(
+        states, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]
+    )
+
+
 class Status(enum.StrEnum):
     """The states of a subscription."""
 
@@ -86,9 +94,7 @@ class Subscription(Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
     newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletters.id", ondelete="CASCADE"))
-    status: Mapped[Status] = mapped_column(
-        Enum(Status, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
-    )
+    status: Mapped[Status] = mapped_column(_states(Status))
     # Changes each time the subscription becomes pending, so older confirmation links stop working.
     confirm_nonce: Mapped[str] = mapped_column(String(32))
     confirmation_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -153,14 +159,7 @@ class OutboxMessage(Model):
     recipient: Mapped[str] = mapped_column(String(320))
     message: Mapped[bytes] = mapped_column(LargeBinary)
     status: Mapped[OutboxStatus] = mapped_column(
-        Enum(
-            OutboxStatus,
-            native_enum=False,
-            length=16,
-            values_callable=lambda e: [m.value for m in e],
-        ),
-        default=OutboxStatus.QUEUED,
-        index=True,
+        _states(OutboxStatus), default=OutboxStatus.QUEUED, index=True
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -243,13 +242,7 @@ class Delivery(Model):
         ForeignKey("subscriptions.id", ondelete="CASCADE"), index=True
     )
     status: Mapped[DeliveryStatus] = mapped_column(
-        Enum(
-            DeliveryStatus,
-            native_enum=False,
-            length=16,
-            values_callable=lambda e: [m.value for m in e],
-        ),
-        default=DeliveryStatus.QUEUED,
+        _states(DeliveryStatus), default=DeliveryStatus.QUEUED
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # After a temporary refusal (4xx) the delivery waits until then.
