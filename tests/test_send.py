@@ -174,8 +174,14 @@ def test_refused_readers_fail_and_are_suppressed_deferred_ones_are_retried(tmp_p
         )
         assert late.status is DeliveryStatus.SENT and late.attempts == 3
 
-    # The next issue leaves the refused address out.
     runner = app.test_cli_runner()
+    listed = runner.invoke(args=["subscribers", "list", "--suppressed"])
+    assert listed.exit_code == 0
+    assert "reader3@newsroom.org" in listed.output
+    assert "suppressed: relay answered 550" in listed.output
+    assert "reader7@" not in listed.output
+
+    # The next issue leaves the refused address out.
     assert runner.invoke(args=["digest", "build", NEWSLETTER]).exit_code == 0
     relay.handler.messages.clear()
     nxt = subprocess.run(

@@ -112,17 +112,31 @@ def subscribers_export(fmt: str, output, newsletter: str | None, status: str | N
 @click.option("--newsletter", help="Only this newsletter (slug).")
 @click.option("--status", type=click.Choice([s.value for s in Status]), help="Only this status.")
 @click.option("--search", help="Only addresses containing this text (any case).")
-def subscribers_list(newsletter: str | None, status: str | None, search: str | None) -> None:
+@click.option("--suppressed", is_flag=True, help="Only addresses the relay refused for good (5xx).")
+def subscribers_list(
+    newsletter: str | None, status: str | None, search: str | None, suppressed: bool
+) -> None:
     """List subscriptions: address, newsletter, status, when subscribed.
+
+    Addresses a digest send found refused for good are marked "suppressed: reason";
+    sends leave them out.
 
     Example: newsletter subscribers list --newsletter ukraine-daily --status pending --search gmail
     """
     query = (
-        select(Subscriber.email, Newsletter.slug, Subscription.status, Subscription.subscribed_at)
+        select(
+            Subscriber.email,
+            Newsletter.slug,
+            Subscription.status,
+            Subscription.subscribed_at,
+            Subscriber.suppressed_reason,
+        )
         .join(Subscription.subscriber)
         .join(Subscription.newsletter)
         .order_by(Subscriber.email_key, Newsletter.position)
     )
+    if suppressed:
+        query = query.where(Subscriber.suppressed_at.isnot(None))
     if status:
         query = query.where(Subscription.status == Status(status))
     if search:
@@ -139,8 +153,10 @@ def subscribers_list(newsletter: str | None, status: str | None, search: str | N
                 Subscription.newsletter_id
                 == newsletter_or_fail(session, newsletter, "--newsletter").id
             )
-        for email, slug, state, since in session.execute(query.execution_options(yield_per=1000)):
-            click.echo(f"{email:<40} {slug:<24} {state.value:<13} {since:%Y-%m-%d %H:%M}")
+        rows = session.execute(query.execution_options(yield_per=1000))
+        for email, slug, state, since, refused in rows:
+            mark = f"  suppressed: {refused}" if refused else ""
+            click.echo(f"{email:<40} {slug:<24} {state.value:<13} {since:%Y-%m-%d %H:%M}{mark}")
             count += 1
     click.echo(f"{count} subscription(s).", err=True)
 
