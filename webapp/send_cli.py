@@ -32,6 +32,7 @@ from .links import preview_links
 from .models import Delivery, DeliveryStatus, Issue, Subscriber
 from .outbox import transport_from_config
 from .sending import (
+    RECORD_EVERY,
     Sender,
     SenderReport,
     SendSettings,
@@ -199,8 +200,9 @@ def _send(app: Flask, session, issue: Issue, settings: SendSettings, yes: bool) 
         stale += release_claims(session, issue.id, expired_only=True)
     if stale:
         click.echo(
-            f"{stale} reader(s) were being sent to when the last send stopped; "
-            "they are sent again (some may get the issue twice).",
+            f"{stale:,} reader(s) claimed by a send that stopped go back in the queue; "
+            f"the few it had sent but not yet recorded (at most {RECORD_EVERY + 1} per "
+            "connection) get the issue twice.",
             err=True,
         )
     before = counts(session, issue.id)
