@@ -15,8 +15,6 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate
 
-from markupsafe import escape
-
 from .slots import Slotted
 
 LINE = 76  # RFC 2045 limit for encoded lines
@@ -44,8 +42,7 @@ class _Part:
         for index, chunk in enumerate(self.chunks):
             out.append(chunk)
             if index < len(slots):
-                value = values[slots[index]]
-                out.append(_qp_piece(str(escape(value)) if self.body.html else value))
+                out.append(_qp_piece(self.body.value(slots[index], values)))
         return b"".join(out)
 
 

@@ -21,14 +21,14 @@ class Slotted:
 
     def fill(self, values: Mapping[str, str]) -> str:
         """The text with every slot replaced by its value (HTML-escaped in HTML)."""
-        out = []
-        for index, part in enumerate(self.parts):
-            if index % 2 == 0:
-                out.append(part)
-            else:
-                value = values[part]
-                out.append(str(escape(value)) if self.html else value)
-        return "".join(out)
+        return "".join(
+            part if index % 2 == 0 else self.value(part, values)
+            for index, part in enumerate(self.parts)
+        )
+
+    def value(self, slot: str, values: Mapping[str, str]) -> str:
+        """What fills ``slot``: its value, HTML-escaped in HTML."""
+        return str(escape(values[slot])) if self.html else values[slot]
 
     def to_json(self) -> dict:
         """JSON-ready form, for storing with an issue."""

@@ -147,6 +147,13 @@ class Recorder:
     refuse: dict[str, str] = field(default_factory=dict)  # recipient -> SMTP answer
     defer: dict[str, int] = field(default_factory=dict)  # recipient -> 451s before a 250
     refuse_all: str | None = None  # an answer to every recipient (a misconfigured relay)
+    pipelining: bool = False  # offer PIPELINING (RFC 2920), as Postfix does
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.refuse_all:

@@ -155,7 +155,11 @@ def test_the_list_is_taken_once_and_readers_who_left_since_are_skipped(tmp_path,
     assert len(relay.messages) == 8 and "late@newsroom.org" not in received_by(relay)
 
 
-def test_refused_readers_fail_and_are_suppressed_deferred_ones_are_retried(tmp_path, relay):
+@pytest.mark.parametrize("pipelining", [False, True], ids=["stepwise", "pipelined"])
+def test_refused_readers_fail_and_are_suppressed_deferred_ones_are_retried(
+    tmp_path, relay, pipelining
+):
+    relay.handler.pipelining = pipelining
     app, env = setup_list(tmp_path, relay, 20)
     relay.handler.refuse["reader3@newsroom.org"] = "550 5.1.1 No such user"
     relay.handler.defer["reader7@newsroom.org"] = 2  # greylisted twice, then accepted
@@ -195,7 +199,11 @@ def test_refused_readers_fail_and_are_suppressed_deferred_ones_are_retried(tmp_p
     assert "19 delivered" in nxt.stdout and len(relay.messages) == 19
 
 
-def test_a_relay_refusing_everyone_pauses_the_send_and_suppresses_nobody(tmp_path, relay):
+@pytest.mark.parametrize("pipelining", [False, True], ids=["stepwise", "pipelined"])
+def test_a_relay_refusing_everyone_pauses_the_send_and_suppresses_nobody(
+    tmp_path, relay, pipelining
+):
+    relay.handler.pipelining = pipelining
     app, env = setup_list(tmp_path, relay, 30, SEND_PAUSE_AFTER=5)
     relay.handler.refuse_all = "554 5.7.1 Relay access denied"
 
