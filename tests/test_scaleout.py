@@ -1,13 +1,26 @@
 """Moving to PostgreSQL and running several workers: ``db copy`` and ``outbox send --watch``."""
 
+import http.cookiejar
+import re
 import signal
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 from collections import Counter
+from pathlib import Path
 
 from sqlalchemy import select
 
-from tests.conftest import NEWSLETTER_BIN, SmtpServer, command_env, make_app, subscribe
+from tests.conftest import (
+    NEWSLETTER_BIN,
+    ROOT,
+    SmtpServer,
+    command_env,
+    free_port,
+    make_app,
+    subscribe,
+)
 from webapp.db import Model, make_engine, session_factory
 from webapp.models import Issue, OutboxMessage
 from webapp.sending import take_list
@@ -116,3 +129,80 @@ def test_outbox_watch_workers_on_several_hosts_send_each_message_once(any_db_app
         relay.stop()
     for worker, (_, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0 and "Stopped." in err
+
+
+def test_gunicorn_workers_on_postgresql_with_an_outbox_worker_mail_each_sign_up_once(
+    tmp_path, postgres
+):
+    """The production layout: several web workers queue, a separate worker sends."""
+    relay = SmtpServer().start()
+    app = make_app(tmp_path, DATABASE_URL=postgres.create_database(migrated=True))
+    env = command_env(app, relay, OUTBOX_WORKER="false", SUBSCRIBE_LIMITS="")
+    port = free_port()
+    web = subprocess.Popen(
+        [str(Path(NEWSLETTER_BIN).parent / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}"]
+        + ["--log-level", "warning", "webapp:create_app()"],
+        env=env,
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    mailer = subprocess.Popen(
+        [NEWSLETTER_BIN, "outbox", "send", "--watch", "--interval", "0.2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_http(base)
+        for number in range(12):  # each post may land on either worker
+            session = Browser(base)
+            status = session.post(
+                "/subscribe",
+                email=f"reader{number}@newsroom.org",
+                newsletter="explaining-ukraine",
+                csrf_token=session.csrf_token("/"),
+            )
+            assert status == 200
+        relay.handler.wait_for(12, timeout=30)
+        time.sleep(0.5)  # a second copy would arrive now
+        counts = Counter(to for message in relay.messages for to in message.recipients)
+        assert counts == Counter(f"reader{n}@newsroom.org" for n in range(12))
+    finally:
+        for process in (web, mailer):
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=30)
+        relay.stop()
+
+
+def wait_for_http(base: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(base + "/", timeout=2).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, "the web server did not start"
+            time.sleep(0.1)
+
+
+class Browser:
+    """A cookie-keeping HTTP client, following redirects like a browser without JS."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
+
+    def csrf_token(self, path: str) -> str:
+        with self.opener.open(self.base + path, timeout=10) as response:
+            html = response.read().decode()
+        return re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1)
+
+    def post(self, path: str, **fields: str) -> int:
+        data = urllib.parse.urlencode(fields).encode()
+        with self.opener.open(self.base + path, data=data, timeout=10) as response:
+            return response.status
