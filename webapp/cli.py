@@ -75,8 +75,13 @@ def db_copy(url: str) -> None:
     source = session_factory().kw["bind"]
     try:
         target = make_engine(url)
-    except (ArgumentError, ValueError, ImportError) as exc:
+    except (ArgumentError, ValueError) as exc:
         raise click.BadParameter(f"not a database URL: {exc}", param_hint="--to") from None
+    except ImportError as exc:
+        raise click.ClickException(
+            f"the driver for this URL is not installed ({exc.name}); for PostgreSQL: "
+            "pip install -c constraints.txt -e '.[postgres]'"
+        ) from None
     if target.url == source.url:
         raise click.BadParameter("that is the database in use", param_hint="--to")
     started = time.monotonic()
@@ -175,14 +180,18 @@ def outbox_send(watch: bool, interval: float) -> None:
     Example: NEWSLETTER_MAIL_BACKEND=smtp newsletter outbox send --watch
     """
     config = current_app.config
-    if not watch:
-        report = deliver_queued(
+
+    def deliver(due_only: bool):
+        return deliver_queued(
             session_factory(),
             transport_from_config(config),
             lease=config["OUTBOX_LEASE"],
             backoff=config["OUTBOX_RETRY_INTERVAL"],
-            due_only=False,
+            due_only=due_only,
         )
+
+    if not watch:
+        report = deliver(due_only=False)
         click.echo(f"Outbox: {report.sent} sent, {report.retry} to retry, {report.failed} failed.")
         if report.retry:
             raise click.ClickException(f"delivery stopped, mail stays queued: {report.last_error}")
@@ -193,12 +202,7 @@ def outbox_send(watch: bool, interval: float) -> None:
     click.echo(f"Watching the outbox every {interval:g} s; Ctrl-C or SIGTERM stops.", err=True)
     while not stopping:
         try:
-            report = deliver_queued(
-                session_factory(),
-                transport_from_config(config),
-                lease=config["OUTBOX_LEASE"],
-                backoff=config["OUTBOX_RETRY_INTERVAL"],
-            )
+            report = deliver(due_only=True)  # waiting out retry delays, unlike a one-off run
         except SQLAlchemyError as exc:  # the database restarting: look again later
             click.echo(
                 f"Database error, trying again: {getattr(exc, 'orig', None) or exc}", err=True
