@@ -59,3 +59,11 @@ def normalize_address(raw: str) -> Address:
 def ascii_address(email: str) -> str:
     """The ASCII (IDNA) form of an address already checked by :func:`normalize_address`."""
     return normalize_address(email).ascii
+
+
+def envelope_address(email: str) -> str:
+    """A stored address as the SMTP envelope takes it; cheap for the usual ASCII one.
+
+    Raises InvalidAddress for one that today's rules refuse.
+    """
+    return email if email.isascii() else ascii_address(email)

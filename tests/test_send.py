@@ -53,7 +53,7 @@ def setup_list(tmp_path, relay, count: int, **config):
     return app, env
 
 
-def send(env, *args, **popen) -> subprocess.CompletedProcess:
+def send(env, *args) -> subprocess.CompletedProcess:
     """Run the send command to its end (bounded) and return what it did."""
     return subprocess.run(
         [NEWSLETTER_BIN, "digest", "send", NEWSLETTER, "1", *args],

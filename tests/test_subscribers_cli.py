@@ -263,32 +263,16 @@ def test_resend_confirmations_and_purge_pending(app, client, runner):
     subscribe(client, email="slow@newsroom.org")
     subscribe(client, email="done@newsroom.org")
     press_confirm(client, confirm_path(app))
-    result = runner.invoke(
-        args=[
-            "subscribers",
-            "resend-confirmations",
-            "--newsletter",
-            "explaining-ukraine",
-            "--older-than",
-            "2d",
-        ]
-    )
+    resend = ["subscribers", "resend-confirmations", "--newsletter", "explaining-ukraine"]
+    resend += ["--older-than", "2d"]
+    result = runner.invoke(args=resend)
     assert "Queued 0" in result.stdout  # sent just now
     with session_factory(app)() as session:
         for s in session.scalars(select(Subscription)):
             s.confirmation_sent_at -= timedelta(days=3)
             s.subscribed_at -= timedelta(days=31)
         session.commit()
-    result = runner.invoke(
-        args=[
-            "subscribers",
-            "resend-confirmations",
-            "--newsletter",
-            "explaining-ukraine",
-            "--older-than",
-            "2d",
-        ]
-    )
+    result = runner.invoke(args=resend)
     assert "Queued 1" in result.stdout
     assert outbox(app)[-1] == ("confirm", "slow@newsroom.org")
     result = runner.invoke(args=["subscribers", "purge-pending", "--older-than", "30d"])

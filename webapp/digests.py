@@ -13,7 +13,7 @@ from emails.digest import DigestContent, render_digest
 from emails.mailmerge import MergeTemplate
 from emails.slots import Slotted
 
-from .links import ReaderLinks, public_url
+from .links import public_url, reader_links
 from .mail import dkim_signer, list_id_headers, list_unsubscribe
 from .models import Issue, Newsletter
 
@@ -161,7 +161,7 @@ class IssueMail:
             html=Slotted.from_json(issue.html),
             headers={**list_id_headers(newsletter), "Precedence": "bulk"},
         )
-        self.links = ReaderLinks()
+        self.links = reader_links()
         self.signer = dkim_signer()
 
     def message(self, recipient: str, links: dict[str, str]) -> bytes:

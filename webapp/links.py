@@ -28,23 +28,31 @@ def confirm_token(subscription: Subscription) -> str:
 
 def unsubscribe_url(subscription: Subscription) -> str:
     """The one-click link that ends this subscription."""
-    return ReaderLinks().unsubscribe_url(subscription.id, subscription.subscriber.secret)
+    return reader_links().unsubscribe_url(subscription.id, subscription.subscriber.secret)
 
 
 def manage_url(subscriber: Subscriber) -> str:
     """The link to this subscriber's preferences page."""
-    return ReaderLinks().manage_url(subscriber.id, subscriber.secret)
+    return reader_links().manage_url(subscriber.id, subscriber.secret)
 
 
 def personal_links(subscription: Subscription) -> dict[str, str]:
     """The links that differ per reader in a newsletter's mail."""
     subscriber = subscription.subscriber
-    return ReaderLinks().for_reader(subscription.id, subscriber.id, subscriber.secret)
+    return reader_links().for_reader(subscription.id, subscriber.id, subscriber.secret)
 
 
 def preview_links() -> dict[str, str]:
     """Links of nobody, for previews: they open the pages but act on no subscription."""
-    return ReaderLinks().for_reader(0, 0, "preview")
+    return reader_links().for_reader(0, 0, "preview")
+
+
+def reader_links() -> "ReaderLinks":
+    """The app's link maker, made once: its prefixes and signers depend only on config."""
+    links = current_app.extensions.get("reader_links")
+    if links is None:
+        links = current_app.extensions["reader_links"] = ReaderLinks()
+    return links
 
 
 class ReaderLinks:

@@ -11,7 +11,7 @@ from urllib.parse import quote
 from flask import current_app
 from sqlalchemy.orm import Session
 
-from emails.addresses import ascii_address
+from emails.addresses import envelope_address
 from emails.dkim import Signer
 from emails.message import build_message, message_bytes
 from emails.render import render_pair
@@ -55,7 +55,7 @@ def _queue(
 ) -> OutboxMessage:
     config = current_app.config
     newsletter = subscription.newsletter
-    recipient = ascii_address(subscription.subscriber.email)
+    recipient = envelope_address(subscription.subscriber.email)
     text, html = render_pair(
         kind,
         site_name=config["SITE_NAME"],

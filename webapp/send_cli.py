@@ -21,7 +21,7 @@ from flask import Flask, current_app
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from emails.addresses import InvalidAddress, normalize_address
+from emails.addresses import InvalidAddress, envelope_address, normalize_address
 from emails.dkim import DkimError
 from emails.transport import DeliveryError
 
@@ -138,7 +138,7 @@ def _dry_run(session, issue: Issue) -> None:
         query.execution_options(yield_per=1000)
     ):
         try:
-            recipient = normalize_address(email).ascii
+            recipient = envelope_address(email)
             size += len(mail.for_reader(recipient, subscription_id, subscriber_id, secret))
         except ValueError as exc:
             click.echo(f"{email}: {exc}", err=True)

@@ -21,7 +21,7 @@ from flask import Flask
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from emails.addresses import ascii_address
+from emails.addresses import envelope_address
 from emails.transport import DeliveryError, Transport
 
 from .db import session_factory, utcnow
@@ -309,24 +309,13 @@ class Result:
 
 @dataclass
 class SenderReport:
-    """What one sender recorded, and why it stopped early if it did."""
+    """What one sender recorded, and why it stopped early if it did.
+
+    The other counts are the database's (they include other senders' work).
+    """
 
     sent: int = 0
-    failed: int = 0
-    skipped: int = 0
-    deferred: int = 0
     paused: str | None = None  # the last error, when errors in a row paused the send
-
-    def add(self, result: Result) -> None:
-        """Count one recorded result."""
-        if result.status is DeliveryStatus.SENT:
-            self.sent += 1
-        elif result.status is DeliveryStatus.FAILED:
-            self.failed += 1
-        elif result.status is DeliveryStatus.SKIPPED:
-            self.skipped += 1
-        elif result.next_attempt_at is not None:
-            self.deferred += 1
 
 
 class Sender:
@@ -398,8 +387,7 @@ class Sender:
             self._results.append(Result(delivery.id, DeliveryStatus.SKIPPED, delivery.attempts))
             return
         try:
-            email = delivery.email
-            recipient = email if email.isascii() else ascii_address(email)
+            recipient = envelope_address(delivery.email)
             message = self.mail.for_reader(
                 recipient, delivery.subscription_id, delivery.subscriber_id, delivery.secret
             )
@@ -502,8 +490,7 @@ class Sender:
             connection.execute(_RECORD, rows)
             if suppressed:
                 connection.execute(_SUPPRESS, suppressed)
-        for result in results:
-            self.report.add(result)
+        self.report.sent += sum(result.status is DeliveryStatus.SENT for result in results)
 
 
 _deliveries, _subscribers = Delivery.__table__, Subscriber.__table__
