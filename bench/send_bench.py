@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.keys import dkim_key  # noqa: E402  (the tests' key maker; no pytest needed)
+from tests.helpers import dkim_key  # noqa: E402  (the tests' key maker)
 from tests.postgres import PostgresCluster, server_binaries  # noqa: E402
 
 NEWSLETTER = str(Path(sys.executable).parent / "newsletter")

@@ -1,10 +1,173 @@
-"""Test DKIM keys: a fresh RSA key as a PEM file and the DNS record that publishes it."""
+"""Shared test helpers: apps on a fresh instance, the form post, the CSRF reader, the
+row counter, a real SMTP server on loopback, the PostgreSQL cluster, DKIM keys."""
 
 import base64
+import os
+import re
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
 from pathlib import Path
 
+import pytest
+from aiosmtpd.controller import Controller
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import func, select
+
+from webapp import create_app, migrations
+from webapp.catalog import read_catalog, seed_catalog
+from webapp.db import engine, session_factory
+from webapp.models import OutboxMail
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD_ADDRESS = "reader@newsroom.org"
+# TEST_DATABASE=postgresql runs the whole suite on PostgreSQL: every app make_app
+# makes gets a fresh database on a throw-away cluster. `make test` runs both.
+TEST_DATABASE = os.environ.get("TEST_DATABASE", "sqlite")
+# Read before the tests clear NEWSLETTER_* from the environment.
+REQUIRE_POSTGRES = bool(os.environ.get("NEWSLETTER_REQUIRE_POSTGRES"))
+REQUIRE_REDIS = bool(os.environ.get("NEWSLETTER_REQUIRE_REDIS"))
+sqlite_only = pytest.mark.skipif(
+    TEST_DATABASE != "sqlite", reason="about SQLite itself; runs in the SQLite pass"
+)
+NEWSLETTER_BIN = str(Path(sys.executable).parent / "newsletter")
+CSRF_FIELD = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+
+# Every app make_app made, so that the fixtures can close its connections after a test.
+made_apps: list = []
+
+
+def dispose_apps() -> None:
+    """Close the database connections of every app made since the last call."""
+    while made_apps:
+        engine(made_apps.pop()).dispose()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_app(tmp_path: Path, **config):
+    """A migrated, seeded app with its instance folder under ``tmp_path``."""
+    settings = {
+        "INSTANCE_PATH": tmp_path / "instance",
+        "TESTING": True,
+        "OUTBOX_WORKER": False,
+        "SEEDS_PATH": str(ROOT / "seeds"),
+        # Rate limits are tested where they are the subject; elsewhere they are off.
+        "SUBSCRIBE_LIMITS": "",
+        "SUBSCRIBE_ADDRESS_LIMITS": "",
+    }
+    settings.update(config)
+    if TEST_DATABASE == "postgresql" and "DATABASE_URL" not in config:
+        settings["DATABASE_URL"] = postgres_cluster().create_database(migrated=True)
+    app = create_app(settings)
+    made_apps.append(app)
+    migrations.upgrade(app)
+    with session_factory(app)() as session:
+        seed_catalog(session, read_catalog(ROOT / "seeds" / "newsletters.toml"))
+        session.commit()
+    return app
+
+
+def command_env(app, relay: "SmtpServer", **settings) -> dict:
+    """The environment for running ``newsletter`` as a process on ``app``'s data,
+    sending through ``relay``: the developer's NEWSLETTER_* left out."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update(
+        NEWSLETTER_INSTANCE_PATH=str(app.instance_path),
+        NEWSLETTER_DATABASE_URL=app.config["DATABASE_URL"],
+        NEWSLETTER_SEEDS_PATH=app.config["SEEDS_PATH"],
+        NEWSLETTER_MAIL_BACKEND="smtp",
+        NEWSLETTER_SMTP_HOST="127.0.0.1",
+        NEWSLETTER_SMTP_PORT=str(relay.port),
+        NEWSLETTER_SMTP_TIMEOUT="5",
+    )
+    env.update({f"NEWSLETTER_{key}": str(value) for key, value in settings.items()})
+    return env
+
+
+def readers(count: int) -> list[str]:
+    """``count`` distinct reader addresses."""
+    return [f"reader{n}@newsroom.org" for n in range(count)]
+
+
+def app_with_issue(tmp_path: Path, relay: "SmtpServer", count: int, **config):
+    """An app sending through ``relay``, with ``count`` confirmed readers of
+    explaining-ukraine and its issue 1 built."""
+    app = make_app(tmp_path, **relay.config(), **config)
+    runner = app.test_cli_runner()
+    csv = tmp_path / "readers.csv"
+    csv.write_text("email\n" + "\n".join(readers(count)) + "\n")
+    newsletter = "explaining-ukraine"
+    result = runner.invoke(
+        args=["subscribers", "import", str(csv), "--newsletter", newsletter]
+        + ["--confirmed", "--consent-note", "test list"]
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(args=["digest", "build", newsletter])
+    assert result.exit_code == 0, result.output
+    return app
+
+
+def count(app, model) -> int:
+    """How many rows ``model``'s table holds."""
+    with session_factory(app)() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+def csrf_from(html: str) -> str:
+    """The CSRF token in a page's form."""
+    return CSRF_FIELD.search(html).group(1)
+
+
+def csrf_token(client, path: str = "/") -> str:
+    """The CSRF token a page gives this client's session."""
+    return csrf_from(client.get(path).get_data(as_text=True))
+
+
+def subscribe(
+    client,
+    email=GOOD_ADDRESS,
+    newsletter="explaining-ukraine",
+    json=False,
+    ip=None,
+    headers=None,
+    **extra,
+):
+    """Post a sign-up form as a browser would (with its CSRF token), from ``ip`` if given."""
+    data = {
+        "email": email,
+        "newsletter": newsletter,
+        "source": "/",
+        "website": "",
+        "csrf_token": csrf_token(client),
+    }
+    data.update(extra)
+    sent_headers = {"Accept": "application/json"} if json else {}
+    sent_headers.update(headers or {})
+    environ = {"REMOTE_ADDR": ip} if ip else {}
+    return client.post("/subscribe", data=data, headers=sent_headers, environ_base=environ)
+
+
+def confirm_path(app, index: int = -1) -> str:
+    """The confirmation link of a queued email, as a path."""
+    with session_factory(app)() as session:
+        message = session.scalars(select(OutboxMail).order_by(OutboxMail.id)).all()[index]
+        text = message_from_bytes(message.message, policy=policy.default).get_body(("plain",))
+    return re.search(r"https?://[^/\s]+(/confirm/\S+)", text.get_content()).group(1)
+
+
+def press_confirm(client, path):
+    """Open a confirmation page and press its button, as a reader does."""
+    token = csrf_token(client, path)
+    return client.post(path, data={"csrf_token": token}, headers={"User-Agent": "Clicker/1.0"})
 
 
 def dkim_key(folder: Path) -> tuple[Path, bytes]:
@@ -22,3 +185,111 @@ def dkim_key(folder: Path) -> tuple[Path, bytes]:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return path, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+
+@dataclass
+class Received:
+    sender: str
+    recipients: list[str]
+    data: bytes
+
+    @property
+    def message(self):
+        return message_from_bytes(self.data, policy=policy.default)
+
+
+@dataclass
+class Recorder:
+    """An aiosmtpd handler that keeps what it accepts and refuses what it is told to."""
+
+    messages: list[Received] = field(default_factory=list)
+    refuse: dict[str, str] = field(default_factory=dict)  # recipient -> SMTP answer
+    defer: dict[str, int] = field(default_factory=dict)  # recipient -> 451s before a 250
+    refuse_all: str | None = None  # an answer to every recipient (a misconfigured relay)
+    pipelining: bool = False  # offer PIPELINING (RFC 2920), as Postfix does
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.refuse_all:
+            return self.refuse_all
+        if address in self.refuse:
+            return self.refuse[address]
+        if self.defer.get(address):
+            self.defer[address] -= 1
+            return "451 4.7.1 Greylisted, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(
+            Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+        )
+        return "250 Message accepted for delivery"
+
+    def wait_for(self, count: int, timeout: float = 10) -> list[Received]:
+        """Wait until ``count`` messages arrived (bounded), then return them all."""
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.messages
+
+
+class SmtpServer:
+    """A real SMTP server on a loopback port; ``start``/``stop`` simulate a relay outage."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.handler = Recorder()
+        self._controller: Controller | None = None
+
+    def start(self) -> "SmtpServer":
+        self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    @property
+    def messages(self) -> list[Received]:
+        return self.handler.messages
+
+    def config(self) -> dict:
+        """App settings that send through this server."""
+        return {
+            "MAIL_BACKEND": "smtp",
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": self.port,
+            "SMTP_TIMEOUT": 5,
+        }
+
+
+_cluster = None
+
+
+def postgres_cluster():
+    """The session's PostgreSQL cluster, started on first use; pytest.fail/skip without one."""
+    global _cluster
+    if _cluster is None:
+        from tests.postgres import PostgresCluster, server_binaries
+
+        bindir = server_binaries()
+        if bindir is None:
+            if REQUIRE_POSTGRES or TEST_DATABASE == "postgresql":
+                pytest.fail("PostgreSQL is required but not installed (apt-get install postgresql)")
+            pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
+        _cluster = PostgresCluster(bindir, free_port()).start()
+    return _cluster
+
+
+def stop_postgres() -> None:
+    """Stop the session's cluster, if one was started."""
+    if _cluster is not None:
+        _cluster.stop()

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from emails.articles import ArticleError, FeedItem, read_article
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 ARTICLES = Path(__file__).parent / "articles"
 SEED = ROOT / "seeds" / "000_ce0462a30ea3d8dc.txt"

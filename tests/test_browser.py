@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from tests.conftest import free_port, make_app
+from tests.helpers import free_port, make_app
 from webapp.db import session_factory
-from webapp.messages import MESSAGES
-from webapp.models import Status, Subscriber, Subscription
+from webapp.models import Subscriber, Subscription, SubscriptionStatus
+from webapp.texts import TEXTS
 
 pytestmark = pytest.mark.browser
 
@@ -63,7 +63,7 @@ def card(page, slug):
     return page.locator(f"#nl-{slug}")
 
 
-def status_of(app, email) -> Status:
+def status_of(app, email) -> SubscriptionStatus:
     with session_factory(app)() as session:
         return session.scalar(
             select(Subscription.status).join(Subscriber).where(Subscriber.email == email)
@@ -84,12 +84,12 @@ def open_confirmation_from_outbox(page, base, subject_part):
 
 
 def confirm_and_check(page, app, email):
-    assert page.get_by_role("heading", name=MESSAGES.confirm_title).is_visible()
+    assert page.get_by_role("heading", name=TEXTS.confirm_title).is_visible()
     assert page.get_by_text("Explaining Ukraine with Kate Tsurkan").first.is_visible()
-    assert status_of(app, email) == Status.PENDING  # opening the link did not confirm
-    page.get_by_role("button", name=MESSAGES.confirm_button).click()
-    assert page.get_by_role("heading", name=MESSAGES.confirmed_title).is_visible()
-    assert status_of(app, email) == Status.CONFIRMED
+    assert status_of(app, email) == SubscriptionStatus.PENDING  # opening the link did not confirm
+    page.get_by_role("button", name=TEXTS.confirm_button).click()
+    assert page.get_by_role("heading", name=TEXTS.confirmed_title).is_visible()
+    assert status_of(app, email) == SubscriptionStatus.CONFIRMED
 
 
 def test_with_javascript_forms_answer_in_place(browser, live_server):
@@ -99,26 +99,26 @@ def test_with_javascript_forms_answer_in_place(browser, live_server):
     page.evaluate("window.notReloaded = true")
     first, second = card(page, "explaining-ukraine"), card(page, "ukraine-daily")
 
-    first.get_by_placeholder(MESSAGES.email_placeholder).fill("kate@newsroom")
-    first.get_by_role("button", name=MESSAGES.subscribe_button).click()
+    first.get_by_placeholder(TEXTS.email_placeholder).fill("kate@newsroom")
+    first.get_by_role("button", name=TEXTS.subscribe_button).click()
     error = first.locator(".signup-error")
     error.wait_for(state="visible")
-    assert error.inner_text() == MESSAGES.invalid_email
-    assert first.get_by_placeholder(MESSAGES.email_placeholder).input_value() == "kate@newsroom"
+    assert error.inner_text() == TEXTS.invalid_email
+    assert first.get_by_placeholder(TEXTS.email_placeholder).input_value() == "kate@newsroom"
     assert not second.locator(".signup-error").is_visible()  # forms are independent
 
-    first.get_by_placeholder(MESSAGES.email_placeholder).fill("kate@newsroom.org")
+    first.get_by_placeholder(TEXTS.email_placeholder).fill("kate@newsroom.org")
     assert not error.is_visible()  # typing again clears the old message
-    first.get_by_role("button", name=MESSAGES.subscribe_button).click()
-    first.get_by_text(MESSAGES.success_title).wait_for()
-    assert first.get_by_text(MESSAGES.success_text).is_visible()
+    first.get_by_role("button", name=TEXTS.subscribe_button).click()
+    first.get_by_text(TEXTS.success_title).wait_for()
+    assert first.get_by_text(TEXTS.success_text).is_visible()
     assert first.locator("form").count() == 0
     assert second.locator("form").count() == 1
     assert page.evaluate("window.notReloaded") is True  # no reload happened
 
-    second.get_by_placeholder(MESSAGES.email_placeholder).fill("kate@newsroom.org")
-    second.get_by_role("button", name=MESSAGES.subscribe_button).click()
-    second.get_by_text(MESSAGES.success_title).wait_for()
+    second.get_by_placeholder(TEXTS.email_placeholder).fill("kate@newsroom.org")
+    second.get_by_role("button", name=TEXTS.subscribe_button).click()
+    second.get_by_text(TEXTS.success_title).wait_for()
     assert page.evaluate("window.notReloaded") is True
 
     open_confirmation_from_outbox(page, base, "Explaining Ukraine with Kate Tsurkan")
@@ -133,22 +133,20 @@ def test_without_javascript_forms_post_and_answer_with_a_page(browser, live_serv
     page.goto(base + "/")
     first = card(page, "explaining-ukraine")
 
-    first.get_by_placeholder(MESSAGES.email_placeholder).fill("reader@example.com")
-    first.get_by_role("button", name=MESSAGES.subscribe_button).click()
+    first.get_by_placeholder(TEXTS.email_placeholder).fill("reader@example.com")
+    first.get_by_role("button", name=TEXTS.subscribe_button).click()
     page.wait_for_load_state()
     first = card(page, "explaining-ukraine")
-    assert first.locator(".signup-error").inner_text() == MESSAGES.invalid_email
-    assert first.get_by_placeholder(MESSAGES.email_placeholder).input_value() == (
-        "reader@example.com"
-    )
+    assert first.locator(".signup-error").inner_text() == TEXTS.invalid_email
+    assert first.get_by_placeholder(TEXTS.email_placeholder).input_value() == ("reader@example.com")
     assert not card(page, "ukraine-daily").locator(".signup-error").is_visible()
 
-    first.get_by_placeholder(MESSAGES.email_placeholder).fill("ivan@newsroom.org")
-    first.get_by_role("button", name=MESSAGES.subscribe_button).click()
+    first.get_by_placeholder(TEXTS.email_placeholder).fill("ivan@newsroom.org")
+    first.get_by_role("button", name=TEXTS.subscribe_button).click()
     page.wait_for_load_state()
     first = card(page, "explaining-ukraine")
-    assert first.get_by_text(MESSAGES.success_title).is_visible()
-    assert first.get_by_text(MESSAGES.success_text).is_visible()
+    assert first.get_by_text(TEXTS.success_title).is_visible()
+    assert first.get_by_text(TEXTS.success_text).is_visible()
     assert page.url.endswith("/#nl-explaining-ukraine")
 
     open_confirmation_from_outbox(page, base, "Explaining Ukraine with Kate Tsurkan")
@@ -158,7 +156,7 @@ def test_without_javascript_forms_post_and_answer_with_a_page(browser, live_serv
 
 @pytest.mark.parametrize("width", [600, 375])
 def test_digest_fits_the_screen_at_600_and_375_px(browser, tmp_path, width):
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     app = make_app(tmp_path, PUBLIC_URL="https://news.newsroom.org")
     runner = app.test_cli_runner()
@@ -195,10 +193,10 @@ def test_robot_check_is_solved_by_the_page_script(browser, tmp_path):
         page = browser.new_page()
         page.goto(f"http://127.0.0.1:{port}/")
         first = card(page, "explaining-ukraine")
-        first.get_by_placeholder(MESSAGES.email_placeholder).fill("solver@newsroom.org")
-        first.get_by_role("button", name=MESSAGES.subscribe_button).click()
-        first.get_by_text(MESSAGES.success_title).wait_for(timeout=20_000)
-        assert status_of(app, "solver@newsroom.org") == Status.PENDING
+        first.get_by_placeholder(TEXTS.email_placeholder).fill("solver@newsroom.org")
+        first.get_by_role("button", name=TEXTS.subscribe_button).click()
+        first.get_by_text(TEXTS.success_title).wait_for(timeout=20_000)
+        assert status_of(app, "solver@newsroom.org") == SubscriptionStatus.PENDING
         page.close()
     finally:
         server.shutdown()

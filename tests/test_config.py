@@ -2,6 +2,7 @@
 
 import pytest
 
+from tests.helpers import confirm_path, make_app, subscribe
 from webapp import create_app
 from webapp.config import ConfigError
 
@@ -33,6 +34,29 @@ def test_order_is_defaults_then_file_then_environment_then_tests(tmp_path, monke
     assert app.config["SMTP_PASSWORD"] == "1234"
 
 
+def test_each_setting_takes_the_type_of_its_default(tmp_path, monkeypatch):
+    # Environment values arrive parsed as JSON: digits become numbers, true a bool.
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "20261125")
+    monkeypatch.setenv("NEWSLETTER_SEND_RATE", "50")
+    monkeypatch.setenv("NEWSLETTER_SEND_CONNECTIONS", "2")
+    monkeypatch.setenv("NEWSLETTER_OUTBOX_WORKER", "false")
+    monkeypatch.setenv("NEWSLETTER_SMTP_USERNAME", "2026")
+    config = create_app({"INSTANCE_PATH": tmp_path}).config
+    assert config["SECRET_KEY"] == "20261125"
+    assert config["SEND_RATE"] == 50.0 and isinstance(config["SEND_RATE"], float)
+    assert config["SEND_CONNECTIONS"] == 2 and isinstance(config["SEND_CONNECTIONS"], int)
+    assert config["OUTBOX_WORKER"] is False
+    assert config["SMTP_USERNAME"] == "2026"
+
+
+def test_an_all_digit_secret_key_signs_links_for_sign_ups(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "12345678901234567890")
+    app = make_app(tmp_path)
+    assert app.config["SECRET_KEY"] == "12345678901234567890"
+    assert subscribe(app.test_client(), json=True).json["ok"] is True
+    assert confirm_path(app).startswith("/confirm/")
+
+
 def test_secret_key_is_generated_once_and_kept(tmp_path):
     first = create_app({"INSTANCE_PATH": tmp_path}).config["SECRET_KEY"]
     second = create_app({"INSTANCE_PATH": tmp_path}).config["SECRET_KEY"]
@@ -48,6 +72,11 @@ def test_secret_key_is_generated_once_and_kept(tmp_path):
         ({"SMTP_SECURITY": "tls"}, "NEWSLETTER_SMTP_SECURITY must be one of none, starttls, ssl"),
         ({"SMTP_PORT": "twenty-five"}, "NEWSLETTER_SMTP_PORT must be a whole number"),
         ({"PUBLIC_URL": "newsroom.org"}, "NEWSLETTER_PUBLIC_URL must start with"),
+        ({"SEND_RATE": "fast"}, "NEWSLETTER_SEND_RATE must be a number"),
+        ({"SEND_RATE": -1}, "NEWSLETTER_SEND_RATE must not be negative"),
+        ({"OUTBOX_WORKER": "maybe"}, "NEWSLETTER_OUTBOX_WORKER must be true or false"),
+        ({"CONFIRM_COOLDOWN": 1.5}, "NEWSLETTER_CONFIRM_COOLDOWN must be a whole number"),
+        ({"SITE_NAME": ["a"]}, "NEWSLETTER_SITE_NAME must be text"),
     ],
 )
 def test_bad_settings_are_refused_with_a_reason(tmp_path, setting, message):

@@ -1,35 +1,18 @@
 """The confirmation link: a page on GET, one click (POST) confirms, bad tokens get a page."""
 
-import re
-from email import message_from_bytes, policy
-
 import itsdangerous.timed
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import GOOD_ADDRESS, csrf_token, subscribe
+from tests.helpers import GOOD_ADDRESS, confirm_path, csrf_token, press_confirm, subscribe
 from webapp.db import session_factory
-from webapp.messages import MESSAGES
-from webapp.models import OutboxMessage, Status, Subscription
+from webapp.models import Subscription, SubscriptionStatus
+from webapp.texts import TEXTS
 
 
-def confirm_path(app, index: int = -1) -> str:
-    """The confirmation link of a queued email, as a path."""
-    with session_factory(app)() as session:
-        message = session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).all()[index]
-        text = message_from_bytes(message.message, policy=policy.default).get_body(("plain",))
-    return re.search(r"https?://[^/\s]+(/confirm/\S+)", text.get_content()).group(1)
-
-
-def status(app) -> Status:
+def status(app) -> SubscriptionStatus:
     with session_factory(app)() as session:
         return session.scalars(select(Subscription)).one().status
-
-
-def press_confirm(client, path):
-    html = client.get(path).get_data(as_text=True)
-    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1)
-    return client.post(path, data={"csrf_token": token}, headers={"User-Agent": "Clicker/1.0"})
 
 
 def test_get_shows_a_page_naming_the_newsletter_and_never_confirms(app, client):
@@ -40,9 +23,9 @@ def test_get_shows_a_page_naming_the_newsletter_and_never_confirms(app, client):
         assert response.status_code == 200
         html = response.get_data(as_text=True)
         assert "Explaining Ukraine with Kate Tsurkan" in html
-        assert MESSAGES.confirm_button in html
+        assert TEXTS.confirm_button in html
     assert response.headers["Referrer-Policy"] == "no-referrer"
-    assert status(app) == Status.PENDING
+    assert status(app) == SubscriptionStatus.PENDING
 
 
 def test_one_click_confirms_and_records_consent(app, client):
@@ -51,11 +34,11 @@ def test_one_click_confirms_and_records_consent(app, client):
     response = press_confirm(client, path)
     assert response.status_code == 302 and response.location == path
     html = client.get(path).get_data(as_text=True)
-    assert MESSAGES.confirmed_title in html
+    assert TEXTS.confirmed_title in html
     assert GOOD_ADDRESS in html and "Explaining Ukraine with Kate Tsurkan" in html
     with session_factory(app)() as session:
         subscription = session.scalars(select(Subscription)).one()
-        assert subscription.status == Status.CONFIRMED
+        assert subscription.status == SubscriptionStatus.CONFIRMED
         assert subscription.confirmed_at >= subscription.subscribed_at
         assert subscription.confirm_ip == "127.0.0.1"
         assert subscription.confirm_user_agent == "Clicker/1.0"
@@ -67,7 +50,7 @@ def test_confirming_twice_is_harmless(app, client):
     press_confirm(client, path)
     response = client.post(path, data={})  # a second press, even without a token
     assert response.status_code == 302
-    assert status(app) == Status.CONFIRMED
+    assert status(app) == SubscriptionStatus.CONFIRMED
 
 
 def test_post_without_csrf_token_does_not_confirm(app, client):
@@ -75,8 +58,8 @@ def test_post_without_csrf_token_does_not_confirm(app, client):
     path = confirm_path(app)
     response = app.test_client().post(path, data={})
     assert response.status_code == 400
-    assert MESSAGES.session_expired in response.get_data(as_text=True)
-    assert status(app) == Status.PENDING
+    assert TEXTS.session_expired in response.get_data(as_text=True)
+    assert status(app) == SubscriptionStatus.PENDING
 
 
 @pytest.mark.parametrize(
@@ -95,14 +78,14 @@ def test_tampered_tokens_get_a_clear_page(app, client, mangle):
     bad = "/confirm/" + mangle(path.removeprefix("/confirm/"))
     for response in (client.get(bad), client.post(bad, data={})):
         assert response.status_code == 404
-        assert MESSAGES.link_invalid_title in response.get_data(as_text=True)
-    assert status(app) == Status.PENDING
+        assert TEXTS.link_invalid_title in response.get_data(as_text=True)
+    assert status(app) == SubscriptionStatus.PENDING
 
 
 def test_token_signed_with_another_key_or_purpose_is_refused(app, client):
     subscribe(client)
     with app.app_context():
-        from webapp.tokens import make_token
+        from webapp.links import make_token
 
         with session_factory(app)() as session:
             s = session.scalars(select(Subscription)).one()
@@ -125,23 +108,23 @@ def test_expired_link_gets_a_clear_page(app, client, monkeypatch):
     monkeypatch.setattr(itsdangerous.timed, "time", EightDaysLater)
     for response in (client.get(path), client.post(path, data={})):
         assert response.status_code == 410
-        assert MESSAGES.link_expired_title in response.get_data(as_text=True)
-    assert status(app) == Status.PENDING
+        assert TEXTS.link_expired_title in response.get_data(as_text=True)
+    assert status(app) == SubscriptionStatus.PENDING
 
 
 def test_link_of_an_unsubscribed_then_resubscribed_address_is_dead(app, client):
     subscribe(client)
     old = confirm_path(app)
     with session_factory(app)() as session:
-        session.scalars(select(Subscription)).one().status = Status.UNSUBSCRIBED
+        session.scalars(select(Subscription)).one().status = SubscriptionStatus.UNSUBSCRIBED
         session.commit()
     assert client.get(old).status_code == 410
     subscribe(client)  # subscribing again needs a new confirmation
     new = confirm_path(app)
     assert new != old
-    assert status(app) == Status.PENDING
+    assert status(app) == SubscriptionStatus.PENDING
     response = client.post(old, data={"csrf_token": csrf_token(client)})
     assert response.status_code == 410
-    assert status(app) == Status.PENDING
+    assert status(app) == SubscriptionStatus.PENDING
     press_confirm(client, new)
-    assert status(app) == Status.CONFIRMED
+    assert status(app) == SubscriptionStatus.CONFIRMED

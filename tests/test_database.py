@@ -4,30 +4,24 @@ import threading
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from tests.conftest import SmtpServer, sqlite_only, subscribe
-from webapp.db import Model, session_factory
-from webapp.models import OutboxMessage, OutboxStatus
-from webapp.outbox import deliver_queued, transport_from_config
-
-
-def count(app, model) -> int:
-    with session_factory(app)() as session:
-        return session.scalar(select(func.count()).select_from(model))
+from tests.helpers import SmtpServer, count, sqlite_only, subscribe
+from webapp.db import Model, engine, session_factory
+from webapp.delivery import transport_from_config
+from webapp.models import OutboxMail, OutboxStatus
+from webapp.subscribers.outbox import deliver_queued
 
 
 def test_migrated_database_matches_the_models(any_db_app):
-    engine = session_factory(any_db_app).kw["bind"]
-    with engine.connect() as connection:
+    with engine(any_db_app).connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, Model.metadata) == []
 
 
 @sqlite_only
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(app):
-    engine = session_factory(app).kw["bind"]
-    with engine.connect() as connection:
+    with engine(app).connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 15000
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
@@ -41,7 +35,7 @@ def test_two_senders_draining_one_outbox_send_each_message_once(any_db_app, tmp_
         client = app.test_client()
         for number in range(30):
             subscribe(client, email=f"reader{number}@newsroom.org")
-        assert count(app, OutboxMessage) == 30
+        assert count(app, OutboxMail) == 30
 
         def drain():
             deliver_queued(session_factory(app), transport_from_config(app.config), lease=300)
@@ -54,7 +48,7 @@ def test_two_senders_draining_one_outbox_send_each_message_once(any_db_app, tmp_
         recipients = sorted(r for m in relay.messages for r in m.recipients)
         assert recipients == sorted(f"reader{n}@newsroom.org" for n in range(30))
         with session_factory(app)() as session:
-            states = set(session.scalars(select(OutboxMessage.status)))
+            states = set(session.scalars(select(OutboxMail.status)))
         assert states == {OutboxStatus.SENT}
     finally:
         relay.stop()

@@ -9,9 +9,8 @@ import pytest
 from sqlalchemy import func, select
 
 from emails.preflight import check_message
-from tests.conftest import ROOT, make_app, subscribe
-from tests.keys import dkim_key as make_dkim_key
-from tests.test_confirm import confirm_path, press_confirm
+from tests.helpers import ROOT, confirm_path, make_app, press_confirm, subscribe
+from tests.helpers import dkim_key as make_dkim_key
 from webapp.db import session_factory, utcnow
 from webapp.models import Issue
 

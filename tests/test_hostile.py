@@ -5,68 +5,64 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from tests.conftest import csrf_token, make_app
+from tests.helpers import count, csrf_token, make_app, subscribe
 from webapp.db import session_factory
-from webapp.messages import MESSAGES
-from webapp.models import OutboxMessage, Subscriber, Subscription
-from webapp.security import redact
-
-
-def count(app, model) -> int:
-    with session_factory(app)() as session:
-        return session.scalar(select(func.count()).select_from(model))
-
-
-def post(client, email, newsletter="explaining-ukraine", ip="127.0.0.1", json=True, headers=None):
-    token = csrf_token(client)
-    return client.post(
-        "/subscribe",
-        data={"email": email, "newsletter": newsletter, "source": "/", "csrf_token": token},
-        headers={**({"Accept": "application/json"} if json else {}), **(headers or {})},
-        environ_base={"REMOTE_ADDR": ip},
-    )
+from webapp.models import OutboxMail, Subscriber, Subscription
+from webapp.texts import TEXTS
+from webapp.web.security import redact
 
 
 def test_limit_per_client_ip(tmp_path):
     app = make_app(tmp_path, SUBSCRIBE_LIMITS="3/minute")
     client = app.test_client()
     for n in range(3):
-        assert post(client, f"r{n}@newsroom.org").status_code == 200
-    over = post(client, "r3@newsroom.org")
+        assert subscribe(client, f"r{n}@newsroom.org", json=True).status_code == 200
+    over = subscribe(client, "r3@newsroom.org", json=True)
     assert over.status_code == 429
-    assert over.json == {"ok": False, "errors": {"email": MESSAGES.too_many_attempts}}
-    page = post(client, "r4@newsroom.org", json=False)
+    assert over.json == {"ok": False, "errors": {"email": TEXTS.too_many_attempts}}
+    page = subscribe(client, "r4@newsroom.org")
     assert page.status_code == 429
     html = page.get_data(as_text=True)
     card = html.split('id="nl-explaining-ukraine"')[1].split("</section>")[0]
-    assert MESSAGES.too_many_attempts in card and 'value="r4@newsroom.org"' in card
-    assert count(app, Subscriber) == 3 and count(app, OutboxMessage) == 3  # nothing more
-    assert post(client, "r5@newsroom.org", ip="127.0.0.2").status_code == 200  # another IP
+    assert TEXTS.too_many_attempts in card and 'value="r4@newsroom.org"' in card
+    assert count(app, Subscriber) == 3 and count(app, OutboxMail) == 3  # nothing more
+    assert (
+        subscribe(client, "r5@newsroom.org", ip="127.0.0.2", json=True).status_code == 200
+    )  # another IP
 
 
 def test_limit_per_target_address_from_many_ips(tmp_path):
     app = make_app(tmp_path, SUBSCRIBE_ADDRESS_LIMITS="3/hour")
     client = app.test_client()
     for n in range(3):
-        assert post(client, "victim@newsroom.org", ip=f"127.0.1.{n}").status_code == 200
-    assert post(client, "VICTIM@newsroom.org", ip="127.0.1.9").status_code == 429
-    assert post(client, "other@newsroom.org", ip="127.0.1.9").status_code == 200
+        assert (
+            subscribe(client, "victim@newsroom.org", ip=f"127.0.1.{n}", json=True).status_code
+            == 200
+        )
+    assert subscribe(client, "VICTIM@newsroom.org", ip="127.0.1.9", json=True).status_code == 429
+    assert subscribe(client, "other@newsroom.org", ip="127.0.1.9", json=True).status_code == 200
 
 
 def test_forwarded_for_is_trusted_only_when_configured(tmp_path):
     untrusted = make_app(tmp_path / "a", SUBSCRIBE_LIMITS="2/minute")
     client = untrusted.test_client()
     for n in range(2):
-        post(client, f"u{n}@newsroom.org", headers={"X-Forwarded-For": f"127.0.2.{n}"})
-    spoofed = post(client, "u9@newsroom.org", headers={"X-Forwarded-For": "127.0.2.9"})
+        subscribe(
+            client, f"u{n}@newsroom.org", headers={"X-Forwarded-For": f"127.0.2.{n}"}, json=True
+        )
+    spoofed = subscribe(
+        client, "u9@newsroom.org", headers={"X-Forwarded-For": "127.0.2.9"}, json=True
+    )
     assert spoofed.status_code == 429  # a forged header does not buy a new IP
 
     trusted = make_app(tmp_path / "b", SUBSCRIBE_LIMITS="2/minute", TRUSTED_PROXIES=1)
     client = trusted.test_client()
     for n in range(4):
-        response = post(client, f"t{n}@newsroom.org", headers={"X-Forwarded-For": f"127.0.3.{n}"})
+        response = subscribe(
+            client, f"t{n}@newsroom.org", headers={"X-Forwarded-For": f"127.0.3.{n}"}, json=True
+        )
         assert response.status_code == 200
     with session_factory(trusted)() as session:
         ips = set(session.scalars(select(Subscription.subscribe_ip)))
@@ -78,10 +74,10 @@ def test_redis_storage_shares_the_count_between_workers(tmp_path, redis_url):
     one = make_app(tmp_path / "one", **settings)
     two = make_app(tmp_path / "two", **settings)
     ip = "127.0.4.1"
-    assert post(one.test_client(), "a@newsroom.org", ip=ip).status_code == 200
-    assert post(two.test_client(), "b@newsroom.org", ip=ip).status_code == 200
-    assert post(one.test_client(), "c@newsroom.org", ip=ip).status_code == 200
-    assert post(two.test_client(), "d@newsroom.org", ip=ip).status_code == 429
+    assert subscribe(one.test_client(), "a@newsroom.org", ip=ip, json=True).status_code == 200
+    assert subscribe(two.test_client(), "b@newsroom.org", ip=ip, json=True).status_code == 200
+    assert subscribe(one.test_client(), "c@newsroom.org", ip=ip, json=True).status_code == 200
+    assert subscribe(two.test_client(), "d@newsroom.org", ip=ip, json=True).status_code == 429
 
 
 def test_a_bombed_address_gets_few_confirmations(app):
@@ -90,7 +86,9 @@ def test_a_bombed_address_gets_few_confirmations(app):
     answers = set()
     for hour in range(48):
         for n, newsletter in enumerate(["explaining-ukraine", "ukraine-daily"] * 3):
-            response = post(client, "victim@newsroom.org", newsletter, ip=f"127.1.{hour}.{n}")
+            response = subscribe(
+                client, "victim@newsroom.org", newsletter, ip=f"127.1.{hour}.{n}", json=True
+            )
             answers.add((response.status_code, response.json["text"]))
         with session_factory(app)() as session:  # an hour passes
             for subscription in session.scalars(select(Subscription)):
@@ -98,9 +96,9 @@ def test_a_bombed_address_gets_few_confirmations(app):
             victim = session.scalars(select(Subscriber)).one()
             victim.confirm_window_start -= timedelta(hours=1)
             session.commit()
-    assert answers == {(200, MESSAGES.success_text)}  # the same answer throughout
+    assert answers == {(200, TEXTS.success_text)}  # the same answer throughout
     cap = app.config["CONFIRM_DAILY_CAP"]
-    assert count(app, OutboxMessage) <= 2 * cap  # two days, at most `cap` a day
+    assert count(app, OutboxMail) <= 2 * cap  # two days, at most `cap` a day
 
 
 @pytest.mark.timeout(180)
@@ -125,10 +123,10 @@ def test_fifty_concurrent_posts_make_one_subscription_and_one_email(any_db_app):
         thread.start()
     for thread in threads:
         thread.join(120)
-    success = {"ok": True, "title": MESSAGES.success_title, "text": MESSAGES.success_text}
+    success = {"ok": True, "title": TEXTS.success_title, "text": TEXTS.success_text}
     assert statuses == [(200, success)] * 50  # the same answer to every post
     assert count(app, Subscription) == 1
-    assert count(app, OutboxMessage) == 1
+    assert count(app, OutboxMail) == 1
 
 
 def test_security_headers_on_every_page(client):
@@ -154,7 +152,7 @@ def test_tokens_and_addresses_are_redacted_in_logs(caplog):
     line = '127.0.0.1 - "GET /confirm/WzEsInpweTVPU2FlRjloNW5POV8iXQ.awX78A.Ysh HTTP/1.1" 200'
     with caplog.at_level(logging.INFO, logger="werkzeug"):
         logging.getLogger("werkzeug").info(line)
-        logging.getLogger("webapp.outbox").warning(
+        logging.getLogger("webapp.subscribers.outbox").warning(
             "outbox message %s not delivered: %s", 7, "550 kate.tsurkan@newsroom.org unknown"
         )
     text = caplog.text
@@ -205,8 +203,8 @@ def test_robot_check_when_switched_on(tmp_path):
     for payload in (None, "", "bm90IGpzb24=", solve(challenge, number=challenge["maxnumber"] + 1)):
         refused = attempt(payload, "bot@newsroom.org")
         assert refused.status_code == 400
-        assert refused.json["errors"]["email"] == MESSAGES.robot_check_failed
+        assert refused.json["errors"]["email"] == TEXTS.robot_check_failed
     assert attempt(good, "person@newsroom.org").json["ok"]
     replay = attempt(good, "second@newsroom.org")  # one solution, one sign-up
-    assert replay.json["errors"]["email"] == MESSAGES.robot_check_failed
+    assert replay.json["errors"]["email"] == TEXTS.robot_check_failed
     assert count(app, Subscriber) == 1

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from emails.dkim import DkimError, Signer, canonical_body, canonical_header
 from emails.mailmerge import HeaderError, MergeTemplate, fold
 from emails.slots import Slotted
-from tests.keys import dkim_key
+from tests.helpers import dkim_key
 
 # Text as templates and articles make it: any line ends, leading dots, trailing
 # spaces, long lines, "=" and non-Latin text.

@@ -6,9 +6,9 @@ import time
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import SmtpServer, free_port, make_app, subscribe
+from tests.helpers import SmtpServer, csrf_token, free_port, make_app, subscribe
 from webapp.db import session_factory
-from webapp.models import OutboxMessage, OutboxStatus, Status, Subscription
+from webapp.models import OutboxMail, OutboxStatus, Subscription, SubscriptionStatus
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def confirm_link(received) -> str:
 
 def outbox_states(app) -> list[OutboxStatus]:
     with session_factory(app)() as session:
-        return list(session.scalars(select(OutboxMessage.status).order_by(OutboxMessage.id)))
+        return list(session.scalars(select(OutboxMail.status).order_by(OutboxMail.id)))
 
 
 def test_confirmation_email_reaches_the_relay_once_with_both_parts(smtp_app, smtp_server):
@@ -71,8 +71,7 @@ def test_every_subscribe_and_confirm_path_mails_as_promised(smtp_app, smtp_serve
     assert len(smtp_server.messages) == 1
     # confirm with the link from the email that arrived
     path = confirm_link(smtp_server.messages[0])
-    page = client.get(path).get_data(as_text=True)
-    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    token = csrf_token(client, path)
     assert client.post(path, data={"csrf_token": token}).status_code == 302
     # confirmed: the newsletter's welcome email (switched on in the catalog), once
     send_outbox(smtp_app)
@@ -90,7 +89,7 @@ def test_every_subscribe_and_confirm_path_mails_as_promised(smtp_app, smtp_serve
     assert len(smtp_server.messages) == 2
     # unsubscribed, then subscribing again: a new confirmation with a new link
     with session_factory(smtp_app)() as session:
-        session.scalars(select(Subscription)).one().status = Status.UNSUBSCRIBED
+        session.scalars(select(Subscription)).one().status = SubscriptionStatus.UNSUBSCRIBED
         session.commit()
     answers.append(subscribe(client, json=True).json)
     send_outbox(smtp_app)
@@ -141,7 +140,7 @@ def test_running_server_retries_by_itself_when_the_relay_comes_back(tmp_path):
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # the worker tried and failed at least once
             with session_factory(app)() as session:
-                if session.scalar(select(OutboxMessage.attempts)):
+                if session.scalar(select(OutboxMail.attempts)):
                     break
             time.sleep(0.05)
         assert outbox_states(app) == [OutboxStatus.QUEUED]

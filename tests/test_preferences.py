@@ -7,12 +7,11 @@ from email import message_from_bytes, policy
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import TEST_DATABASE, subscribe
-from tests.test_confirm import confirm_path, press_confirm
+from tests.helpers import TEST_DATABASE, confirm_path, csrf_token, press_confirm, subscribe
 from webapp.db import session_factory
-from webapp.messages import MESSAGES
-from webapp.models import ErasedAddress, OutboxMessage, Status, Subscriber, Subscription
-from webapp.subscriptions import erased_digest
+from webapp.models import ErasedAddress, OutboxMail, Subscriber, Subscription, SubscriptionStatus
+from webapp.subscribers.service import erased_digest
+from webapp.texts import TEXTS
 
 
 def confirmed(app, client, email="reader@newsroom.org", newsletter="explaining-ukraine"):
@@ -24,9 +23,9 @@ def welcome_links(app, email="reader@newsroom.org") -> dict[str, str]:
     """The unsubscribe and manage paths from the newest welcome email to ``email``."""
     with session_factory(app)() as session:
         raw = session.scalars(
-            select(OutboxMessage.message)
-            .where(OutboxMessage.kind == "welcome", OutboxMessage.recipient == email)
-            .order_by(OutboxMessage.id.desc())
+            select(OutboxMail.message)
+            .where(OutboxMail.kind == "welcome", OutboxMail.recipient == email)
+            .order_by(OutboxMail.id.desc())
         ).first()
     text = message_from_bytes(raw, policy=policy.default).get_body(("plain",)).get_content()
     return {
@@ -35,7 +34,7 @@ def welcome_links(app, email="reader@newsroom.org") -> dict[str, str]:
     }
 
 
-def states(app) -> dict[tuple[str, str], Status]:
+def states(app) -> dict[tuple[str, str], SubscriptionStatus]:
     with session_factory(app)() as session:
         return {
             (s.subscriber.email, s.newsletter.slug): s.status
@@ -46,9 +45,7 @@ def states(app) -> dict[tuple[str, str], Status]:
 def test_welcome_email_has_the_description_cadence_and_links(app, client):
     confirmed(app, client)
     with session_factory(app)() as session:
-        raw = session.scalars(
-            select(OutboxMessage.message).where(OutboxMessage.kind == "welcome")
-        ).one()
+        raw = session.scalars(select(OutboxMail.message).where(OutboxMail.kind == "welcome")).one()
     msg = message_from_bytes(raw, policy=policy.default)
     assert msg["Subject"] == "Welcome to Explaining Ukraine with Kate Tsurkan"
     text = msg.get_body(("plain",)).get_content()
@@ -73,13 +70,18 @@ def test_unsubscribe_page_changes_nothing_and_its_button_unsubscribes(app, clien
     for _ in range(2):  # mail scanners open links
         page = client.get(path)
         assert page.status_code == 200
-        assert MESSAGES.unsubscribe_button in page.get_data(as_text=True)
+        assert TEXTS.unsubscribe_button in page.get_data(as_text=True)
         assert page.headers["Referrer-Policy"] == "no-referrer"
-    assert states(app)[("reader@newsroom.org", "explaining-ukraine")] == Status.CONFIRMED
+    assert (
+        states(app)[("reader@newsroom.org", "explaining-ukraine")] == SubscriptionStatus.CONFIRMED
+    )
     response = client.post(path, data={"List-Unsubscribe": "One-Click"})
     assert response.status_code == 200  # a page, not a redirect
-    assert MESSAGES.unsubscribed_title in response.get_data(as_text=True)
-    assert states(app)[("reader@newsroom.org", "explaining-ukraine")] == Status.UNSUBSCRIBED
+    assert TEXTS.unsubscribed_title in response.get_data(as_text=True)
+    assert (
+        states(app)[("reader@newsroom.org", "explaining-ukraine")]
+        == SubscriptionStatus.UNSUBSCRIBED
+    )
 
 
 def test_one_click_post_exactly_as_rfc_8058_describes(app, client):
@@ -92,7 +94,10 @@ def test_one_click_post_exactly_as_rfc_8058_describes(app, client):
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert response.status_code == 200
-    assert states(app)[("reader@newsroom.org", "explaining-ukraine")] == Status.UNSUBSCRIBED
+    assert (
+        states(app)[("reader@newsroom.org", "explaining-ukraine")]
+        == SubscriptionStatus.UNSUBSCRIBED
+    )
     with session_factory(app)() as session:
         assert session.scalars(select(Subscription)).one().unsubscribed_at is not None
     again = provider.post(
@@ -110,8 +115,8 @@ def test_a_token_acts_only_on_its_own_reader(app, client):
     a_path = welcome_links(app, "a@newsroom.org")["unsubscribe"]
     client.post(a_path)
     assert states(app) == {
-        ("a@newsroom.org", "explaining-ukraine"): Status.UNSUBSCRIBED,
-        ("b@newsroom.org", "explaining-ukraine"): Status.CONFIRMED,
+        ("a@newsroom.org", "explaining-ukraine"): SubscriptionStatus.UNSUBSCRIBED,
+        ("b@newsroom.org", "explaining-ukraine"): SubscriptionStatus.CONFIRMED,
     }
 
 
@@ -130,8 +135,10 @@ def test_tampered_tokens_get_a_clear_page_and_change_nothing(app, client, mangle
     bad = f"/{kind}/" + mangle(path.rsplit("/", 1)[1])
     for response in (client.get(bad), app.test_client(use_cookies=False).post(bad)):
         assert response.status_code == 404
-        assert MESSAGES.link_invalid_title in response.get_data(as_text=True)
-    assert states(app)[("reader@newsroom.org", "explaining-ukraine")] == Status.CONFIRMED
+        assert TEXTS.link_invalid_title in response.get_data(as_text=True)
+    assert (
+        states(app)[("reader@newsroom.org", "explaining-ukraine")] == SubscriptionStatus.CONFIRMED
+    )
 
 
 def test_a_token_of_another_purpose_is_refused(app, client):
@@ -152,7 +159,7 @@ def test_old_tokens_of_an_erased_reader_do_not_act_on_whoever_gets_their_row(app
             data={
                 "action": "erase",
                 "erase_confirm": "y",
-                "csrf_token": csrf(client, old["manage"]),
+                "csrf_token": csrf_token(client, old["manage"]),
             },
         ).status_code
         == 200
@@ -164,16 +171,11 @@ def test_old_tokens_of_an_erased_reader_do_not_act_on_whoever_gets_their_row(app
         assert new_id == 1  # SQLite handed the erased row's id to the new reader
     assert client.post(old["unsubscribe"]).status_code == 404
     assert client.get(old["manage"]).status_code == 404
-    assert states(app) == {("new@newsroom.org", "explaining-ukraine"): Status.CONFIRMED}
-
-
-def csrf(client, path) -> str:
-    html = client.get(path).get_data(as_text=True)
-    return re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1)
+    assert states(app) == {("new@newsroom.org", "explaining-ukraine"): SubscriptionStatus.CONFIRMED}
 
 
 def manage_post(client, path, **data):
-    return client.post(path, data={"csrf_token": csrf(client, path), **data})
+    return client.post(path, data={"csrf_token": csrf_token(client, path), **data})
 
 
 def test_manage_page_lists_every_newsletter_with_its_state(app, client):
@@ -181,7 +183,7 @@ def test_manage_page_lists_every_newsletter_with_its_state(app, client):
     html = client.get(welcome_links(app)["manage"]).get_data(as_text=True)
     assert "reader@newsroom.org" in html
     assert "Explaining Ukraine with Kate Tsurkan" in html and "Ukraine Daily" in html
-    assert MESSAGES.status_confirmed in html and MESSAGES.status_unsubscribed in html
+    assert TEXTS.status_confirmed in html and TEXTS.status_unsubscribed in html
 
 
 def test_manage_subscribe_leave_and_leave_all(app, client):
@@ -190,7 +192,7 @@ def test_manage_subscribe_leave_and_leave_all(app, client):
     response = manage_post(client, path, action="subscribe", newsletter="ukraine-daily")
     assert response.status_code == 302
     # the token proves the address: confirmed at once, with consent, and welcomed
-    assert states(app)[("reader@newsroom.org", "ukraine-daily")] == Status.CONFIRMED
+    assert states(app)[("reader@newsroom.org", "ukraine-daily")] == SubscriptionStatus.CONFIRMED
     with session_factory(app)() as session:
         daily = session.scalars(
             select(Subscription)
@@ -198,15 +200,18 @@ def test_manage_subscribe_leave_and_leave_all(app, client):
             .where(Subscription.newsletter.has(slug="ukraine-daily"))
         ).one()
         assert daily.subscribe_source == "manage page" and daily.confirm_ip == "127.0.0.1"
-        kinds = session.scalars(select(OutboxMessage.kind).order_by(OutboxMessage.id)).all()
+        kinds = session.scalars(select(OutboxMail.kind).order_by(OutboxMail.id)).all()
     assert kinds == ["confirm", "welcome", "welcome"]
     assert "You are subscribed to Ukraine Daily." in client.get(path).get_data(as_text=True)
 
     manage_post(client, path, action="leave", newsletter="explaining-ukraine")
-    assert states(app)[("reader@newsroom.org", "explaining-ukraine")] == Status.UNSUBSCRIBED
-    assert states(app)[("reader@newsroom.org", "ukraine-daily")] == Status.CONFIRMED
+    assert (
+        states(app)[("reader@newsroom.org", "explaining-ukraine")]
+        == SubscriptionStatus.UNSUBSCRIBED
+    )
+    assert states(app)[("reader@newsroom.org", "ukraine-daily")] == SubscriptionStatus.CONFIRMED
     manage_post(client, path, action="leave-all")
-    assert set(states(app).values()) == {Status.UNSUBSCRIBED}
+    assert set(states(app).values()) == {SubscriptionStatus.UNSUBSCRIBED}
 
 
 def test_manage_post_without_csrf_token_changes_nothing(app, client):
@@ -214,16 +219,18 @@ def test_manage_post_without_csrf_token_changes_nothing(app, client):
     path = welcome_links(app)["manage"]
     response = app.test_client().post(path, data={"action": "leave-all"})
     assert response.status_code == 400
-    assert MESSAGES.session_expired in response.get_data(as_text=True)
-    assert states(app)[("reader@newsroom.org", "explaining-ukraine")] == Status.CONFIRMED
+    assert TEXTS.session_expired in response.get_data(as_text=True)
+    assert (
+        states(app)[("reader@newsroom.org", "explaining-ukraine")] == SubscriptionStatus.CONFIRMED
+    )
 
 
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"action": "subscribe", "newsletter": "nope"}, MESSAGES.unknown_newsletter),
-        ({"action": "erase"}, MESSAGES.manage_erase_needs_confirm),
-        ({"action": "dance"}, MESSAGES.server_error_text),
+        ({"action": "subscribe", "newsletter": "nope"}, TEXTS.unknown_newsletter),
+        ({"action": "erase"}, TEXTS.manage_erase_needs_confirm),
+        ({"action": "dance"}, TEXTS.server_error_text),
     ],
 )
 def test_manage_bad_actions_get_a_message(app, client, data, message):
@@ -231,7 +238,9 @@ def test_manage_bad_actions_get_a_message(app, client, data, message):
     response = manage_post(client, welcome_links(app)["manage"], **data)
     assert response.status_code == 400
     assert message in response.get_data(as_text=True)
-    assert states(app)[("reader@newsroom.org", "explaining-ukraine")] == Status.CONFIRMED
+    assert (
+        states(app)[("reader@newsroom.org", "explaining-ukraine")] == SubscriptionStatus.CONFIRMED
+    )
 
 
 def test_download_my_data(app, client):
@@ -253,9 +262,9 @@ def test_erase_my_data_keeps_only_a_keyed_hash(app, client):
     path = welcome_links(app)["manage"]
     response = manage_post(client, path, action="erase", erase_confirm="y")
     assert response.status_code == 200
-    assert MESSAGES.erased_title in response.get_data(as_text=True)
+    assert TEXTS.erased_title in response.get_data(as_text=True)
     with session_factory(app)() as session:
-        for model in (Subscriber, Subscription, OutboxMessage):
+        for model in (Subscriber, Subscription, OutboxMail):
             assert session.scalar(select(func.count()).select_from(model)) == 0
         [kept] = session.scalars(select(ErasedAddress)).all()
     assert kept.digest == erased_digest("reader@newsroom.org", app.config["SECRET_KEY"])
@@ -263,4 +272,6 @@ def test_erase_my_data_keeps_only_a_keyed_hash(app, client):
     assert client.get(path).status_code == 404
     # the reader may come back by themselves, with a new confirmation
     assert subscribe(client, json=True).json["ok"]
-    assert states(app) == {("reader@newsroom.org", "explaining-ukraine"): Status.PENDING}
+    assert states(app) == {
+        ("reader@newsroom.org", "explaining-ukraine"): SubscriptionStatus.PENDING
+    }

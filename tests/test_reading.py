@@ -4,10 +4,10 @@ import xml.etree.ElementTree as ET
 
 from sqlalchemy import select
 
-from tests.conftest import csrf_token
+from tests.helpers import csrf_token
 from webapp.db import session_factory, utcnow
-from webapp.messages import MESSAGES
 from webapp.models import Issue
+from webapp.texts import TEXTS
 
 SLUG = "putin-promises-to-intensify-attacks-on-ukraine-in-response-to-belgorod-strike"
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -28,7 +28,7 @@ def test_article_page_is_like_the_seed(client):
     assert "<h1>Putin promises to intensify attacks" in html
     assert "by The Kyiv Independent news desk" in html and "1 min read" in html
     assert "News Feed" in html and "Zelensky meets with CIA director in Kyiv." in html
-    assert html.count(f'placeholder="{MESSAGES.email_placeholder}"') == 2
+    assert html.count(f'placeholder="{TEXTS.email_placeholder}"') == 2
     assert "This audio is created" not in html and "MORE NEWS" not in html
     assert client.get("/articles/no-such-article").status_code == 404
 
@@ -51,7 +51,7 @@ def test_bad_post_from_an_article_page_comes_back_to_it(client):
     )
     assert response.status_code == 400
     html = response.get_data(as_text=True)
-    assert "<h1>Putin promises" in html and MESSAGES.invalid_email in html
+    assert "<h1>Putin promises" in html and TEXTS.invalid_email in html
 
 
 def test_newsletter_page_archive_and_feed_show_only_sent_issues(app, client):
@@ -59,7 +59,7 @@ def test_newsletter_page_archive_and_feed_show_only_sent_issues(app, client):
     build(app)
     page = client.get("/newsletters/explaining-ukraine").get_data(as_text=True)
     assert "Explaining Ukraine with Kate Tsurkan" in page
-    assert MESSAGES.subscribe_button in page
+    assert TEXTS.subscribe_button in page
     assert "No issues have been sent yet." in page
     assert 'type="application/atom+xml"' in page
     assert client.get("/newsletters/explaining-ukraine/issues/1").status_code == 404  # draft

@@ -1,7 +1,6 @@
 """Moving to PostgreSQL and running several workers: ``db copy`` and ``outbox send --watch``."""
 
 import http.cookiejar
-import re
 import signal
 import subprocess
 import time
@@ -12,18 +11,19 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from tests.conftest import (
+from tests.helpers import (
     NEWSLETTER_BIN,
     ROOT,
     SmtpServer,
     command_env,
+    csrf_from,
     free_port,
     make_app,
     subscribe,
 )
 from webapp.db import Model, make_engine, session_factory
-from webapp.models import Issue, OutboxMessage
-from webapp.sending import take_list
+from webapp.issues.queue import take_list
+from webapp.models import Issue, OutboxMail
 
 
 def fill(app, tmp_path) -> None:
@@ -76,7 +76,7 @@ def test_db_copy_to_postgresql_and_back_loses_nothing(tmp_path, postgres):
     moved = make_app(tmp_path / "moved", DATABASE_URL=pg_url)
     assert subscribe(moved.test_client(), email="new@newsroom.org").status_code == 302
     with session_factory(moved)() as session:
-        newest = session.scalar(select(OutboxMessage).order_by(OutboxMessage.id.desc()))
+        newest = session.scalar(select(OutboxMail).order_by(OutboxMail.id.desc()))
         assert newest.recipient == "new@newsroom.org"
         assert newest.id > max(row[0] for row in original["outbox"])
 
@@ -199,8 +199,7 @@ class Browser:
 
     def csrf_token(self, path: str) -> str:
         with self.opener.open(self.base + path, timeout=10) as response:
-            html = response.read().decode()
-        return re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1)
+            return csrf_from(response.read().decode())
 
     def post(self, path: str, **fields: str) -> int:
         data = urllib.parse.urlencode(fields).encode()

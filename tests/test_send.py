@@ -15,12 +15,27 @@ import dkim
 import pytest
 from sqlalchemy import select, update
 
-from tests.conftest import NEWSLETTER_BIN, SmtpServer, command_env, make_app, sqlite_only
-from tests.keys import dkim_key
+from tests.helpers import (
+    NEWSLETTER_BIN,
+    SmtpServer,
+    app_with_issue,
+    command_env,
+    dkim_key,
+    readers,
+    sqlite_only,
+)
 from webapp.db import session_factory
-from webapp.links import subscription_for
-from webapp.models import Delivery, DeliveryStatus, Issue, Status, Subscriber, Subscription
-from webapp.sending import RECORD_EVERY, take_list
+from webapp.issues.queue import take_list
+from webapp.issues.sender import RECORD_EVERY
+from webapp.links import row_for_link
+from webapp.models import (
+    Delivery,
+    DeliveryStatus,
+    Issue,
+    Subscriber,
+    Subscription,
+    SubscriptionStatus,
+)
 
 NEWSLETTER = "explaining-ukraine"
 
@@ -32,25 +47,10 @@ def relay():
     server.stop()
 
 
-def readers(count: int) -> list[str]:
-    return [f"reader{n}@newsroom.org" for n in range(count)]
-
-
 def setup_list(tmp_path, relay, count: int, **config):
     """An app with ``count`` confirmed readers and issue 1 built; returns (app, env)."""
-    app = make_app(tmp_path, **relay.config(), **config)
-    runner = app.test_cli_runner()
-    csv = tmp_path / "readers.csv"
-    csv.write_text("email\n" + "\n".join(readers(count)) + "\n")
-    result = runner.invoke(
-        args=["subscribers", "import", str(csv), "--newsletter", NEWSLETTER]
-        + ["--confirmed", "--consent-note", "test list"]
-    )
-    assert result.exit_code == 0, result.output
-    result = runner.invoke(args=["digest", "build", NEWSLETTER])
-    assert result.exit_code == 0, result.output
-    env = command_env(app, relay, SEND_RETRY_DELAY=0.2, **config)
-    return app, env
+    app = app_with_issue(tmp_path, relay, count, **config)
+    return app, command_env(app, relay, SEND_RETRY_DELAY=0.2, **config)
 
 
 def send(env, *args) -> subprocess.CompletedProcess:
@@ -119,7 +119,7 @@ def test_each_reader_gets_one_copy_with_their_own_links_signed_and_a_rerun_sends
             msg = received.message
             link = msg["List-Unsubscribe"].split(">")[0].lstrip("<")
             assert link.startswith("http://127.0.0.1:5000/unsubscribe/")
-            owner = subscription_for(session, link.rsplit("/", 1)[1])
+            owner = row_for_link(session, "unsubscribe", link.rsplit("/", 1)[1])
             assert owner.subscriber.email == received.recipients[0]  # their own link
             assert link in msg.get_body(("plain",)).get_content()
             assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
@@ -141,7 +141,7 @@ def test_the_list_is_taken_once_and_readers_who_left_since_are_skipped(tmp_path,
         session.execute(
             update(Subscription)
             .where(Subscription.subscriber_id.in_(select(Subscriber.id).limit(2)))
-            .values(status=Status.UNSUBSCRIBED)
+            .values(status=SubscriptionStatus.UNSUBSCRIBED)
         )
         session.commit()
     late = tmp_path / "late.csv"

@@ -3,20 +3,15 @@
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from tests.conftest import GOOD_ADDRESS, csrf_token, subscribe
+from tests.helpers import GOOD_ADDRESS, count, csrf_token, subscribe
 from webapp.db import session_factory
-from webapp.messages import MESSAGES
-from webapp.models import OutboxMessage, Status, Subscriber, Subscription
+from webapp.models import OutboxMail, Subscriber, Subscription, SubscriptionStatus
+from webapp.texts import TEXTS
 
 
-def count(app, model) -> int:
-    with session_factory(app)() as session:
-        return session.scalar(select(func.count()).select_from(model))
-
-
-def subscriptions(app) -> list[tuple[str, str, Status]]:
+def subscriptions(app) -> list[tuple[str, str, SubscriptionStatus]]:
     with session_factory(app)() as session:
         rows = session.execute(
             select(Subscriber.email, Subscription.newsletter_id, Subscription.status).join(
@@ -30,9 +25,9 @@ def test_index_lists_every_newsletter_with_the_site_wording(client):
     html = client.get("/").get_data(as_text=True)
     assert "Explaining Ukraine with Kate Tsurkan" in html
     assert "Ukraine Daily" in html
-    assert html.count(f'placeholder="{MESSAGES.email_placeholder}"') == 2
-    assert html.count(MESSAGES.required_legend) == 2
-    assert html.count(f">{MESSAGES.subscribe_button}</button>") == 2
+    assert html.count(f'placeholder="{TEXTS.email_placeholder}"') == 2
+    assert html.count(TEXTS.required_legend) == 2
+    assert html.count(f">{TEXTS.subscribe_button}</button>") == 2
     # every form's email input has its own id, so labels work with several forms on a page
     assert 'id="email-explaining-ukraine"' in html and 'id="email-ukraine-daily"' in html
 
@@ -43,12 +38,12 @@ def test_good_address_without_javascript_redirects_to_the_success_message(app, c
     assert response.location == "/#nl-explaining-ukraine"
     html = client.get("/").get_data(as_text=True)
     card = html.split('id="nl-explaining-ukraine"')[1].split("</section>")[0]
-    assert MESSAGES.success_title in card and MESSAGES.success_text in card
+    assert TEXTS.success_title in card and TEXTS.success_text in card
     assert "<form" not in card
     other = html.split('id="nl-ukraine-daily"')[1].split("</section>")[0]
     assert "<form" in other  # the other form is untouched
-    assert subscriptions(app) == [(GOOD_ADDRESS, 1, Status.PENDING)]
-    assert count(app, OutboxMessage) == 1
+    assert subscriptions(app) == [(GOOD_ADDRESS, 1, SubscriptionStatus.PENDING)]
+    assert count(app, OutboxMail) == 1
 
 
 def test_good_address_with_javascript_answers_json(app, client):
@@ -56,8 +51,8 @@ def test_good_address_with_javascript_answers_json(app, client):
     assert response.status_code == 200
     assert response.json == {
         "ok": True,
-        "title": MESSAGES.success_title,
-        "text": MESSAGES.success_text,
+        "title": TEXTS.success_title,
+        "text": TEXTS.success_text,
     }
     assert count(app, Subscription) == 1
 
@@ -81,11 +76,11 @@ def test_bad_address_without_javascript_shows_the_message_beside_that_form(app, 
     assert response.status_code == 400
     html = response.get_data(as_text=True)
     card = html.split('id="nl-ukraine-daily"')[1].split("</section>")[0]
-    assert f'role="alert">{MESSAGES.invalid_email}</div>' in card
+    assert f'role="alert">{TEXTS.invalid_email}</div>' in card
     assert 'aria-invalid="true"' in card
     other = html.split('id="nl-explaining-ukraine"')[1].split("</section>")[0]
-    assert MESSAGES.invalid_email not in other
-    assert count(app, Subscriber) == 0 and count(app, OutboxMessage) == 0
+    assert TEXTS.invalid_email not in other
+    assert count(app, Subscriber) == 0 and count(app, OutboxMail) == 0
 
 
 def test_bad_address_keeps_what_was_typed(client):
@@ -105,7 +100,7 @@ def test_typed_markup_is_escaped_when_shown_again(client):
 def test_bad_address_with_javascript_answers_json_400(app, client, email):
     response = subscribe(client, email=email, json=True)
     assert response.status_code == 400
-    assert response.json == {"ok": False, "errors": {"email": MESSAGES.invalid_email}}
+    assert response.json == {"ok": False, "errors": {"email": TEXTS.invalid_email}}
     assert count(app, Subscriber) == 0
 
 
@@ -113,7 +108,7 @@ def test_bad_address_with_javascript_answers_json_400(app, client, email):
 def test_unknown_newsletter_gets_a_message_and_stores_nothing(app, client, newsletter):
     response = subscribe(client, newsletter=newsletter, json=True)
     assert response.status_code == 400
-    assert response.json["errors"]["email"] == MESSAGES.unknown_newsletter
+    assert response.json["errors"]["email"] == TEXTS.unknown_newsletter
     assert count(app, Subscriber) == 0
 
 
@@ -124,7 +119,7 @@ def test_missing_csrf_token_is_refused_with_a_message(app, client):
         headers={"Accept": "application/json"},
     )
     assert response.status_code == 400
-    assert response.json["errors"]["email"] == MESSAGES.session_expired
+    assert response.json["errors"]["email"] == TEXTS.session_expired
     assert count(app, Subscriber) == 0
 
 
@@ -137,15 +132,15 @@ def test_csrf_token_of_another_session_is_refused(app, client):
         data={"email": GOOD_ADDRESS, "newsletter": "explaining-ukraine", "csrf_token": token},
     )
     assert response.status_code == 400
-    assert MESSAGES.session_expired in response.get_data(as_text=True)
+    assert TEXTS.session_expired in response.get_data(as_text=True)
     assert count(app, Subscriber) == 0
 
 
 def test_filled_honeypot_gets_the_same_answer_and_stores_nothing(app, client):
     response = subscribe(client, json=True, website="http://spam.example.net")
     assert response.status_code == 200
-    assert response.json["text"] == MESSAGES.success_text
-    assert count(app, Subscriber) == 0 and count(app, OutboxMessage) == 0
+    assert response.json["text"] == TEXTS.success_text
+    assert count(app, Subscriber) == 0 and count(app, OutboxMail) == 0
 
 
 def test_same_address_in_other_case_is_the_same_subscriber(app, client):
@@ -158,7 +153,7 @@ def test_same_address_in_other_case_is_the_same_subscriber(app, client):
 def test_pending_address_gets_its_confirmation_again_only_after_the_cooldown(app, client):
     for _ in range(5):
         assert subscribe(client, json=True).json["ok"]
-    assert count(app, OutboxMessage) == 1
+    assert count(app, OutboxMail) == 1
     # once the cooldown has passed, one more email
     with session_factory(app)() as session:
         subscription = session.scalars(select(Subscription)).one()
@@ -166,20 +161,20 @@ def test_pending_address_gets_its_confirmation_again_only_after_the_cooldown(app
         session.commit()
     subscribe(client)
     subscribe(client)
-    assert count(app, OutboxMessage) == 2
+    assert count(app, OutboxMail) == 2
     # the cooldown is per newsletter
     subscribe(client, newsletter="ukraine-daily")
-    assert count(app, OutboxMessage) == 3
+    assert count(app, OutboxMail) == 3
 
 
 def test_confirmed_address_gets_the_same_answer_and_no_email(app, client):
     subscribe(client)
     with session_factory(app)() as session:
-        session.scalars(select(Subscription)).one().status = Status.CONFIRMED
+        session.scalars(select(Subscription)).one().status = SubscriptionStatus.CONFIRMED
         session.commit()
     response = subscribe(client, json=True)
     assert response.json == subscribe(app.test_client(), email="new@newsroom.org", json=True).json
-    assert count(app, OutboxMessage) == 2  # the first one, and the new address's
+    assert count(app, OutboxMail) == 2  # the first one, and the new address's
 
 
 def test_consent_of_the_sign_up_is_recorded(app, client):
@@ -218,4 +213,4 @@ def test_other_methods_on_subscribe_are_refused_cleanly(client, method):
 def test_unknown_page_is_a_404_page(client):
     response = client.get("/no/such/page")
     assert response.status_code == 404
-    assert MESSAGES.not_found_title in response.get_data(as_text=True)
+    assert TEXTS.not_found_title in response.get_data(as_text=True)

@@ -5,10 +5,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import subscribe
-from tests.test_confirm import confirm_path, press_confirm
+from tests.helpers import confirm_path, press_confirm, subscribe
 from webapp.db import session_factory
-from webapp.models import ErasedAddress, OutboxMessage, Status, Subscriber, Subscription
+from webapp.models import ErasedAddress, OutboxMail, Subscriber, Subscription, SubscriptionStatus
 
 MAILCHIMP_HEADER = (
     "Email Address,First Name,Last Name,MEMBER_RATING,OPTIN_TIME,OPTIN_IP,CONFIRM_TIME,"
@@ -67,7 +66,7 @@ def confirmed_import(runner, path, newsletter="ukraine-daily"):
     )
 
 
-def states(app, newsletter="ukraine-daily") -> dict[str, Status]:
+def states(app, newsletter="ukraine-daily") -> dict[str, SubscriptionStatus]:
     with session_factory(app)() as session:
         rows = session.execute(
             select(Subscriber.email, Subscription.status)
@@ -80,7 +79,7 @@ def states(app, newsletter="ukraine-daily") -> dict[str, Status]:
 def outbox(app) -> list[tuple[str, str]]:
     with session_factory(app)() as session:
         return session.execute(
-            select(OutboxMessage.kind, OutboxMessage.recipient).order_by(OutboxMessage.id)
+            select(OutboxMail.kind, OutboxMail.recipient).order_by(OutboxMail.id)
         ).all()
 
 
@@ -105,8 +104,8 @@ def test_mailchimp_export_with_bad_rows(app, runner, tmp_path):
     assert "(mailchimp)" in result.stdout and "2 added as confirmed" in result.stdout
     assert "2 bad" in result.stdout and "1 already there" in result.stdout
     assert states(app) == {
-        "olena@newsroom.org": Status.CONFIRMED,
-        "ivan@newsroom.org": Status.CONFIRMED,
+        "olena@newsroom.org": SubscriptionStatus.CONFIRMED,
+        "ivan@newsroom.org": SubscriptionStatus.CONFIRMED,
     }
     assert outbox(app) == []  # confirmed elsewhere: no confirmation email
     with session_factory(app)() as session:
@@ -134,11 +133,11 @@ def test_mailchimp_unsubscribed_export_keeps_them_off_the_list(app, runner, tmp_
     )
     result = confirmed_import(runner, path)
     assert result.exit_code == 0 and "1 kept unsubscribed" in result.stdout
-    assert states(app) == {"gone@newsroom.org": Status.UNSUBSCRIBED}
+    assert states(app) == {"gone@newsroom.org": SubscriptionStatus.UNSUBSCRIBED}
     # a later import of the subscribed list does not bring them back
     write(tmp_path, "members.csv", [MAILCHIMP_HEADER, mailchimp_row("gone@newsroom.org")])
     confirmed_import(runner, tmp_path / "members.csv")
-    assert states(app) == {"gone@newsroom.org": Status.UNSUBSCRIBED}
+    assert states(app) == {"gone@newsroom.org": SubscriptionStatus.UNSUBSCRIBED}
 
 
 def test_listmonk_export(app, runner, tmp_path):
@@ -156,9 +155,9 @@ def test_listmonk_export(app, runner, tmp_path):
     assert result.exit_code == 0, result.output
     assert "(listmonk)" in result.stdout
     assert states(app) == {
-        "anna@newsroom.org": Status.CONFIRMED,
-        "block@newsroom.org": Status.UNSUBSCRIBED,
-        "off@newsroom.org": Status.CONFIRMED,
+        "anna@newsroom.org": SubscriptionStatus.CONFIRMED,
+        "block@newsroom.org": SubscriptionStatus.UNSUBSCRIBED,
+        "off@newsroom.org": SubscriptionStatus.CONFIRMED,
     }
 
 
@@ -170,7 +169,10 @@ def test_plain_one_column_file_without_confirmed_gets_confirmation_mail(
     result = run_import(runner, write(tmp_path, "plain.csv", lines))
     assert result.exit_code == 0, result.output
     assert "2 added as pending" in result.stdout
-    assert states(app) == {"one@newsroom.org": Status.PENDING, "two@newsroom.org": Status.PENDING}
+    assert states(app) == {
+        "one@newsroom.org": SubscriptionStatus.PENDING,
+        "two@newsroom.org": SubscriptionStatus.PENDING,
+    }
     assert outbox(app) == [("confirm", "one@newsroom.org"), ("confirm", "two@newsroom.org")]
 
 
@@ -189,14 +191,14 @@ def test_never_resubscribes_an_unsubscribed_or_erased_address(app, client, runne
     subscribe(client, email="left@newsroom.org", newsletter="ukraine-daily")
     press_confirm(client, confirm_path(app))
     with session_factory(app)() as session:
-        session.scalars(select(Subscription)).one().status = Status.UNSUBSCRIBED
+        session.scalars(select(Subscription)).one().status = SubscriptionStatus.UNSUBSCRIBED
         session.commit()
     assert runner.invoke(args=["subscribers", "delete", "Erased@Newsroom.org"]).exit_code == 0
     path = write(tmp_path, "list.csv", ["email", "left@newsroom.org", "erased@newsroom.org"])
     result = confirmed_import(runner, path)
     assert result.exit_code == 0
     assert "1 already there" in result.stdout and "1 erased skipped" in result.stdout
-    assert states(app) == {"left@newsroom.org": Status.UNSUBSCRIBED}
+    assert states(app) == {"left@newsroom.org": SubscriptionStatus.UNSUBSCRIBED}
 
 
 def test_many_batches_with_duplicates_across_them(app, runner, tmp_path):
@@ -253,7 +255,7 @@ def test_delete_erases_and_keeps_only_the_hash(app, client, runner):
     assert result.exit_code == 0 and "1 subscription(s) deleted" in result.stdout
     with session_factory(app)() as session:
         assert session.scalar(select(func.count()).select_from(Subscriber)) == 0
-        assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
+        assert session.scalar(select(func.count()).select_from(OutboxMail)) == 0
         assert session.scalar(select(func.count()).select_from(ErasedAddress)) == 1
     bad = runner.invoke(args=["subscribers", "delete", "not-an-address"])
     assert bad.exit_code == 2
@@ -277,6 +279,6 @@ def test_resend_confirmations_and_purge_pending(app, client, runner):
     assert outbox(app)[-1] == ("confirm", "slow@newsroom.org")
     result = runner.invoke(args=["subscribers", "purge-pending", "--older-than", "30d"])
     assert "Purged 1 pending subscription(s) and 1 address(es)" in result.stdout
-    assert states(app, "explaining-ukraine") == {"done@newsroom.org": Status.CONFIRMED}
+    assert states(app, "explaining-ukraine") == {"done@newsroom.org": SubscriptionStatus.CONFIRMED}
     bad = runner.invoke(args=["subscribers", "purge-pending", "--older-than", "soon"])
     assert bad.exit_code == 2 and "not a duration" in bad.output

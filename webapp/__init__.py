@@ -1,15 +1,25 @@
 """The newsletter web application."""
 
 import os
+from typing import TYPE_CHECKING
 
-from flask import Flask
+if TYPE_CHECKING:
+    from flask import Flask
 
 
-def create_app(test_config: dict | None = None) -> Flask:
-    """Build the app: configuration, database, pages, mail outbox and CLI commands."""
-    from . import captured, cli, db, pages, preferences, reading, security
+def create_app(test_config: dict | None = None) -> "Flask":
+    """Build the app: configuration, database, pages, mail outbox and CLI commands.
+
+    Flask is imported here rather than at the top, so that the parts of the package that
+    run without an app (the forked senders of a digest) load without it.
+    """
+    from flask import Flask
+
+    from . import cli, db, web
     from .config import load_config
-    from .outbox import OutboxWorker
+    from .issues import cli as issues_cli
+    from .subscribers import cli as subscribers_cli
+    from .subscribers.outbox import OutboxWorker
 
     instance_path = os.path.abspath(os.environ.get("NEWSLETTER_INSTANCE_PATH", "instance"))
     if test_config and "INSTANCE_PATH" in test_config:
@@ -19,12 +29,8 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     db.init_app(app)
     app.extensions["outbox_worker"] = OutboxWorker(app) if app.config["OUTBOX_WORKER"] else None
-    pages.init_app(app)
-    app.register_blueprint(pages.bp)
-    app.register_blueprint(reading.bp)
-    app.register_blueprint(preferences.bp)
-    security.init_app(app)
-    if app.config["MAIL_BACKEND"] == "file":
-        app.register_blueprint(captured.bp)
+    web.init_app(app)
     cli.init_app(app)
+    subscribers_cli.init_app(app)
+    issues_cli.init_app(app)
     return app

@@ -5,7 +5,6 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -17,6 +16,10 @@ FIELDS = ("title", "description", "cadence", "from_name")
 
 class CatalogError(ValueError):
     """The catalog file cannot be loaded; ``str()`` names the file and the reason."""
+
+
+class NotInCatalog(LookupError):
+    """No newsletter (or issue) by that name; ``str()`` says what is known instead."""
 
 
 @dataclass
@@ -78,21 +81,21 @@ def seed_catalog(session: Session, entries: list[dict]) -> SeedReport:
     return report
 
 
-def newsletter_or_fail(session: Session, slug: str, param_hint: str = "NEWSLETTER") -> Newsletter:
-    """The newsletter with this slug, or a usage error naming the known slugs (CLI)."""
+def find_newsletter(session: Session, slug: str) -> Newsletter:
+    """The newsletter with this slug, or NotInCatalog naming the known slugs."""
     newsletter = session.scalar(select(Newsletter).where(Newsletter.slug == slug))
     if newsletter is None:
         known = ", ".join(session.scalars(select(Newsletter.slug))) or "none; run newsletter seed"
-        raise click.BadParameter(f"no newsletter {slug!r} (known: {known})", param_hint=param_hint)
+        raise NotInCatalog(f"no newsletter {slug!r} (known: {known})")
     return newsletter
 
 
-def issue_or_fail(session: Session, slug: str, number: int) -> Issue:
-    """Issue NUMBER of newsletter SLUG, or a usage error naming what is missing (CLI)."""
-    newsletter = newsletter_or_fail(session, slug)
+def find_issue(session: Session, slug: str, number: int) -> Issue:
+    """Issue NUMBER of newsletter SLUG, or NotInCatalog naming what is missing."""
+    newsletter = find_newsletter(session, slug)
     issue = session.scalar(
         select(Issue).where(Issue.newsletter_id == newsletter.id, Issue.number == number)
     )
     if issue is None:
-        raise click.BadParameter(f"{slug} has no issue {number}", param_hint="NUMBER")
+        raise NotInCatalog(f"{slug} has no issue {number}")
     return issue

@@ -5,34 +5,74 @@ input ends with one line on stderr and a non-zero exit.
 """
 
 import os
+import re
 import signal
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from . import migrations
-from .catalog import CatalogError, read_catalog, seed_catalog
+from .catalog import (
+    CatalogError,
+    NotInCatalog,
+    find_issue,
+    find_newsletter,
+    read_catalog,
+    seed_catalog,
+)
 from .config import ConfigError
-from .db import make_engine, session_factory
+from .db import engine, make_engine, session_factory
 from .dbcopy import CopyError, copy_database
-from .digest_cli import digest_group
-from .outbox import deliver_queued, transport_from_config
-from .subscribers_cli import subscribers_group
+from .delivery import transport_from_config
+from .models import Issue, Newsletter
+from .subscribers.outbox import deliver_queued
 
 
 def init_app(app: Flask) -> None:
-    """Attach the staff commands to the app's CLI."""
+    """Attach the commands of the whole installation: db, seed, serve, outbox."""
     app.cli.add_command(db_group)
     app.cli.add_command(seed_command)
     app.cli.add_command(serve_command)
-    app.cli.add_command(subscribers_group)
     app.cli.add_command(outbox_group)
-    app.cli.add_command(digest_group)
+
+
+def newsletter_arg(session: Session, slug: str, param_hint: str = "NEWSLETTER") -> Newsletter:
+    """The newsletter SLUG names, or a usage error naming the known slugs."""
+    try:
+        return find_newsletter(session, slug)
+    except NotInCatalog as exc:
+        raise click.BadParameter(str(exc), param_hint=param_hint) from None
+
+
+def issue_arg(session: Session, slug: str, number: int) -> Issue:
+    """Issue NUMBER of newsletter SLUG, or a usage error naming what is missing."""
+    newsletter_arg(session, slug)
+    try:
+        return find_issue(session, slug, number)
+    except NotInCatalog as exc:
+        raise click.BadParameter(str(exc), param_hint="NUMBER") from None
+
+
+class Duration(click.ParamType):
+    """A span like 30m, 12h, 2d or 1w."""
+
+    name = "duration"
+    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+    def convert(self, value, param, ctx) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", str(value))
+        if not match:
+            self.fail(f"{value!r} is not a duration like 30m, 12h, 2d or 1w", param, ctx)
+        return timedelta(seconds=int(match[1]) * self.UNITS[match[2]])
 
 
 @click.group("db", cls=AppGroup)
@@ -72,7 +112,7 @@ def db_copy(url: str) -> None:
 
     Example: newsletter db copy --to postgresql+psycopg://newsletter@127.0.0.1/newsletter
     """
-    source = session_factory().kw["bind"]
+    source = engine()
     try:
         target = make_engine(url)
     except (ArgumentError, ValueError) as exc:

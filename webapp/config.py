@@ -9,6 +9,8 @@ from pathlib import Path
 
 from flask import Flask
 
+# Each setting's type is its default's: a whole number, a number, true/false or text.
+# None marks text that may stay unset.
 DEFAULTS: dict[str, object] = {
     "DATABASE_URL": None,  # derived: SQLite file in the instance folder
     "SECRET_KEY": None,  # derived: instance/secret_key, generated once
@@ -33,8 +35,8 @@ DEFAULTS: dict[str, object] = {
     "OUTBOX_LEASE": 300,  # seconds a claimed message is reserved for one sender
     # Sending an issue (newsletter digest send); the command's options override the first two.
     "SEND_CONNECTIONS": 4,  # SMTP connections in parallel, one sender process each
-    "SEND_RATE": 0,  # messages per second, all connections together; 0: as fast as possible
-    "SEND_RETRY_DELAY": 60,  # seconds before a reader refused with 4xx is tried again, doubling
+    "SEND_RATE": 0.0,  # messages per second, all connections together; 0: as fast as possible
+    "SEND_RETRY_DELAY": 60.0,  # seconds before a reader refused with 4xx is tried again, doubling
     "SEND_MAX_ATTEMPTS": 5,  # temporary refusals before a reader's delivery counts as failed
     "SEND_PAUSE_AFTER": 10,  # errors in a row (per connection) that pause the send
     "SEND_LEASE": 300,  # seconds a sender's claim on a batch holds if it dies
@@ -57,38 +59,9 @@ CHOICES = {
     "MAIL_BACKEND": ("file", "smtp"),
     "SMTP_SECURITY": ("none", "starttls", "ssl"),
 }
-INTEGERS = (
-    "ALTCHA_MAX_NUMBER",
-    "ALTCHA_EXPIRES",
-    "CONFIRM_DAILY_CAP",
-    "TRUSTED_PROXIES",
-    "SMTP_PORT",
-    "SMTP_TIMEOUT",
-    "CONFIRM_MAX_AGE",
-    "CONFIRM_COOLDOWN",
-    "OUTBOX_RETRY_INTERVAL",
-    "OUTBOX_LEASE",
-    "SEND_CONNECTIONS",
-    "SEND_MAX_ATTEMPTS",
-    "SEND_PAUSE_AFTER",
-    "SEND_LEASE",
-)
-NUMBERS = ("SEND_RATE", "SEND_RETRY_DELAY")
-# from_prefixed_env parses values as JSON, so NEWSLETTER_SMTP_PASSWORD=1234 arrives as an int.
-STRINGS = (
-    "SMTP_USERNAME",
-    "SMTP_PASSWORD",
-    "SMTP_HOST",
-    "MAIL_FROM",
-    "PUBLIC_URL",
-    "SITE_NAME",
-    "DKIM_DOMAIN",
-    "DKIM_SELECTOR",
-    "DKIM_KEY_FILE",
-    "SUBSCRIBE_LIMITS",
-    "SUBSCRIBE_ADDRESS_LIMITS",
-    "ALTCHA_HMAC_KEY",
-)
+# Settings Flask reads itself; they keep whatever type they are given.
+FLASK_OWN = ("WTF_CSRF_TIME_LIMIT", "SESSION_COOKIE_SAMESITE", "MAX_CONTENT_LENGTH")
+TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
 class ConfigError(Exception):
@@ -117,30 +90,16 @@ def load_config(app: Flask, test_config: dict | None = None) -> None:
 
 
 def _check(config: dict) -> None:
+    for key, default in DEFAULTS.items():
+        if key not in FLASK_OWN:
+            config[key] = _typed(key, config[key], default)
     for key, allowed in CHOICES.items():
         if config[key] not in allowed:
             raise ConfigError(
                 f"NEWSLETTER_{key} must be one of {', '.join(allowed)}, not {config[key]!r}"
             )
-    for key in INTEGERS:
-        try:
-            config[key] = int(config[key])
-        except (TypeError, ValueError):
-            raise ConfigError(
-                f"NEWSLETTER_{key} must be a whole number, not {config[key]!r}"
-            ) from None
-    for key in NUMBERS:
-        try:
-            config[key] = float(config[key])
-        except (TypeError, ValueError):
-            raise ConfigError(f"NEWSLETTER_{key} must be a number, not {config[key]!r}") from None
-        if config[key] < 0:
-            raise ConfigError(f"NEWSLETTER_{key} must not be negative")
     if config["SEND_CONNECTIONS"] < 1:
         raise ConfigError("NEWSLETTER_SEND_CONNECTIONS must be at least 1")
-    for key in STRINGS:
-        if config[key] is not None:
-            config[key] = str(config[key])
     dkim = [config[k] for k in ("DKIM_DOMAIN", "DKIM_SELECTOR", "DKIM_KEY_FILE")]
     if any(dkim) and not all(dkim):
         raise ConfigError("set all of NEWSLETTER_DKIM_DOMAIN, _SELECTOR and _KEY_FILE, or none")
@@ -150,6 +109,42 @@ def _check(config: dict) -> None:
         raise ConfigError(
             f"NEWSLETTER_PUBLIC_URL must start with https://, not {config['PUBLIC_URL']!r}"
         )
+
+
+def _typed(key: str, value: object, default: object) -> object:
+    """``value`` as the type of ``default``.
+
+    Environment values arrive parsed as JSON (``from_prefixed_env``), so an all-digit
+    secret or password is an int by then: text settings turn it back into text.
+    """
+    if value is None:
+        if default is None:
+            return None
+        raise ConfigError(f"NEWSLETTER_{key} must be set")
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if str(value).strip().lower() in TRUE:
+            return True
+        if str(value).strip().lower() in FALSE:
+            return False
+        raise ConfigError(f"NEWSLETTER_{key} must be true or false, not {value!r}")
+    if isinstance(default, int | float):
+        kind, name = (int, "a whole number") if isinstance(default, int) else (float, "a number")
+        if isinstance(value, bool):
+            raise ConfigError(f"NEWSLETTER_{key} must be {name}, not {value!r}")
+        try:
+            number = kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"NEWSLETTER_{key} must be {name}, not {value!r}") from None
+        if kind is int and isinstance(value, float) and value != number:
+            raise ConfigError(f"NEWSLETTER_{key} must be a whole number, not {value!r}")
+        if number < 0:
+            raise ConfigError(f"NEWSLETTER_{key} must not be negative")
+        return number
+    if isinstance(value, dict | list):
+        raise ConfigError(f"NEWSLETTER_{key} must be text, not {value!r}")
+    return str(value)
 
 
 def instance_secret_key(instance: Path) -> str:

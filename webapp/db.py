@@ -1,13 +1,20 @@
-"""SQLAlchemy 2.0 engine and sessions: one session per app context, closed at teardown."""
+"""SQLAlchemy 2.0: the declarative base, the engine, and one session per app context.
+
+Flask is imported only by the three functions that bind the database to an app, so
+the parts that run without one (the forked senders of a digest) load without it.
+"""
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from flask import Flask, current_app, g
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -64,9 +71,9 @@ def make_engine(url: str) -> Engine:
         return create_engine(url, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 15})
+    created = create_engine(url, connect_args={"timeout": 15})
 
-    @event.listens_for(engine, "connect")
+    @event.listens_for(created, "connect")
     def _sqlite_pragmas(dbapi_connection, _record) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -75,29 +82,41 @@ def make_engine(url: str) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
-    return engine
+    return created
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: "Flask") -> None:
     """Create the app's engine and session factory and close sessions at teardown."""
-    engine = make_engine(app.config["DATABASE_URL"])
-    app.extensions["db"] = sessionmaker(engine, expire_on_commit=False)
+    app.extensions["db"] = sessionmaker(
+        make_engine(app.config["DATABASE_URL"]), expire_on_commit=False
+    )
     app.teardown_appcontext(_close_session)
 
 
-def session_factory(app: Flask | None = None) -> sessionmaker[Session]:
+def session_factory(app: "Flask | None" = None) -> sessionmaker[Session]:
     """The app's session factory, for work outside a request (CLI, worker thread)."""
+    from flask import current_app
+
     return (app or current_app).extensions["db"]
+
+
+def engine(app: "Flask | None" = None) -> Engine:
+    """The app's engine: the one accessor for code that works with connections or forks."""
+    return session_factory(app).kw["bind"]
 
 
 def get_session() -> Session:
     """The session of the current app context, created on first use."""
+    from flask import g
+
     if "db_session" not in g:
         g.db_session = session_factory()()
     return g.db_session
 
 
 def _close_session(_exc: BaseException | None) -> None:
+    from flask import g
+
     session = g.pop("db_session", None)
     if session is not None:
         session.close()

@@ -1,15 +1,51 @@
-"""Links in mail: absolute URLs and the signed tokens in them, one purpose each.
+"""Links in mail: absolute URLs and the signed tokens in them, one salt per purpose.
 
+A token made for one purpose (confirm, unsubscribe, manage) is refused for another.
 Unsubscribe and manage tokens never expire (they are in every mail a reader keeps) and
 carry the subscriber's random secret, so a token cannot act on anyone else, even on a
-row that reuses an erased subscriber's id.
+row that reuses an erased subscriber's id. Confirmation tokens expire and name the
+subscription's current nonce, so a link from before an unsubscribe stops working.
 """
 
+from typing import Any
+
 from flask import current_app
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy.orm import Session
 
-from .models import Subscriber, Subscription
-from .tokens import TokenInvalid, make_token, read_token, serializer
+from .models import Subscriber, Subscription, SubscriptionStatus
+
+
+class TokenInvalid(Exception):
+    """The token was tampered with, truncated, made for another purpose, or names nobody."""
+
+
+class TokenExpired(Exception):
+    """The token was genuine but is older than its purpose allows."""
+
+
+class LinkGone(Exception):
+    """The token was genuine, but what it named has changed since (unsubscribed, restarted)."""
+
+
+def serializer(secret_key: str, purpose: str) -> URLSafeTimedSerializer:
+    """The signer of ``purpose``'s tokens; keep it to make many tokens quickly."""
+    return URLSafeTimedSerializer(secret_key, salt=f"newsletter.{purpose}")
+
+
+def make_token(purpose: str, data: Any) -> str:
+    """Sign ``data`` (JSON-serializable) for ``purpose`` with the app's secret key."""
+    return serializer(current_app.config["SECRET_KEY"], purpose).dumps(data)
+
+
+def read_token(purpose: str, token: str, max_age: int | None = None) -> Any:
+    """Return the data signed in ``token``, or raise TokenInvalid / TokenExpired."""
+    try:
+        return serializer(current_app.config["SECRET_KEY"], purpose).loads(token, max_age=max_age)
+    except SignatureExpired:
+        raise TokenExpired from None
+    except BadSignature:
+        raise TokenInvalid from None
 
 
 def public_url(endpoint: str, **values: object) -> str:
@@ -51,7 +87,11 @@ def reader_links() -> "ReaderLinks":
     """The app's link maker, made once: its prefixes and signers depend only on config."""
     links = current_app.extensions.get("reader_links")
     if links is None:
-        links = current_app.extensions["reader_links"] = ReaderLinks()
+        links = current_app.extensions["reader_links"] = ReaderLinks(
+            unsubscribe_prefix=public_url("preferences.unsubscribe", token="x")[:-1],
+            manage_prefix=public_url("preferences.manage", token="x")[:-1],
+            secret_key=current_app.config["SECRET_KEY"],
+        )
     return links
 
 
@@ -59,15 +99,16 @@ class ReaderLinks:
     """Makes readers' personal links from plain ids, the URL prefixes worked out once.
 
     A send makes two links per reader for many thousands of readers; building each
-    through the URL map would cost more than the rest of the link.
+    through the URL map would cost more than the rest of the link. Needs no app once
+    made, so the forked senders of a digest use the one their parent made.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, unsubscribe_prefix: str, manage_prefix: str, secret_key: str) -> None:
         # Tokens are URL-safe base64 and dots: they need no quoting after the prefix.
-        self._unsubscribe = public_url("preferences.unsubscribe", token="x")[:-1]
-        self._manage = public_url("preferences.manage", token="x")[:-1]
-        self._unsubscribe_tokens = serializer("unsubscribe")
-        self._manage_tokens = serializer("manage")
+        self._unsubscribe = unsubscribe_prefix
+        self._manage = manage_prefix
+        self._unsubscribe_tokens = serializer(secret_key, "unsubscribe")
+        self._manage_tokens = serializer(secret_key, "manage")
 
     def unsubscribe_url(self, subscription_id: int, secret: str) -> str:
         """The one-click unsubscribe link of a subscription."""
@@ -85,23 +126,37 @@ class ReaderLinks:
         }
 
 
-def _owned(session: Session, model, purpose: str, token: str):
+def row_for_link(
+    session: Session, purpose: str, token: str, max_age: int | None = None
+) -> Subscription | Subscriber:
+    """What a link's token names: the one way from a token to its row.
+
+    ``confirm`` and ``unsubscribe`` name a Subscription, ``manage`` a Subscriber.
+    Raises TokenInvalid (forged, truncated, another purpose, nobody by that id or
+    secret), TokenExpired, or LinkGone (a confirmation link whose subscription
+    ended or started again since it was sent).
+    """
     try:
-        row_id, secret = read_token(purpose, token)
-    except (TypeError, ValueError):
+        row_id, proof = read_token(purpose, token, max_age)
+    except (TypeError, ValueError):  # genuine JSON of another shape
         raise TokenInvalid from None
-    row = session.get(model, row_id) if isinstance(row_id, int) else None
-    owner = row if model is Subscriber else getattr(row, "subscriber", None)
-    if owner is None or owner.secret != secret:
+    if not isinstance(row_id, int) or not isinstance(proof, str):
         raise TokenInvalid
-    return row
-
-
-def subscription_for(session: Session, token: str) -> Subscription:
-    """The subscription an unsubscribe token names, or TokenInvalid."""
-    return _owned(session, Subscription, "unsubscribe", token)
-
-
-def subscriber_for(session: Session, token: str) -> Subscriber:
-    """The subscriber a manage token names, or TokenInvalid."""
-    return _owned(session, Subscriber, "manage", token)
+    if purpose == "manage":
+        subscriber = session.get(Subscriber, row_id)
+        if subscriber is None or subscriber.secret != proof:
+            raise TokenInvalid
+        return subscriber
+    subscription = session.get(Subscription, row_id)
+    if purpose == "confirm":
+        # A new nonce means the subscription ended and started again since this link.
+        if (
+            subscription is None
+            or subscription.confirm_nonce != proof
+            or subscription.status == SubscriptionStatus.UNSUBSCRIBED
+        ):
+            raise LinkGone
+        return subscription
+    if subscription is None or subscription.subscriber.secret != proof:
+        raise TokenInvalid
+    return subscription

@@ -29,7 +29,7 @@ def _states(states: type[enum.StrEnum]) -> Enum:
     )
 
 
-class Status(enum.StrEnum):
+class SubscriptionStatus(enum.StrEnum):
     """The states of a subscription."""
 
     PENDING = "pending"
@@ -94,7 +94,7 @@ class Subscription(Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
     newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletters.id", ondelete="CASCADE"))
-    status: Mapped[Status] = mapped_column(_states(Status))
+    status: Mapped[SubscriptionStatus] = mapped_column(_states(SubscriptionStatus))
     # Changes each time the subscription becomes pending, so older confirmation links stop working.
     confirm_nonce: Mapped[str] = mapped_column(String(32))
     confirmation_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -138,7 +138,7 @@ class OutboxStatus(enum.StrEnum):
     FAILED = "failed"
 
 
-class OutboxMessage(Model):
+class OutboxMail(Model):
     """A transactional email, committed with the change that caused it and sent later.
 
     The message is stored fully rendered, so a retry sends the very same bytes
@@ -171,7 +171,7 @@ class OutboxMessage(Model):
     last_error: Mapped[str | None] = mapped_column(String(500))
 
     def __repr__(self) -> str:
-        return f"<OutboxMessage {self.id} {self.kind} {self.status.value}>"
+        return f"<OutboxMail {self.id} {self.kind} {self.status.value}>"
 
 
 class Issue(Model):

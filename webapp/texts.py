@@ -1,7 +1,7 @@
-"""The catalog of reader-facing texts, kept in ``messages.toml`` beside this module.
+"""The reader-facing texts, kept in ``texts.toml`` beside this module.
 
-Editors change the wording in the TOML file; code and tests use ``MESSAGES.key``
-so that no text is written twice.
+Editors change the wording in the TOML file; code and tests use ``TEXTS.key`` so that
+no text is written twice.
 """
 
 import tomllib
@@ -9,8 +9,8 @@ from importlib import resources
 from types import MappingProxyType
 
 
-class Messages:
-    """Read-only attribute access to the texts of one catalog file."""
+class Texts:
+    """Read-only attribute access to the texts of one TOML file."""
 
     def __init__(self, texts: dict[str, str]) -> None:
         self._texts = MappingProxyType(dict(texts))
@@ -19,18 +19,21 @@ class Messages:
         try:
             return self._texts[key]
         except KeyError:
-            raise AttributeError(f"no message {key!r} in the catalog") from None
+            raise AttributeError(f"no text {key!r} in texts.toml") from None
+
+    def __getitem__(self, key: str) -> str:
+        return self._texts[key]
 
     def as_dict(self) -> dict[str, str]:
         """All texts, e.g. for templates and the in-place form script."""
         return dict(self._texts)
 
 
-def load_messages() -> Messages:
-    """Read the catalog shipped with the package."""
-    text = resources.files(__package__).joinpath("messages.toml").read_text("utf-8")
-    return Messages(tomllib.loads(text))
+def load_texts() -> Texts:
+    """Read the texts shipped with the package."""
+    text = resources.files(__package__).joinpath("texts.toml").read_text("utf-8")
+    return Texts(tomllib.loads(text))
 
 
-# The catalog is package data, not configuration: reading it once at import is safe.
-MESSAGES = load_messages()
+# The texts are package data, not configuration: reading them once at import is safe.
+TEXTS = load_texts()

@@ -1,4 +1,5 @@
-"""Issues of a newsletter: built from articles once, then made into each reader's message."""
+"""Building issues: articles read from files, rendered once into an issue with slots for
+each reader's own links."""
 
 from dataclasses import replace
 from functools import lru_cache
@@ -10,12 +11,9 @@ from sqlalchemy.orm import Session
 
 from emails.articles import Article, ArticleError, FeedItem, read_article
 from emails.digest import DigestContent, render_digest
-from emails.mailmerge import MergeTemplate
-from emails.slots import Slotted
 
-from .links import public_url, reader_links
-from .mail import dkim_signer, list_id_headers, list_unsubscribe
-from .models import Issue, Newsletter
+from ..links import public_url
+from ..models import Issue, Newsletter
 
 PREHEADER_CHARS = 140
 
@@ -139,46 +137,3 @@ def _merged_feed(articles: list[Article]) -> list[FeedItem]:
                 seen.add(item.headline)
                 feed.append(item)
     return feed
-
-
-class IssueMail:
-    """One issue ready for any reader: compiled once, then a mail merge per reader.
-
-    Every reader's message carries the issue's headers, their own unsubscribe and
-    manage links (in the parts and in List-Unsubscribe), and a DKIM signature when
-    configured.
-    """
-
-    def __init__(self, issue: Issue) -> None:
-        config = current_app.config
-        newsletter = issue.newsletter
-        self.sender = config["MAIL_FROM"]
-        self.template = MergeTemplate(
-            subject=issue.subject,
-            sender=self.sender,
-            sender_name=newsletter.from_name or config["SITE_NAME"],
-            text=Slotted.from_json(issue.text),
-            html=Slotted.from_json(issue.html),
-            headers={**list_id_headers(newsletter), "Precedence": "bulk"},
-        )
-        self.links = reader_links()
-        self.signer = dkim_signer()
-
-    def message(self, recipient: str, links: dict[str, str]) -> bytes:
-        """The message for ``recipient`` (an ASCII address) with these personal links."""
-        raw = self.template.merge(
-            recipient, links, {"List-Unsubscribe": list_unsubscribe(links["unsubscribe_url"])}
-        )
-        return raw if self.signer is None else self.signer.sign(raw)
-
-    def for_reader(
-        self, recipient: str, subscription_id: int, subscriber_id: int, secret: str
-    ) -> bytes:
-        """The message for one subscriber, from plain ids (no ORM objects on the hot path)."""
-        links = self.links.for_reader(subscription_id, subscriber_id, secret)
-        return self.message(recipient, links)
-
-
-def reader_message(issue: Issue, recipient: str, links: dict[str, str]) -> bytes:
-    """One reader's message of ``issue`` (for previews; a send keeps one IssueMail)."""
-    return IssueMail(issue).message(recipient, links)

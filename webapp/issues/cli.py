@@ -1,33 +1,36 @@
-"""``newsletter digest …``: build, list, preview and check issues of a newsletter."""
+"""``newsletter digest …``: build, list, preview, check and send issues of a newsletter."""
 
 from pathlib import Path
 
 import click
-from flask import current_app
+from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from emails.addresses import InvalidAddress, normalize_address
+from emails.addresses import InvalidAddress, envelope_address, normalize_address
 from emails.articles import ArticleError
 from emails.dkim import DkimError
 from emails.preflight import check_message
+from emails.transport import DeliveryError
 
-from .catalog import issue_or_fail, newsletter_or_fail
-from .db import session_factory
-from .digests import (
-    build_issue,
-    page_furniture,
-    read_articles,
-    reader_message,
-    seed_article_paths,
-)
-from .links import personal_links, preview_links
-from .models import Issue, Newsletter, Subscriber, Subscription
-from .send_cli import send_command
+from ..cli import issue_arg, newsletter_arg
+from ..db import session_factory
+from ..delivery import transport_from_config
+from ..links import personal_links, preview_links, reader_links
+from ..models import Delivery, DeliveryStatus, Issue, Newsletter, Subscriber, Subscription
+from .building import build_issue, page_furniture, read_articles, seed_article_paths
+from .mail import IssueMail
+from .queue import eligible_readers
+from .running import run_send, single_sender
+from .sender import SendSettings
 
 digest_group = AppGroup("digest", help="Build, list, preview, check and send newsletter issues.")
-digest_group.add_command(send_command)
+
+
+def init_app(app: Flask) -> None:
+    """Attach ``newsletter digest``."""
+    app.cli.add_command(digest_group)
 
 
 @digest_group.command("build")
@@ -42,7 +45,7 @@ def build(newsletter: str, articles: tuple[Path, ...]) -> None:
     Example: newsletter digest build explaining-ukraine seeds/000_ce0462a30ea3d8dc.txt
     """
     with session_factory()() as session:
-        target = newsletter_or_fail(session, newsletter)
+        target = newsletter_arg(session, newsletter)
         try:
             read = read_articles(list(articles) or seed_article_paths(), page_furniture(session))
         except ArticleError as exc:
@@ -73,7 +76,7 @@ def list_issues(newsletter: str | None) -> None:
     with session_factory()() as session:
         query = select(Issue).join(Issue.newsletter).order_by(Newsletter.position, Issue.number)
         if newsletter:
-            query = query.where(Issue.newsletter_id == newsletter_or_fail(session, newsletter).id)
+            query = query.where(Issue.newsletter_id == newsletter_arg(session, newsletter).id)
         issues = session.scalars(query).all()
         for issue in issues:
             click.echo(
@@ -108,7 +111,8 @@ def _one_reader_message(session, issue: Issue, reader: str | None) -> tuple[str,
         recipient = f"preview@{domain}"
         links = preview_links()
     try:
-        return recipient, reader_message(issue, recipient, links)
+        mail = IssueMail(issue, current_app.config, reader_links())
+        return recipient, mail.message(recipient, links)
     except (OSError, DkimError) as exc:
         raise click.ClickException(f"cannot sign the message: {exc}") from None
 
@@ -134,7 +138,7 @@ def preview(newsletter, number, html_file, text_file, eml_file, reader) -> None:
     from email import message_from_bytes, policy
 
     with session_factory()() as session:
-        issue = issue_or_fail(session, newsletter, number)
+        issue = issue_arg(session, newsletter, number)
         recipient, raw = _one_reader_message(session, issue, reader)
     msg = message_from_bytes(raw, policy=policy.default)
     if eml_file:
@@ -159,7 +163,7 @@ def check(newsletter: str, number: int) -> None:
     Example: newsletter digest check explaining-ukraine 1
     """
     with session_factory()() as session:
-        issue = issue_or_fail(session, newsletter, number)
+        issue = issue_arg(session, newsletter, number)
         _, raw = _one_reader_message(session, issue, None)
     report = check_message(raw)
     click.echo(f"Size: {report.size} bytes ({report.size / 1024:.1f} KB)")
@@ -177,3 +181,107 @@ def check(newsletter: str, number: int) -> None:
     if report.problems:
         raise click.ClickException(f"{len(report.problems)} problem(s) would hurt delivery")
     click.echo(f"OK: {len(report.warnings)} warning(s), no problems.")
+
+
+@digest_group.command("send")
+@click.argument("newsletter")
+@click.argument("number", type=int)
+@click.option("--to", "test_to", multiple=True, help="Send a test copy here; records nothing.")
+@click.option("--dry-run", is_flag=True, help="Render every message and count; send nothing.")
+@click.option(
+    "--rate", type=click.FloatRange(min=0, min_open=True), help="At most this many messages/s."
+)
+@click.option(
+    "--connections",
+    type=click.IntRange(1, 64),
+    help="SMTP connections in parallel (default: NEWSLETTER_SEND_CONNECTIONS, 4).",
+)
+@click.option("--yes", is_flag=True, help="Do not ask before sending.")
+def send_command(newsletter, number, test_to, dry_run, rate, connections, yes) -> None:
+    """Send issue NUMBER of NEWSLETTER to every confirmed subscriber.
+
+    The readers confirmed when the send starts are its list. Run the same command
+    again after an interruption (Ctrl-C, relay down, a crash) to resume: only readers
+    not yet delivered get the issue. Exits 1 when deliveries failed, 75 when errors
+    in a row paused the send.
+
+    Example: newsletter digest send explaining-ukraine 3 --rate 50 --yes
+    """
+    app = current_app._get_current_object()
+    with session_factory()() as session:
+        issue = issue_arg(session, newsletter, number)
+        try:
+            IssueMail(issue, app.config, reader_links())  # a key that cannot sign stops here
+        except (DkimError, OSError) as exc:
+            raise click.ClickException(f"cannot sign with the DKIM key: {exc}") from None
+        if test_to:
+            _send_tests(issue, test_to)
+            return
+        if dry_run:
+            _dry_run(session, issue)
+            return
+        with single_sender(app, issue):
+            run_send(
+                app,
+                session,
+                issue,
+                SendSettings.from_config(app.config, rate=rate, connections=connections),
+                yes,
+            )
+
+
+def _send_tests(issue: Issue, addresses: tuple[str, ...]) -> None:
+    recipients = []
+    for address in addresses:
+        try:
+            recipients.append(normalize_address(address).ascii)
+        except InvalidAddress as exc:
+            raise click.BadParameter(f"{address}: {exc}", param_hint="--to") from None
+    mail = IssueMail(issue, current_app.config, reader_links())
+    links = preview_links()
+    with transport_from_config(current_app.config) as transport:
+        for recipient in recipients:
+            try:
+                transport.send(mail.message(recipient, links), mail.sender, [recipient])
+            except DeliveryError as exc:
+                raise click.ClickException(f"test copy to {recipient} not sent: {exc}") from None
+            click.echo(
+                f"Test copy of {issue.newsletter.slug} issue {issue.number} sent to {recipient}."
+            )
+
+
+def _dry_run(session, issue: Issue) -> None:
+    mail = IssueMail(issue, current_app.config, reader_links())
+    if issue.sent_at is None:
+        query = eligible_readers(issue).add_columns(Subscriber.email, Subscriber.secret)
+    else:
+        query = (
+            select(
+                Delivery.subscriber_id,
+                Delivery.subscription_id,
+                Subscriber.email,
+                Subscriber.secret,
+            )
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(
+                Delivery.issue_id == issue.id,
+                Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.SENDING]),
+            )
+        )
+    messages = size = 0
+    for subscriber_id, subscription_id, email, secret in session.execute(
+        query.execution_options(yield_per=1000)
+    ):
+        try:
+            recipient = envelope_address(email)
+            size += len(mail.for_reader(recipient, subscription_id, subscriber_id, secret))
+        except ValueError as exc:
+            click.echo(f"{email}: {exc}", err=True)
+            continue
+        messages += 1
+    average = size / messages / 1024 if messages else 0
+    click.echo(
+        f"Dry run of {issue.newsletter.slug} issue {issue.number}: {messages:,} message(s) "
+        f"rendered, {average:.1f} KB each, {size / 1024 / 1024:.1f} MB in all; "
+        "nothing sent or recorded."
+    )

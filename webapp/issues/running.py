@@ -1,4 +1,5 @@
-"""``newsletter digest send``: test copies, dry runs, and the real send with progress.
+"""Running a send of an issue: one at a time on SQLite, the list taken, dead senders'
+claims put back, one sender process per SMTP connection, progress, and the summary.
 
 A real send runs one sender process per SMTP connection (Python's work per message
 is too much for one core to keep a fast relay busy) and watches their progress in
@@ -17,25 +18,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from emails.addresses import InvalidAddress, envelope_address, normalize_address
-from emails.dkim import DkimError
-from emails.transport import DeliveryError
-
-from .catalog import issue_or_fail
-from .db import session_factory
-from .digests import IssueMail
-from .links import preview_links
-from .models import Delivery, DeliveryStatus, Issue, Subscriber
-from .outbox import transport_from_config
-from .sending import (
-    RECORD_EVERY,
-    Sender,
-    SenderReport,
-    SendSettings,
+from ..db import engine
+from ..delivery import transport_from_config
+from ..links import reader_links
+from ..models import DeliveryStatus, Issue
+from .mail import IssueMail
+from .queue import (
     counts,
     eligible_readers,
     failures,
@@ -43,113 +35,10 @@ from .sending import (
     release_dead_local_claims,
     take_list,
 )
+from .sender import RECORD_EVERY, Sender, SenderReport, SendSettings
 
 EXIT_PAUSED = 75  # EX_TEMPFAIL: try again later
 EXIT_INTERRUPTED = 130
-
-
-@click.command("send")
-@click.argument("newsletter")
-@click.argument("number", type=int)
-@click.option("--to", "test_to", multiple=True, help="Send a test copy here; records nothing.")
-@click.option("--dry-run", is_flag=True, help="Render every message and count; send nothing.")
-@click.option(
-    "--rate", type=click.FloatRange(min=0, min_open=True), help="At most this many messages/s."
-)
-@click.option(
-    "--connections",
-    type=click.IntRange(1, 64),
-    help="SMTP connections in parallel (default: NEWSLETTER_SEND_CONNECTIONS, 4).",
-)
-@click.option("--yes", is_flag=True, help="Do not ask before sending.")
-def send_command(newsletter, number, test_to, dry_run, rate, connections, yes) -> None:
-    """Send issue NUMBER of NEWSLETTER to every confirmed subscriber.
-
-    The readers confirmed when the send starts are its list. Run the same command
-    again after an interruption (Ctrl-C, relay down, a crash) to resume: only readers
-    not yet delivered get the issue. Exits 1 when deliveries failed, 75 when errors
-    in a row paused the send.
-
-    Example: newsletter digest send explaining-ukraine 3 --rate 50 --yes
-    """
-    app = current_app._get_current_object()
-    with session_factory()() as session:
-        issue = issue_or_fail(session, newsletter, number)
-        try:
-            IssueMail(issue)  # a DKIM key that cannot sign stops here, before anything
-        except (DkimError, OSError) as exc:
-            raise click.ClickException(f"cannot sign with the DKIM key: {exc}") from None
-        if test_to:
-            _send_tests(issue, test_to)
-            return
-        if dry_run:
-            _dry_run(session, issue)
-            return
-        with single_sender(app, issue):
-            _send(
-                app,
-                session,
-                issue,
-                SendSettings.from_config(app.config, rate=rate, connections=connections),
-                yes,
-            )
-
-
-def _send_tests(issue: Issue, addresses: tuple[str, ...]) -> None:
-    recipients = []
-    for address in addresses:
-        try:
-            recipients.append(normalize_address(address).ascii)
-        except InvalidAddress as exc:
-            raise click.BadParameter(f"{address}: {exc}", param_hint="--to") from None
-    mail = IssueMail(issue)
-    links = preview_links()
-    with transport_from_config(current_app.config) as transport:
-        for recipient in recipients:
-            try:
-                transport.send(mail.message(recipient, links), mail.sender, [recipient])
-            except DeliveryError as exc:
-                raise click.ClickException(f"test copy to {recipient} not sent: {exc}") from None
-            click.echo(
-                f"Test copy of {issue.newsletter.slug} issue {issue.number} sent to {recipient}."
-            )
-
-
-def _dry_run(session, issue: Issue) -> None:
-    mail = IssueMail(issue)
-    if issue.sent_at is None:
-        query = eligible_readers(issue).add_columns(Subscriber.email, Subscriber.secret)
-    else:
-        query = (
-            select(
-                Delivery.subscriber_id,
-                Delivery.subscription_id,
-                Subscriber.email,
-                Subscriber.secret,
-            )
-            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-            .where(
-                Delivery.issue_id == issue.id,
-                Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.SENDING]),
-            )
-        )
-    messages = size = 0
-    for subscriber_id, subscription_id, email, secret in session.execute(
-        query.execution_options(yield_per=1000)
-    ):
-        try:
-            recipient = envelope_address(email)
-            size += len(mail.for_reader(recipient, subscription_id, subscriber_id, secret))
-        except ValueError as exc:
-            click.echo(f"{email}: {exc}", err=True)
-            continue
-        messages += 1
-    average = size / messages / 1024 if messages else 0
-    click.echo(
-        f"Dry run of {issue.newsletter.slug} issue {issue.number}: {messages:,} message(s) "
-        f"rendered, {average:.1f} KB each, {size / 1024 / 1024:.1f} MB in all; "
-        "nothing sent or recorded."
-    )
 
 
 @contextmanager
@@ -175,7 +64,8 @@ def single_sender(app: Flask, issue: Issue) -> Iterator[None]:
         yield
 
 
-def _send(app: Flask, session, issue: Issue, settings: SendSettings, yes: bool) -> None:
+def run_send(app: Flask, session, issue: Issue, settings: SendSettings, yes: bool) -> None:
+    """Send ``issue`` to its list, asking first unless ``yes``; exits with the send's status."""
     slug, number = issue.newsletter.slug, issue.number
     first = issue.sent_at is None
     if first:
@@ -208,7 +98,7 @@ def _send(app: Flask, session, issue: Issue, settings: SendSettings, yes: bool) 
     before = counts(session, issue.id)
     session.rollback()
     started = time.monotonic()
-    reports, interrupted, error = _run_senders(app, issue.id, settings, session, before)
+    reports, interrupted, error = _run_senders(app, issue, settings, session, before)
     after = counts(session, issue.id)
     session.rollback()
     sent_here = sum(report.sent for report in reports)  # other hosts' senders not counted
@@ -236,33 +126,38 @@ def _left(found: dict[DeliveryStatus, int]) -> int:
     return found[DeliveryStatus.QUEUED] + found[DeliveryStatus.SENDING]
 
 
-def _sender_process(app, issue_id, settings, stop, parent, outcomes) -> None:
+def _sender_process(db, config, issue_id, mail, settings, stop, parent, outcomes) -> None:
+    # A forked child: no app, no app context; the sending core takes plain things.
     # Ctrl-C reaches the whole process group: the parent decides, via ``stop``.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The parent's pooled connections are the parent's: open our own.
-    session_factory(app).kw["bind"].dispose(close=False)
+    db.dispose(close=False)
     try:
-        with app.app_context():
-            sender = Sender(
-                app,
-                issue_id,
-                transport_from_config(app.config),
-                settings,
-                should_stop=lambda: stop.is_set() or os.getppid() != parent,
-            )
-            outcomes.put(sender.run())
+        sender = Sender(
+            db,
+            issue_id,
+            transport_from_config(config),
+            mail,
+            settings,
+            should_stop=lambda: stop.is_set() or os.getppid() != parent,
+        )
+        outcomes.put(sender.run())
     except Exception as exc:  # one line for the parent to show; the rows stay claimed
         outcomes.put(f"{type(exc).__name__}: {exc}"[:300])
         os._exit(1)
 
 
-def _run_senders(app, issue_id, settings, session, before):
+def _run_senders(app, issue, settings, session, before):
+    issue_id = issue.id
+    # Made here, once: the forked senders inherit it and need no app to use it.
+    mail = IssueMail(issue, app.config, reader_links())
+    config = dict(app.config)
     context = multiprocessing.get_context("fork")
     stop, outcomes = context.Event(), context.SimpleQueue()
     processes = [
         context.Process(
             target=_sender_process,
-            args=(app, issue_id, settings, stop, os.getpid(), outcomes),
+            args=(engine(app), config, issue_id, mail, settings, stop, os.getpid(), outcomes),
             name=f"sender-{n}",
         )
         for n in range(settings.connections)

@@ -1,32 +1,29 @@
-"""Sending an issue to its readers: fast, resumable, and each reader's copy once.
+"""One SMTP connection's worth of sending an issue: claim, send, record; and the policy
+for what the relay answers (4xx deferral, 5xx suppression, lost connections, errors in
+a row that pause the send).
 
-A send starts by taking the list: one ``deliveries`` row per confirmed subscriber, in
-one statement, together with the issue's ``sent_at``. Sender processes, one per SMTP
-connection, then claim batches of rows, send, and record each result. The records
-are what make a send resumable: a run of the same command sends only what is not
-recorded as sent. A sender commits its results at least every ``RECORD_EVERY``
-messages, so a ``kill -9`` can leave at most that many (plus the one in flight) per
-connection sent but not recorded; those few are sent again on resume.
+Part of the sending core: a Sender takes an engine, a transport, the issue's merge
+template and plain settings, never the app, so each forked sender process runs it
+without Flask and its rules are tested without processes.
 """
 
 import os
 import random
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from flask import Flask
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from emails.addresses import envelope_address
 from emails.transport import DeliveryError, Transport
 
-from .db import session_factory, utcnow
-from .digests import IssueMail
-from .models import Delivery, DeliveryStatus, Issue, Status, Subscriber, Subscription
+from ..db import utcnow
+from ..models import DeliveryStatus
+from .mail import IssueMail
+from .queue import Claimed, Result, claim, host_name, next_due, record, release_claims
 
 RECORD_EVERY = 10  # messages between two commits of results: the kill -9 bound
 RECORD_SECONDS = 0.5  # and at least this often, when sending is slow
@@ -60,253 +57,6 @@ class SendSettings:
         return cls(**values)
 
 
-def eligible_readers(issue: Issue):
-    """Select the confirmed, not suppressed subscriptions of the issue's newsletter."""
-    return (
-        select(Subscription.subscriber_id, Subscription.id)
-        .join(Subscription.subscriber)
-        .where(
-            Subscription.newsletter_id == issue.newsletter_id,
-            Subscription.status == Status.CONFIRMED,
-            Subscriber.suppressed_at.is_(None),
-        )
-    )
-
-
-def take_list(session: Session, issue: Issue) -> int:
-    """Make the issue's deliveries, once: the readers confirmed at this moment.
-
-    Marks the issue sent (its web version becomes public) in the same transaction.
-    Returns how many deliveries were made; 0 when the list was taken before.
-    """
-    won = session.execute(
-        update(Issue)
-        .where(Issue.id == issue.id, Issue.sent_at.is_(None))
-        .values(sent_at=utcnow())
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if not won:
-        session.rollback()
-        return 0
-    readers = eligible_readers(issue).subquery()
-    session.execute(
-        insert(Delivery).from_select(
-            ["issue_id", "subscriber_id", "subscription_id", "status", "attempts"],
-            select(
-                bindparam("issue", issue.id),
-                readers.c.subscriber_id,
-                readers.c.id,
-                bindparam("queued", DeliveryStatus.QUEUED.value),
-                bindparam("zero", 0),
-            ),
-        )
-    )
-    # Counted, not taken from rowcount: drivers differ on INSERT … SELECT.
-    made = session.scalar(
-        select(func.count()).select_from(Delivery).where(Delivery.issue_id == issue.id)
-    )
-    session.commit()
-    session.refresh(issue)
-    return made
-
-
-def release_claims(session: Session, issue_id: int, *, expired_only: bool) -> int:
-    """Put claimed deliveries back in the queue: those of a sender that died.
-
-    With ``expired_only`` only claims whose lease has ended (other senders may be alive).
-    """
-    conditions = [Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.SENDING]
-    if expired_only:
-        conditions.append(Delivery.claimed_until < utcnow())
-    released = session.execute(
-        update(Delivery)
-        .where(*conditions)
-        .values(status=DeliveryStatus.QUEUED, claimed_by=None, claimed_until=None)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    session.commit()
-    return released
-
-
-def release_dead_local_claims(session: Session, issue_id: int) -> int:
-    """Put back the claims of senders on this host whose process is gone (kill -9).
-
-    Claims of other hosts wait for their lease: from here nobody can tell whether
-    those senders are alive.
-    """
-    prefix = f"{_host()}:"
-    names = session.scalars(
-        select(Delivery.claimed_by)
-        .where(
-            Delivery.issue_id == issue_id,
-            Delivery.status == DeliveryStatus.SENDING,
-            Delivery.claimed_by.startswith(prefix),
-        )
-        .distinct()
-    ).all()
-    dead = [name for name in names if not _alive(int(name.split(":")[1]))]
-    if not dead:
-        session.rollback()
-        return 0
-    released = session.execute(
-        update(Delivery)
-        .where(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_by.in_(dead))
-        .values(status=DeliveryStatus.QUEUED, claimed_by=None, claimed_until=None)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    session.commit()
-    return released
-
-
-def _host() -> str:
-    return socket.gethostname()[:40].replace(":", "-")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            # A killed sender whose parent died too may linger unreaped: a zombie is dead.
-            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True  # someone else's process
-        return True
-
-
-def counts(session: Session, issue_id: int) -> dict[DeliveryStatus, int]:
-    """How many deliveries of the issue are in each state."""
-    rows = session.execute(
-        select(Delivery.status, func.count())
-        .where(Delivery.issue_id == issue_id)
-        .group_by(Delivery.status)
-    )
-    found = {status: 0 for status in DeliveryStatus}
-    found.update({DeliveryStatus(status): number for status, number in rows})
-    return found
-
-
-def failures(session: Session, issue_id: int, limit: int = 10) -> list[tuple[str, str]]:
-    """The first failed deliveries: address and the relay's reason."""
-    rows = session.execute(
-        select(Subscriber.email, Delivery.last_error)
-        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.FAILED)
-        .order_by(Delivery.id)
-        .limit(limit)
-    )
-    return [(email, error or "") for email, error in rows]
-
-
-@dataclass
-class Claimed:
-    """One claimed delivery with what its message needs."""
-
-    id: int
-    attempts: int
-    subscriber_id: int
-    subscription_id: int
-    email: str
-    secret: str
-    sendable: bool  # still confirmed and not suppressed
-
-
-def claim(session: Session, issue_id: int, sender: str, settings: SendSettings) -> list[Claimed]:
-    """Claim up to ``settings.batch`` deliveries that are due, for ``sender``.
-
-    One UPDATE over a ``FOR UPDATE SKIP LOCKED`` selection: senders on PostgreSQL
-    take disjoint batches without waiting for each other (SQLite has one writer).
-    """
-    now = utcnow()
-    # Only queued rows, so the (issue, status, id) index finds them at once however
-    # many are already sent; claims of dead senders are put back by release_claims.
-    due = (
-        select(Delivery.id)
-        .where(
-            Delivery.issue_id == issue_id,
-            Delivery.status == DeliveryStatus.QUEUED,
-            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
-        )
-        .order_by(Delivery.id)
-        .limit(settings.batch)
-        .with_for_update(skip_locked=True)
-    )
-    ids = session.scalars(
-        update(Delivery)
-        .where(Delivery.id.in_(due.scalar_subquery()))
-        .values(
-            status=DeliveryStatus.SENDING,
-            claimed_by=sender,
-            claimed_until=now + timedelta(seconds=settings.lease),
-        )
-        .returning(Delivery.id)
-        .execution_options(synchronize_session=False)
-    ).all()
-    session.commit()
-    if not ids:
-        return []
-    rows = session.execute(
-        select(
-            Delivery.id,
-            Delivery.attempts,
-            Subscriber.id,
-            Subscription.id,
-            Subscriber.email,
-            Subscriber.secret,
-            and_(Subscription.status == Status.CONFIRMED, Subscriber.suppressed_at.is_(None)),
-        )
-        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .join(Subscription, Subscription.id == Delivery.subscription_id)
-        .where(Delivery.id.in_(ids))
-        .order_by(Delivery.id)
-    )
-    claimed = [Claimed(*row) for row in rows]
-    session.rollback()  # a read; end it so no snapshot is held while sending
-    return claimed
-
-
-def next_due(session: Session, issue_id: int) -> float | None:
-    """Seconds until a queued delivery is due; None when nothing is left to send.
-
-    Deliveries claimed by another sender count as left: they come back if it dies.
-    """
-    now = utcnow()
-    queued, waiting, first_retry = session.execute(
-        select(
-            func.count(), func.count(Delivery.next_attempt_at), func.min(Delivery.next_attempt_at)
-        ).where(Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.QUEUED)
-    ).one()
-    lease_end = session.scalar(
-        select(func.min(Delivery.claimed_until)).where(
-            Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.SENDING
-        )
-    )
-    session.rollback()
-    if queued > waiting:
-        return 0.0
-    moments = [moment for moment in (first_retry, lease_end) if moment is not None]
-    if not moments:
-        return None
-    return max(0.0, (min(moments) - now).total_seconds())
-
-
-@dataclass
-class Result:
-    """What became of one claimed delivery, to be recorded."""
-
-    id: int
-    status: DeliveryStatus
-    attempts: int
-    error: str | None = None
-    next_attempt_at: datetime | None = None
-    suppress: int | None = None  # subscriber id to suppress (a 5xx for the recipient)
-
-
 @dataclass
 class SenderReport:
     """What one sender recorded, and why it stopped early if it did.
@@ -329,34 +79,41 @@ class Sender:
 
     def __init__(
         self,
-        app: Flask,
+        engine: Engine,
         issue_id: int,
         transport: Transport,
+        mail: IssueMail,
         settings: SendSettings,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
-        self.sessions: sessionmaker[Session] = session_factory(app)
+        self.engine = engine
+        self.sessions: sessionmaker[Session] = sessionmaker(engine, expire_on_commit=False)
         self.issue_id = issue_id
+        self.mail = mail
         self.transport = transport
         self.settings = settings
         self.should_stop = should_stop
         # host:pid:random: a sender on the same host can tell when this one died.
-        self.name = f"{_host()}:{os.getpid()}:{random.getrandbits(24):06x}"
+        self.name = f"{host_name()}:{os.getpid()}:{random.getrandbits(24):06x}"
         self.report = SenderReport()
         self._results: list[Result] = []
         self._held: list[tuple[Claimed, Result]] = []
         self._errors_in_row = 0
         self._recorded_at = time.monotonic()
         self._next_slot = 0.0
-        with self.sessions() as session:
-            self.mail = IssueMail(session.get_one(Issue, issue_id))
 
     def run(self) -> SenderReport:
         """Send until nothing is due, the send is paused, or ``should_stop()`` says so."""
         with self.transport:
             while not self.should_stop() and self.report.paused is None:
                 with self.sessions() as session:
-                    batch = claim(session, self.issue_id, self.name, self.settings)
+                    batch = claim(
+                        session,
+                        self.issue_id,
+                        self.name,
+                        self.settings.batch,
+                        self.settings.lease,
+                    )
                     if not batch and release_claims(session, self.issue_id, expired_only=True):
                         continue  # a sender died holding these: they are due now
                     wait = None if batch else next_due(session, self.issue_id)
@@ -468,52 +225,9 @@ class Sender:
         if not self._results:
             return
         results, self._results = self._results, []
-        now = utcnow()
-        rows = [
-            {
-                "b_id": result.id,
-                "b_owner": self.name,
-                "b_status": result.status.value,
-                "b_attempts": result.attempts,
-                "b_error": result.error,
-                "b_next": result.next_attempt_at,
-                "b_sent": now if result.status is DeliveryStatus.SENT else None,
-            }
-            for result in results
-        ]
-        suppressed = [
-            {"b_id": result.suppress, "b_at": now, "b_reason": result.error}
-            for result in results
-            if result.suppress is not None
-        ]
-        with self.sessions.kw["bind"].begin() as connection:
-            connection.execute(_RECORD, rows)
-            if suppressed:
-                connection.execute(_SUPPRESS, suppressed)
+        with self.engine.begin() as connection:
+            record(connection, self.name, results)
         self.report.sent += sum(result.status is DeliveryStatus.SENT for result in results)
-
-
-_deliveries, _subscribers = Delivery.__table__, Subscriber.__table__
-# Built once: a send records a few thousand times a second.
-_RECORD = (
-    _deliveries.update()
-    # Only rows this sender still holds: after a lease ran out, another owns them.
-    .where(_deliveries.c.id == bindparam("b_id"), _deliveries.c.claimed_by == bindparam("b_owner"))
-    .values(
-        status=bindparam("b_status"),
-        attempts=bindparam("b_attempts"),
-        last_error=func.coalesce(bindparam("b_error"), _deliveries.c.last_error),
-        next_attempt_at=bindparam("b_next"),
-        sent_at=bindparam("b_sent"),
-        claimed_by=None,
-        claimed_until=None,
-    )
-)
-_SUPPRESS = (
-    _subscribers.update()
-    .where(_subscribers.c.id == bindparam("b_id"))
-    .values(suppressed_at=bindparam("b_at"), suppressed_reason=bindparam("b_reason"))
-)
 
 
 def _back(delivery: Claimed) -> Result:

@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from flask import Flask
 from sqlalchemy import Engine
 
-from ..db import session_factory
+from ..db import engine
 
 HERE = Path(__file__).parent
 
@@ -28,7 +28,7 @@ def alembic_config(connection=None) -> Config:
 
 def upgrade(app: Flask, revision: str = "head") -> tuple[str | None, str | None]:
     """Migrate the app's database to ``revision``; return the revisions before and after."""
-    return upgrade_engine(session_factory(app).kw["bind"], revision)
+    return upgrade_engine(engine(app), revision)
 
 
 def upgrade_engine(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:

@@ -5,11 +5,11 @@ import sys
 from alembic import command
 
 from .. import create_app
-from ..db import session_factory
+from ..db import engine as app_engine
 from . import alembic_config
 
 if len(sys.argv) != 2:
     sys.exit('usage: python -m webapp.migrations "what changed"')
-engine = session_factory(create_app()).kw["bind"]
+engine = app_engine(create_app())
 with engine.begin() as connection:
     command.revision(alembic_config(connection), message=sys.argv[1], autogenerate=True)

@@ -1,57 +1,30 @@
 """``newsletter subscribers …``: the staff's view of the list and its upkeep."""
 
-import csv
-import json
-import re
 from datetime import timedelta
 from pathlib import Path
 
 import click
-from flask import current_app
+from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import and_, case, delete, func, select
 
 from emails.addresses import InvalidAddress, normalize_address
 
-from .catalog import newsletter_or_fail
-from .db import session_factory, utcnow
+from ..cli import Duration, newsletter_arg
+from ..db import session_factory, utcnow
+from ..models import Newsletter, Subscriber, Subscription, SubscriptionStatus
+from .export import export_subscriptions
 from .importer import ImportFileError, import_csv
 from .mail import queue_confirmation
-from .models import Newsletter, Status, Subscriber, Subscription
 from .outbox import wake_worker
-from .subscriptions import confirmation_due, consent_record, erase
-
-EXPORT_COLUMNS = (
-    "email",
-    "newsletter",
-    "status",
-    "subscribed_at",
-    "subscribe_ip",
-    "subscribe_user_agent",
-    "subscribe_source",
-    "confirmed_at",
-    "confirm_ip",
-    "confirm_user_agent",
-    "unsubscribed_at",
-)
-
+from .service import claim_confirmation, confirmation_due, erase
 
 subscribers_group = AppGroup("subscribers", help="Staff view of subscribers and list upkeep.")
 
 
-class Duration(click.ParamType):
-    """A span like 30m, 12h, 2d or 1w."""
-
-    name = "duration"
-    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-    def convert(self, value, param, ctx) -> timedelta:
-        if isinstance(value, timedelta):
-            return value
-        match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", str(value))
-        if not match:
-            self.fail(f"{value!r} is not a duration like 30m, 12h, 2d or 1w", param, ctx)
-        return timedelta(seconds=int(match[1]) * self.UNITS[match[2]])
+def init_app(app: Flask) -> None:
+    """Attach ``newsletter subscribers``."""
+    app.cli.add_command(subscribers_group)
 
 
 @subscribers_group.command("export")
@@ -65,7 +38,9 @@ class Duration(click.ParamType):
     help="File to write; default: standard output.",
 )
 @click.option("--newsletter", help="Only this newsletter (slug).")
-@click.option("--status", type=click.Choice([s.value for s in Status]), help="Only this status.")
+@click.option(
+    "--status", type=click.Choice([s.value for s in SubscriptionStatus]), help="Only this status."
+)
 def subscribers_export(fmt: str, output, newsletter: str | None, status: str | None) -> None:
     """Export subscriptions with their consent records, one row per subscription.
 
@@ -73,44 +48,19 @@ def subscribers_export(fmt: str, output, newsletter: str | None, status: str | N
 
     Example: newsletter subscribers export --format csv --newsletter explaining-ukraine > list.csv
     """
-    query = (
-        select(Subscriber.email, Newsletter.slug, Subscription)
-        .join(Subscription.subscriber)
-        .join(Subscription.newsletter)
-        .order_by(Subscription.id)
-    )
-    if newsletter:
-        query = query.where(Newsletter.slug == newsletter)
-    if status:
-        query = query.where(Subscription.status == Status(status))
-    count = 0
     with session_factory()() as session:
-        if newsletter:
-            newsletter_or_fail(session, newsletter, "--newsletter")
-        rows = session.execute(query.execution_options(yield_per=1000))
-        if fmt == "csv":
-            # DictWriter refuses a record whose keys differ from the columns.
-            writer = csv.DictWriter(output, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
-            writer.writeheader()
-        else:
-            output.write("[")
-        for email, slug, subscription in rows:
-            record = {"email": email, "newsletter": slug} | consent_record(subscription)
-            if fmt == "csv":
-                writer.writerow(record)
-            else:
-                output.write(("," if count else "") + "\n" + json.dumps(record, ensure_ascii=False))
-            count += 1
-            if count % 1000 == 0:
-                session.expunge_all()  # keep memory flat on long exports
-        if fmt == "json":
-            output.write("\n]\n")
+        target = newsletter_arg(session, newsletter, "--newsletter") if newsletter else None
+        count = export_subscriptions(
+            session, output, fmt, target, SubscriptionStatus(status) if status else None
+        )
     click.echo(f"Exported {count} subscriptions.", err=True)
 
 
 @subscribers_group.command("list")
 @click.option("--newsletter", help="Only this newsletter (slug).")
-@click.option("--status", type=click.Choice([s.value for s in Status]), help="Only this status.")
+@click.option(
+    "--status", type=click.Choice([s.value for s in SubscriptionStatus]), help="Only this status."
+)
 @click.option("--search", help="Only addresses containing this text (any case).")
 @click.option("--suppressed", is_flag=True, help="Only addresses the relay refused for good (5xx).")
 def subscribers_list(
@@ -138,7 +88,7 @@ def subscribers_list(
     if suppressed:
         query = query.where(Subscriber.suppressed_at.isnot(None))
     if status:
-        query = query.where(Subscription.status == Status(status))
+        query = query.where(Subscription.status == SubscriptionStatus(status))
     if search:
         pattern = (
             "%"
@@ -150,8 +100,7 @@ def subscribers_list(
     with session_factory()() as session:
         if newsletter:
             query = query.where(
-                Subscription.newsletter_id
-                == newsletter_or_fail(session, newsletter, "--newsletter").id
+                Subscription.newsletter_id == newsletter_arg(session, newsletter, "--newsletter").id
             )
         rows = session.execute(query.execution_options(yield_per=1000))
         for email, slug, state, since, refused in rows:
@@ -179,7 +128,9 @@ def subscribers_stats() -> None:
 
     joined7, left7 = net(7)
     joined30, left30 = net(30)
-    counts = [func.sum(case((Subscription.status == state, 1), else_=0)) for state in Status]
+    counts = [
+        func.sum(case((Subscription.status == state, 1), else_=0)) for state in SubscriptionStatus
+    ]
     query = (
         select(Newsletter.slug, *counts, joined7, left7, joined30, left30)
         .outerjoin(Subscription, Subscription.newsletter_id == Newsletter.id)
@@ -238,7 +189,7 @@ def subscribers_import(csv_file: Path, newsletter: str, confirmed: bool, consent
             click.echo(f"… {report.rows:,} rows read, {report.added:,} added", err=True)
 
     with session_factory()() as session:
-        target = newsletter_or_fail(session, newsletter, "--newsletter")
+        target = newsletter_arg(session, newsletter, "--newsletter")
         try:
             report = import_csv(
                 session,
@@ -298,30 +249,41 @@ def resend_confirmations(newsletter: str, older_than: timedelta) -> None:
 
     Example: newsletter subscribers resend-confirmations --newsletter ukraine-daily --older-than 2d
     """
+    config = current_app.config
     cutoff = utcnow() - older_than
-    sent = 0
+    queued = capped = 0
     with session_factory()() as session:
-        target = newsletter_or_fail(session, newsletter, "--newsletter")
+        target = newsletter_arg(session, newsletter, "--newsletter")
         while True:
             batch = session.scalars(
                 select(Subscription)
                 .where(
                     Subscription.newsletter_id == target.id,
-                    Subscription.status == Status.PENDING,
+                    Subscription.status == SubscriptionStatus.PENDING,
                     confirmation_due(cutoff),
                 )
+                .order_by(Subscription.id)
                 .limit(500)
             ).all()
             if not batch:
                 break
+            # The same decision as a sign-up's: a claim marks the email sent (so the next
+            # batch moves on), and the address's daily cap holds.
             for subscription in batch:
-                queue_confirmation(session, subscription)
-                subscription.confirmation_sent_at = utcnow()
+                if claim_confirmation(
+                    session, subscription.id, cutoff, config["CONFIRM_DAILY_CAP"]
+                ):
+                    queue_confirmation(session, subscription)
+                    queued += 1
+                else:
+                    capped += 1
             session.commit()
-            sent += len(batch)
-    if sent:
+    if queued:
         wake_worker()
-    click.echo(f"Queued {sent} confirmation email(s) for {newsletter}.")
+    click.echo(
+        f"Queued {queued} confirmation email(s) for {newsletter}"
+        + (f"; {capped} address(es) over the daily cap skipped." if capped else ".")
+    )
 
 
 @subscribers_group.command("purge-pending")
@@ -340,13 +302,13 @@ def purge_pending(older_than: timedelta, newsletter: str | None) -> None:
     cutoff = utcnow() - older_than
     with session_factory()() as session:
         condition = and_(
-            Subscription.status == Status.PENDING, Subscription.subscribed_at <= cutoff
+            Subscription.status == SubscriptionStatus.PENDING, Subscription.subscribed_at <= cutoff
         )
         if newsletter:
             condition = and_(
                 condition,
                 Subscription.newsletter_id
-                == newsletter_or_fail(session, newsletter, "--newsletter").id,
+                == newsletter_arg(session, newsletter, "--newsletter").id,
             )
         purged = session.execute(delete(Subscription).where(condition)).rowcount
         orphans = session.execute(

@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session, selectinload
 
 from emails.addresses import InvalidAddress, normalize_address
 
-from .db import utcnow
+from ..db import utcnow
+from ..models import ErasedAddress, Newsletter, Subscriber, Subscription, SubscriptionStatus
 from .mail import queue_confirmation
-from .models import ErasedAddress, Newsletter, Status, Subscriber, Subscription
-from .subscriptions import erased_digest
+from .service import erased_digest
 
 BATCH = 1000
 # Values of a status column that mean "do not mail": Mailchimp's unsubscribed and cleaned
@@ -225,9 +225,9 @@ def _import_batch(
     rows = []
     for key, _address, suppressed in new:
         status = (
-            Status.UNSUBSCRIBED
+            SubscriptionStatus.UNSUBSCRIBED
             if suppressed
-            else (Status.CONFIRMED if confirmed else Status.PENDING)
+            else (SubscriptionStatus.CONFIRMED if confirmed else SubscriptionStatus.PENDING)
         )
         rows.append(
             {
@@ -237,9 +237,9 @@ def _import_batch(
                 "confirm_nonce": secrets.token_urlsafe(12),
                 "subscribed_at": now,
                 "subscribe_source": source,
-                "confirmed_at": now if status == Status.CONFIRMED else None,
-                "unsubscribed_at": now if status == Status.UNSUBSCRIBED else None,
-                "confirmation_sent_at": now if status == Status.PENDING else None,
+                "confirmed_at": now if status == SubscriptionStatus.CONFIRMED else None,
+                "unsubscribed_at": now if status == SubscriptionStatus.UNSUBSCRIBED else None,
+                "confirmation_sent_at": now if status == SubscriptionStatus.PENDING else None,
             }
         )
         if suppressed:
@@ -253,7 +253,7 @@ def _import_batch(
             .options(selectinload(Subscription.subscriber), selectinload(Subscription.newsletter))
             .where(
                 Subscription.newsletter_id == newsletter.id,
-                Subscription.status == Status.PENDING,
+                Subscription.status == SubscriptionStatus.PENDING,
                 Subscription.subscriber_id.in_([subscriber_ids[k] for k, _, s in new if not s]),
             )
         ).all()

@@ -13,36 +13,15 @@ from flask import Flask, current_app
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from emails.transport import (
-    DeliveryError,
-    FileTransport,
-    SmtpSettings,
-    SmtpTransport,
-    Transport,
-)
+from emails.transport import DeliveryError, Transport
 
-from .db import session_factory, utcnow
-from .models import OutboxMessage, OutboxStatus
+from ..db import session_factory, utcnow
+from ..delivery import transport_from_config
+from ..models import OutboxMail, OutboxStatus
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 3600  # seconds; a message is retried at least hourly while the relay is down
-
-
-def transport_from_config(config: dict) -> Transport:
-    """The transport ``MAIL_BACKEND`` names, set up from the configuration."""
-    if config["MAIL_BACKEND"] == "file":
-        return FileTransport(config["OUTBOX_PATH"])
-    return SmtpTransport(
-        SmtpSettings(
-            host=config["SMTP_HOST"],
-            port=config["SMTP_PORT"],
-            username=config["SMTP_USERNAME"],
-            password=config["SMTP_PASSWORD"],
-            security=config["SMTP_SECURITY"],
-            timeout=config["SMTP_TIMEOUT"],
-        )
-    )
 
 
 @dataclass
@@ -87,35 +66,35 @@ def deliver_queued(
 
 
 def _pending(due_only: bool):
-    return select(OutboxMessage.id).where(*_claimable(due_only)).order_by(OutboxMessage.id)
+    return select(OutboxMail.id).where(*_claimable(due_only)).order_by(OutboxMail.id)
 
 
 def _claimable(due_only: bool) -> list:
     now = utcnow()
     conditions = [
-        OutboxMessage.status == OutboxStatus.QUEUED,
-        or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
+        OutboxMail.status == OutboxStatus.QUEUED,
+        or_(OutboxMail.claimed_until.is_(None), OutboxMail.claimed_until < now),
     ]
     if due_only:
-        conditions.append(OutboxMessage.next_attempt_at <= now)
+        conditions.append(OutboxMail.next_attempt_at <= now)
     return conditions
 
 
 def _deliver_one(sessions, transport, message_id, lease, backoff, due_only, report) -> str | None:
     with sessions() as session:
         claimed = session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id == message_id, *_claimable(due_only))
+            update(OutboxMail)
+            .where(OutboxMail.id == message_id, *_claimable(due_only))
             .values(
                 claimed_until=utcnow() + timedelta(seconds=lease),
-                attempts=OutboxMessage.attempts + 1,
+                attempts=OutboxMail.attempts + 1,
             )
             .execution_options(synchronize_session=False)
         )
         if claimed.rowcount != 1:
             session.rollback()
             return None  # another sender took it
-        message = session.get_one(OutboxMessage, message_id)
+        message = session.get_one(OutboxMail, message_id)
         session.commit()  # no transaction stays open while the relay is talked to
         try:
             transport.send(message.message, message.sender, [message.recipient])

@@ -1,4 +1,5 @@
-"""Subscribing and confirming: the state changes, each inside the caller's transaction.
+"""The list's rules: subscribe, confirm, unsubscribe, erase, each inside the caller's
+transaction.
 
 Functions here take a session and never commit; the view or command that calls
 them commits once, so a subscription and its confirmation email land together.
@@ -15,15 +16,15 @@ from sqlalchemy.orm import Session
 
 from emails.addresses import Address
 
-from .db import utcnow
-from .models import (
+from ..db import utcnow
+from ..models import (
     Delivery,
     ErasedAddress,
     Newsletter,
-    OutboxMessage,
-    Status,
+    OutboxMail,
     Subscriber,
     Subscription,
+    SubscriptionStatus,
 )
 
 
@@ -34,6 +35,15 @@ class Consent:
     ip: str | None
     user_agent: str | None
     source: str | None = None
+
+    @classmethod
+    def from_request(cls, request, source: str | None = None) -> "Consent":
+        """The consent of a web request (a werkzeug ``Request``): its IP and user agent."""
+        return cls(
+            ip=request.remote_addr,
+            user_agent=request.user_agent.string[:512] or None,
+            source=source[:200] if source else None,
+        )
 
 
 def subscribe(
@@ -71,27 +81,37 @@ def subscribe(
         _start_pending(subscription, consent, now)
         session.add(subscription)
         session.flush()
-    elif subscription.status == Status.CONFIRMED:
+    elif subscription.status == SubscriptionStatus.CONFIRMED:
         return None
-    elif subscription.status == Status.UNSUBSCRIBED:
+    elif subscription.status == SubscriptionStatus.UNSUBSCRIBED:
         _start_pending(subscription, consent, now)
         session.flush()
-    # One conditional UPDATE decides, so concurrent posts of one address send one email.
+    if claim_confirmation(session, subscription.id, now - timedelta(seconds=cooldown), daily_cap):
+        return subscription
+    return None
+
+
+def claim_confirmation(
+    session: Session, subscription_id: int, cutoff: datetime, daily_cap: int
+) -> bool:
+    """Decide that a pending subscription gets a confirmation email now; True if so.
+
+    Due when none was sent since ``cutoff`` and the address has had fewer than
+    ``daily_cap`` in 24 hours. Each is one conditional UPDATE, so concurrent posts (or
+    a sign-up beside a staff resend) of one address send one email.
+    """
     claimed = session.execute(
         update(Subscription)
         .where(
-            Subscription.id == subscription.id,
-            Subscription.status == Status.PENDING,
-            confirmation_due(now - timedelta(seconds=cooldown)),
+            Subscription.id == subscription_id,
+            Subscription.status == SubscriptionStatus.PENDING,
+            confirmation_due(cutoff),
         )
-        .values(confirmation_sent_at=now)
+        .values(confirmation_sent_at=utcnow())
+        .returning(Subscription.subscriber_id)
         .execution_options(synchronize_session=False)
-    )
-    if claimed.rowcount != 1:
-        return None
-    return (
-        subscription if _claim_daily_slot(session, subscription.subscriber_id, daily_cap) else None
-    )
+    ).scalar()
+    return claimed is not None and _claim_daily_slot(session, claimed, daily_cap)
 
 
 def confirmation_due(cutoff: datetime):
@@ -126,7 +146,7 @@ def _claim_daily_slot(session: Session, subscriber_id: int, cap: int) -> bool:
 
 
 def _start_pending(subscription: Subscription, consent: Consent, now: datetime) -> None:
-    subscription.status = Status.PENDING
+    subscription.status = SubscriptionStatus.PENDING
     subscription.confirm_nonce = secrets.token_urlsafe(12)
     subscription.confirmation_sent_at = None
     subscription.subscribed_at = now
@@ -143,11 +163,11 @@ def confirm(session: Session, subscription: Subscription, nonce: str, consent: C
         update(Subscription)
         .where(
             Subscription.id == subscription.id,
-            Subscription.status == Status.PENDING,
+            Subscription.status == SubscriptionStatus.PENDING,
             Subscription.confirm_nonce == nonce,
         )
         .values(
-            status=Status.CONFIRMED,
+            status=SubscriptionStatus.CONFIRMED,
             confirmed_at=utcnow(),
             confirm_ip=consent.ip,
             confirm_user_agent=consent.user_agent,
@@ -170,8 +190,11 @@ def unsubscribe(session: Session, subscription: Subscription) -> bool:
     """End a subscription at once; True if it was not already ended (idempotent)."""
     result = session.execute(
         update(Subscription)
-        .where(Subscription.id == subscription.id, Subscription.status != Status.UNSUBSCRIBED)
-        .values(status=Status.UNSUBSCRIBED, unsubscribed_at=utcnow())
+        .where(
+            Subscription.id == subscription.id,
+            Subscription.status != SubscriptionStatus.UNSUBSCRIBED,
+        )
+        .values(status=SubscriptionStatus.UNSUBSCRIBED, unsubscribed_at=utcnow())
         .execution_options(synchronize_session=False)
     )
     session.refresh(subscription)
@@ -191,14 +214,14 @@ def subscribe_confirmed(
             Subscription.newsletter_id == newsletter.id,
         )
     )
-    if subscription is not None and subscription.status == Status.CONFIRMED:
+    if subscription is not None and subscription.status == SubscriptionStatus.CONFIRMED:
         return None
     now = utcnow()
     if subscription is None:
         subscription = Subscription(subscriber=subscriber, newsletter=newsletter)
         session.add(subscription)
     _start_pending(subscription, consent, now)
-    subscription.status = Status.CONFIRMED
+    subscription.status = SubscriptionStatus.CONFIRMED
     subscription.confirmed_at = now
     subscription.confirm_ip = consent.ip
     subscription.confirm_user_agent = consent.user_agent
@@ -225,7 +248,7 @@ def erase(session: Session, address_key: str, secret_key: str) -> int:
     if subscriber is None:
         return 0
     count = len(subscriber.subscriptions)
-    session.execute(delete(OutboxMessage).where(OutboxMessage.subscriber_id == subscriber.id))
+    session.execute(delete(OutboxMail).where(OutboxMail.subscriber_id == subscriber.id))
     session.delete(subscriber)  # subscriptions go with it (cascade)
     session.flush()
     return count
@@ -258,9 +281,7 @@ def consent_record(s: Subscription) -> dict:
 def personal_data(session: Session, subscriber: Subscriber) -> dict:
     """Everything stored about a subscriber, for "download my data"."""
     mail = session.scalars(
-        select(OutboxMessage)
-        .where(OutboxMessage.subscriber_id == subscriber.id)
-        .order_by(OutboxMessage.id)
+        select(OutboxMail).where(OutboxMail.subscriber_id == subscriber.id).order_by(OutboxMail.id)
     )
     deliveries = session.scalars(
         select(Delivery).where(Delivery.subscriber_id == subscriber.id).order_by(Delivery.id)

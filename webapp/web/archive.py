@@ -3,10 +3,10 @@
 from flask import Blueprint, abort, current_app, render_template, url_for
 from sqlalchemy import select
 
-from .db import get_session
-from .digests import issue_articles, seed_articles
-from .models import Issue, Newsletter
-from .pages import newsletters, signup_state
+from ..db import get_session
+from ..issues.building import issue_articles, seed_articles
+from ..models import Issue, Newsletter
+from .signup import newsletters, signup_state
 
 bp = Blueprint("reading", __name__)
 ARCHIVE_LIMIT = 100  # newest issues listed on a newsletter's page and in its feed

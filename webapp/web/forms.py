@@ -1,12 +1,13 @@
-"""The forms: sign-up (with a honeypot) and the confirm button. CSRF on both (Flask-WTF)."""
+"""The forms: sign-up (with a honeypot), the confirm button and the manage page's actions.
+CSRF on each (Flask-WTF)."""
 
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, StringField
+from wtforms import BooleanField, HiddenField, StringField
 from wtforms.validators import ValidationError
 
 from emails.addresses import InvalidAddress, normalize_address
 
-from .messages import MESSAGES
+from ..texts import TEXTS
 
 
 class SubscribeForm(FlaskForm):
@@ -16,10 +17,10 @@ class SubscribeForm(FlaskForm):
     After validation, ``address`` holds the normalized address.
     """
 
-    email = StringField(MESSAGES.email_label, filters=[lambda v: v.strip() if v else v])
+    email = StringField(TEXTS.email_label, filters=[lambda v: v.strip() if v else v])
     newsletter = HiddenField()
     source = HiddenField()
-    website = StringField(MESSAGES.honeypot_label)
+    website = StringField(TEXTS.honeypot_label)
     altcha = HiddenField()  # the solved proof of work, when the robot check is on
 
     address = None
@@ -28,7 +29,7 @@ class SubscribeForm(FlaskForm):
         try:
             self.address = normalize_address(field.data or "")
         except InvalidAddress:
-            raise ValidationError(MESSAGES.invalid_email) from None
+            raise ValidationError(TEXTS.invalid_email) from None
 
     @property
     def is_bot(self) -> bool:
@@ -38,7 +39,7 @@ class SubscribeForm(FlaskForm):
     def first_error(self) -> str:
         """The one message to show beside the form."""
         if "csrf_token" in self.errors:
-            return MESSAGES.session_expired
+            return TEXTS.session_expired
         for errors in self.errors.values():
             return errors[0]
         return ""
@@ -46,3 +47,11 @@ class SubscribeForm(FlaskForm):
 
 class ConfirmForm(FlaskForm):
     """The one-button form that confirms a subscription: only its POST confirms."""
+
+
+class ManageForm(FlaskForm):
+    """One action of the manage page; CSRF-protected like every form."""
+
+    action = HiddenField()
+    newsletter = HiddenField()
+    erase_confirm = BooleanField(TEXTS.manage_erase_confirm)

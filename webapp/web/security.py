@@ -25,30 +25,35 @@ bp = Blueprint("security", __name__)
 ADDRESS = re.compile(r"([A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]*@([A-Za-z0-9.\-]+\.[A-Za-z]{2,})")
 
 
+# Declared once, bound to each app by init_app (Flask-Limiter's app-factory pattern);
+# the views it guards carry its decorators. Limits are read from the config per request.
+limiter = Limiter(get_remote_address, default_limits=[])
+
+
 def init_app(app: Flask) -> None:
-    """Rate-limit sign-ups, trust proxies as configured, add headers, redact logs."""
+    """Rate-limit storage, trusted proxies, headers and redacted logs for the app."""
     if app.config["TRUSTED_PROXIES"]:
         hops = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
-    app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
-    limiter = Limiter(get_remote_address, app=app, default_limits=[])
-    app.extensions["newsletter_limiter"] = limiter
-    view = app.view_functions["pages.subscribe"]
+    limiter.init_app(app)
+    app.register_blueprint(bp)
+    app.after_request(security_headers)
+    redact_logs()
+
+
+def limit_signups(view):
+    """The sign-up limits on ``view``: per client IP, and per target address from any IP."""
     view = limiter.limit(
         lambda: current_app.config["SUBSCRIBE_LIMITS"],
         scope="subscribe-ip",
         exempt_when=lambda: not current_app.config["SUBSCRIBE_LIMITS"],
     )(view)
-    view = limiter.limit(
+    return limiter.limit(
         lambda: current_app.config["SUBSCRIBE_ADDRESS_LIMITS"],
         key_func=_address_key,
         scope="subscribe-address",
         exempt_when=lambda: not current_app.config["SUBSCRIBE_ADDRESS_LIMITS"],
     )(view)
-    app.view_functions["pages.subscribe"] = view
-    app.register_blueprint(bp)
-    app.after_request(security_headers)
-    redact_logs()
 
 
 def _address_key() -> str:
@@ -89,7 +94,13 @@ def redact(text: str) -> str:
 def redact_logs() -> None:
     """Attach the filter to the loggers that see requests, mail and errors (once)."""
     # Filters do not see records that propagate from child loggers: name each one.
-    for name in ("werkzeug", "webapp", "webapp.outbox", "gunicorn.access", "gunicorn.error"):
+    for name in (
+        "werkzeug",
+        "webapp",
+        "webapp.subscribers.outbox",
+        "gunicorn.access",
+        "gunicorn.error",
+    ):
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactingFilter) for f in logger.filters):
             logger.addFilter(RedactingFilter())
@@ -139,6 +150,6 @@ def robot_check_passes(payload: str | None) -> bool:
         return False
     if not ok:
         return False
-    storage = current_app.extensions["newsletter_limiter"].storage
+    storage = limiter.storage
     used = storage.incr(f"altcha-used:{payload[-200:]}", current_app.config["ALTCHA_EXPIRES"])
     return used == 1

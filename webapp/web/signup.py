@@ -1,10 +1,10 @@
-"""The reader's pages: the newsletter catalog with its sign-up forms, and confirmation."""
+"""Signing up: the catalog with its sign-up forms, the form's post, and the confirmation
+page its email links to."""
 
 from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
-    Flask,
     current_app,
     flash,
     g,
@@ -20,74 +20,23 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
-from . import subscriptions
-from .db import get_session
-from .digests import seed_articles
+from ..db import get_session
+from ..issues.building import seed_articles
+from ..links import manage_url
+from ..models import Newsletter, Subscription, SubscriptionStatus
+from ..subscribers import service
+from ..subscribers.mail import queue_confirmation, queue_welcome
+from ..subscribers.outbox import wake_worker
+from ..texts import TEXTS
 from .forms import ConfirmForm, SubscribeForm
-from .links import manage_url
-from .mail import queue_confirmation, queue_welcome
-from .messages import MESSAGES
-from .models import Newsletter, Status, Subscription
-from .outbox import wake_worker
-from .security import robot_check_enabled, robot_check_passes
-from .tokens import TokenExpired, TokenInvalid, read_token
+from .notices import linked, notice, wants_json
+from .security import limit_signups, robot_check_enabled, robot_check_passes
 
 bp = Blueprint("pages", __name__)
 
 # Pages that carry sign-up forms: a failed post without JavaScript re-renders the page
 # it came from, with the message beside the form that was used.
 FORM_PAGES = {"pages.index", "reading.article", "reading.newsletter"}
-
-
-def init_app(app: Flask) -> None:
-    """Error pages, response headers, template globals and the outbox worker's start."""
-    app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(Exception, _server_error)
-    app.context_processor(
-        lambda: {
-            "messages": MESSAGES,
-            "site_name": app.config["SITE_NAME"],
-            "robot_check": robot_check_enabled(),
-        }
-    )
-
-    @app.before_request
-    def _start_outbox_worker() -> None:
-        worker = app.extensions["outbox_worker"]
-        if worker is not None:
-            worker.start()
-
-
-def _http_error(exc: HTTPException):
-    if exc.code == 429 and request.endpoint == "pages.subscribe":
-        # Over a sign-up rate limit: the form's own message; nothing was stored or sent.
-        form = SubscribeForm()
-        form.email.errors = [MESSAGES.too_many_attempts]
-        return _form_error(form, 429)
-    if exc.code == 404:
-        return notice(MESSAGES.not_found_title, MESSAGES.not_found_text, 404)
-    if wants_json():
-        return jsonify(ok=False, error=exc.description), exc.code
-    return notice(exc.name, exc.description or "", exc.code or 500)
-
-
-def _server_error(exc: Exception):
-    current_app.logger.exception("unhandled error on %s", request.path)
-    get_session().rollback()
-    if wants_json():
-        return jsonify(ok=False, error=MESSAGES.server_error_text), 500
-    return notice(MESSAGES.server_error_title, MESSAGES.server_error_text, 500)
-
-
-def notice(title: str, text: str, status: int = 200, link: tuple[str, str] | None = None):
-    """A page with a title, a sentence and, if given, one (href, label) link."""
-    return render_template("notice.html", title=title, text=text, link=link), status
-
-
-def wants_json() -> bool:
-    """True for the in-place form script, which asks for JSON."""
-    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
-    return best == "application/json"
 
 
 def newsletters() -> list[Newsletter]:
@@ -127,6 +76,7 @@ def index():
 
 
 @bp.post("/subscribe")
+@limit_signups
 def subscribe():
     """One sign-up form's post: the same answer for every valid address, whatever its state."""
     form = SubscribeForm()
@@ -134,32 +84,36 @@ def subscribe():
     newsletter = session.scalar(select(Newsletter).where(Newsletter.slug == form.newsletter.data))
     valid = form.validate()
     if valid and newsletter is None:
-        form.email.errors = [MESSAGES.unknown_newsletter]
+        form.email.errors = [TEXTS.unknown_newsletter]
         valid = False
     if valid and robot_check_enabled() and not robot_check_passes(form.altcha.data):
-        form.email.errors = [MESSAGES.robot_check_failed]
+        form.email.errors = [TEXTS.robot_check_failed]
         valid = False
     if not valid:
         return _form_error(form)
     if not form.is_bot:
-        consent = subscriptions.Consent(
-            ip=request.remote_addr,
-            user_agent=request.user_agent.string[:512] or None,
-            source=(form.source.data or request.referrer or "")[:200] or None,
-        )
-        _subscribe(newsletter, form.address, consent)
+        source = form.source.data or request.referrer
+        _subscribe(newsletter, form.address, service.Consent.from_request(request, source))
     if wants_json():
-        return jsonify(ok=True, title=MESSAGES.success_title, text=MESSAGES.success_text)
+        return jsonify(ok=True, title=TEXTS.success_title, text=TEXTS.success_text)
     flash(newsletter.slug, "subscribed")
     endpoint, args = _origin(form.source.data)
     return redirect(url_for(endpoint, **args, _anchor=f"nl-{newsletter.slug}"))
 
 
-def _subscribe(newsletter, address, consent) -> None:
+@bp.errorhandler(429)
+def _too_many(_exc: HTTPException):
+    # Over a sign-up rate limit: the form's own message; nothing was stored or sent.
+    form = SubscribeForm()
+    form.email.errors = [TEXTS.too_many_attempts]
+    return _form_error(form, 429)
+
+
+def _subscribe(newsletter: Newsletter, address, consent: service.Consent) -> None:
     session = get_session()
     for attempt in range(3):
         try:
-            due = subscriptions.subscribe(
+            due = service.subscribe(
                 session,
                 newsletter,
                 address,
@@ -199,69 +153,43 @@ def _origin(source: str | None) -> tuple[str, dict]:
     return (endpoint, args) if endpoint in FORM_PAGES else ("pages.index", {})
 
 
-def _confirmation(token: str) -> Subscription | tuple:
-    """The subscription a confirmation token names, or the notice to answer with."""
-    try:
-        subscription_id, nonce = read_token(
-            "confirm", token, max_age=current_app.config["CONFIRM_MAX_AGE"]
-        )
-    except TokenExpired:
-        days = current_app.config["CONFIRM_MAX_AGE"] // 86400
-        return notice(
-            MESSAGES.link_expired_title, MESSAGES.link_expired_text.format(days=days), 410
-        )
-    except (TokenInvalid, TypeError, ValueError):
-        return notice(MESSAGES.link_invalid_title, MESSAGES.link_invalid_text, 404)
-    subscription = get_session().get(Subscription, subscription_id)
-    # A new nonce means the subscription ended and started again since this link was sent.
-    if (
-        subscription is None
-        or subscription.confirm_nonce != nonce
-        or subscription.status == Status.UNSUBSCRIBED
-    ):
-        return notice(MESSAGES.confirm_gone_title, MESSAGES.confirm_gone_text, 410)
-    return subscription
-
-
 @bp.get("/confirm/<token>")
 def confirm(token: str):
     """The page a confirmation link opens. A GET never confirms: mail scanners open links."""
-    found = _confirmation(token)
-    if not isinstance(found, Subscription):
-        return found
-    if found.status == Status.CONFIRMED:
-        return _confirmed_page(found)
-    return render_template("confirm.html", subscription=found, form=ConfirmForm(), error=None)
+    subscription = linked("confirm", token)
+    if subscription.status == SubscriptionStatus.CONFIRMED:
+        return _confirmed_page(subscription)
+    return render_template(
+        "confirm.html", subscription=subscription, form=ConfirmForm(), error=None
+    )
 
 
 @bp.post("/confirm/<token>")
 def confirm_post(token: str):
     """The confirm button: one click confirms, then the page shows the result."""
-    found = _confirmation(token)
-    if not isinstance(found, Subscription):
-        return found
+    subscription = linked("confirm", token)
     form = ConfirmForm()
-    if found.status == Status.PENDING:
+    if subscription.status == SubscriptionStatus.PENDING:
         if not form.validate():
-            error = MESSAGES.session_expired
-            return render_template("confirm.html", subscription=found, form=form, error=error), 400
-        consent = subscriptions.Consent(
-            ip=request.remote_addr, user_agent=request.user_agent.string[:512] or None
-        )
+            page = render_template(
+                "confirm.html", subscription=subscription, form=form, error=TEXTS.session_expired
+            )
+            return page, 400
         session = get_session()
-        if subscriptions.confirm(session, found, found.confirm_nonce, consent):
-            queue_welcome(session, found)
+        consent = service.Consent.from_request(request)
+        if service.confirm(session, subscription, subscription.confirm_nonce, consent):
+            queue_welcome(session, subscription)
         session.commit()
         wake_worker()
     return redirect(url_for("pages.confirm", token=token))
 
 
 def _confirmed_page(subscription: Subscription):
-    text = MESSAGES.confirmed_text.format(
+    text = TEXTS.confirmed_text.format(
         email=subscription.subscriber.email, newsletter=subscription.newsletter.title
     )
     return notice(
-        MESSAGES.confirmed_title,
+        TEXTS.confirmed_title,
         text,
-        link=(manage_url(subscription.subscriber), MESSAGES.manage_link),
+        link=(manage_url(subscription.subscriber), TEXTS.manage_link),
     )

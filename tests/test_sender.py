@@ -1,0 +1,132 @@
+"""The sending core without processes or Flask: one Sender, in this process, against a
+real SMTP server on loopback. The relay's answers decide: errors in a row pause, a 4xx
+defers, a 5xx at RCPT suppresses, a relay that cannot be reached is tried again."""
+
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import select
+
+from emails.transport import SmtpSettings, SmtpTransport
+from tests.helpers import ROOT, SmtpServer, app_with_issue, free_port, readers
+from webapp.db import engine, session_factory
+from webapp.issues.mail import IssueMail
+from webapp.issues.queue import counts, take_list
+from webapp.issues.sender import Sender, SendSettings
+from webapp.links import reader_links
+from webapp.models import Delivery, DeliveryStatus, Issue, Subscriber
+
+
+@pytest.fixture
+def relay():
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+def sender_for(app, port: int, **settings) -> Sender:
+    """A Sender of issue 1 as a forked sender gets it: an engine and plain things."""
+    with app.app_context(), session_factory(app)() as session:
+        issue = session.scalars(select(Issue)).one()
+        take_list(session, issue)
+        mail = IssueMail(issue, app.config, reader_links())
+    transport = SmtpTransport(SmtpSettings(host="127.0.0.1", port=port, timeout=5))
+    defaults = {"connections": 1, "retry_delay": 60, "pause_after": 10}
+    return Sender(engine(app), issue.id, transport, mail, SendSettings(**defaults | settings))
+
+
+def deliveries(app) -> dict[str, Delivery]:
+    with session_factory(app)() as session:
+        rows = session.execute(
+            select(Subscriber.email, Delivery).join(
+                Subscriber, Subscriber.id == Delivery.subscriber_id
+            )
+        )
+        return {email: delivery for email, delivery in rows}
+
+
+def suppressed(app) -> set[str]:
+    with session_factory(app)() as session:
+        return set(
+            session.scalars(select(Subscriber.email).where(Subscriber.suppressed_at.isnot(None)))
+        )
+
+
+def test_the_sending_core_loads_without_flask():
+    code = (
+        "import sys, webapp.issues.sender, webapp.issues.queue, webapp.issues.mail, "
+        "webapp.delivery; sys.exit('flask' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_every_reader_once(tmp_path, relay):
+    app = app_with_issue(tmp_path, relay, 25)
+    report = sender_for(app, relay.port).run()
+    assert report.sent == 25 and report.paused is None
+    assert sorted(r for m in relay.messages for r in m.recipients) == sorted(readers(25))
+    assert {d.status for d in deliveries(app).values()} == {DeliveryStatus.SENT}
+
+
+def test_a_4xx_defers_that_reader_and_the_send_goes_on(tmp_path, relay):
+    app = app_with_issue(tmp_path, relay, 5)
+    relay.handler.defer["reader2@newsroom.org"] = 1
+    report = sender_for(app, relay.port, retry_delay=0.3).run()  # waits for the deferred
+    assert report.sent == 5 and report.paused is None
+    order = [m.recipients[0] for m in relay.messages]
+    assert order[-1] == "reader2@newsroom.org" and len(order) == 5  # the others went first
+    deferred = deliveries(app)["reader2@newsroom.org"]
+    assert deferred.status == DeliveryStatus.SENT and deferred.attempts == 2
+    assert "451" in deferred.last_error  # the first answer is kept
+    assert suppressed(app) == set()
+
+
+def test_a_5xx_for_the_recipient_fails_and_suppresses_only_that_address(tmp_path, relay):
+    app = app_with_issue(tmp_path, relay, 5)
+    relay.handler.refuse["reader3@newsroom.org"] = "550 5.1.1 No such user"
+    report = sender_for(app, relay.port).run()
+    assert report.sent == 4
+    refused = deliveries(app)["reader3@newsroom.org"]
+    assert refused.status == DeliveryStatus.FAILED and "550" in refused.last_error
+    assert suppressed(app) == {"reader3@newsroom.org"}
+
+
+def test_errors_in_a_row_pause_and_leave_their_readers_untouched(tmp_path, relay):
+    app = app_with_issue(tmp_path, relay, 8)
+    relay.handler.refuse_all = "554 5.7.1 Relay access denied"
+    report = sender_for(app, relay.port, pause_after=3).run()
+    assert report.paused and "554" in report.paused and report.sent == 0
+    with session_factory(app)() as session:
+        issue_id = session.scalars(select(Issue.id)).one()
+        found = counts(session, issue_id)
+    assert found[DeliveryStatus.QUEUED] == 8  # back in the queue, not failed
+    assert suppressed(app) == set()  # the relay's fault: nobody suppressed
+    assert {d.attempts for d in deliveries(app).values()} == {0}
+
+
+def test_a_relay_that_cannot_be_reached_is_tried_again_then_pauses(tmp_path, relay):
+    app = app_with_issue(tmp_path, relay, 3)
+    report = sender_for(app, free_port(), pause_after=3).run()  # nothing listens there
+    assert report.paused and report.sent == 0
+    assert {d.status for d in deliveries(app).values()} == {DeliveryStatus.QUEUED}
+    assert {d.attempts for d in deliveries(app).values()} == {0}
+
+
+def test_a_lost_connection_is_reopened_and_the_same_reader_tried_again(tmp_path, relay):
+    app = app_with_issue(tmp_path, relay, 6)
+    sender = sender_for(app, relay.port)
+    original = sender.transport.send
+    calls = []
+
+    def send_then_drop(message, sender_address, recipients):
+        calls.append(recipients[0])
+        if len(calls) == 3:  # the relay restarts under us: the connection is gone
+            relay.stop()
+            relay.start()
+        return original(message, sender_address, recipients)
+
+    sender.transport.send = send_then_drop
+    report = sender.run()
+    assert report.sent == 6 and report.paused is None
+    assert sorted(r for m in relay.messages for r in m.recipients) == sorted(readers(6))

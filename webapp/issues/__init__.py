@@ -1,0 +1,2 @@
+"""Issues of a newsletter: built from articles, then sent to every confirmed reader by
+sender processes that claim, send and record (the sending core needs no Flask)."""

@@ -1,0 +1,59 @@
+"""One issue made into each reader's message: compiled once, then a mail merge per reader.
+
+Part of the sending core: it takes plain settings and a link maker, never the app, so
+the forked senders of a digest use it as their parent made it.
+"""
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from emails.mailmerge import MergeTemplate
+from emails.slots import Slotted
+
+from ..delivery import dkim_signer, list_id_headers, list_unsubscribe
+from ..models import Issue
+
+if TYPE_CHECKING:
+    from ..links import ReaderLinks
+
+
+class IssueMail:
+    """One issue ready for any reader.
+
+    Every reader's message carries the issue's headers, their own unsubscribe and
+    manage links (in the parts and in List-Unsubscribe), and a DKIM signature when
+    configured.
+    """
+
+    def __init__(self, issue: Issue, config: Mapping, links: "ReaderLinks") -> None:
+        newsletter = issue.newsletter
+        self.sender = config["MAIL_FROM"]
+        self.template = MergeTemplate(
+            subject=issue.subject,
+            sender=self.sender,
+            sender_name=newsletter.from_name or config["SITE_NAME"],
+            text=Slotted.from_json(issue.text),
+            html=Slotted.from_json(issue.html),
+            headers={
+                **list_id_headers(self.sender, newsletter.slug, newsletter.title),
+                "Precedence": "bulk",
+            },
+        )
+        self.links = links
+        self.signer = dkim_signer(config)
+
+    def message(self, recipient: str, links: dict[str, str]) -> bytes:
+        """The message for ``recipient`` (an ASCII address) with these personal links."""
+        raw = self.template.merge(
+            recipient,
+            links,
+            {"List-Unsubscribe": list_unsubscribe(self.sender, links["unsubscribe_url"])},
+        )
+        return raw if self.signer is None else self.signer.sign(raw)
+
+    def for_reader(
+        self, recipient: str, subscription_id: int, subscriber_id: int, secret: str
+    ) -> bytes:
+        """The message for one subscriber, from plain ids (no ORM objects on the hot path)."""
+        links = self.links.for_reader(subscription_id, subscriber_id, secret)
+        return self.message(recipient, links)
