@@ -248,7 +248,7 @@ class Delivery(Model):
     # After a temporary refusal (4xx) the delivery waits until then.
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Which sender holds it, until when: another may take it over once the lease ends.
-    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_by: Mapped[str | None] = mapped_column(String(300))
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(String(500))
