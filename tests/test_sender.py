@@ -130,3 +130,25 @@ def test_a_lost_connection_is_reopened_and_the_same_reader_tried_again(tmp_path,
     report = sender.run()
     assert report.sent == 6 and report.paused is None
     assert sorted(r for m in relay.messages for r in m.recipients) == sorted(readers(6))
+
+
+def test_errors_held_when_the_send_is_stopped_go_back_untouched(tmp_path, relay):
+    # Another sender paused the send (or Ctrl-C) while this one had a few errors in a
+    # row, fewer than pause_after: nothing showed whose fault they were.
+    app = app_with_issue(tmp_path, relay, 8)
+    relay.handler.refuse_all = "554 5.7.1 Relay access denied"
+    tries = []
+    sender = sender_for(app, relay.port, pause_after=10)
+    sender.should_stop = lambda: len(tries) >= 4
+    original = sender.transport.send
+
+    def send_and_count(message, sender_address, recipients):
+        tries.append(recipients[0])
+        return original(message, sender_address, recipients)
+
+    sender.transport.send = send_and_count
+    report = sender.run()
+    assert report.sent == 0 and report.paused is None
+    assert suppressed(app) == set()
+    assert {d.status for d in deliveries(app).values()} == {DeliveryStatus.QUEUED}
+    assert {d.attempts for d in deliveries(app).values()} == {0}

@@ -132,12 +132,24 @@ class Sender:
                         or time.monotonic() - self._recorded_at > RECORD_SECONDS
                     ):
                         self._record()
-                # A batch's errors are recorded before claiming again: their readers
-                # may be due for a retry, and nobody else may claim them meanwhile.
-                self._results += [result for _, result in self._held]
-                self._held = []
+                self._settle_held()
                 self._record()
         return self.report
+
+    def _settle_held(self) -> None:
+        """At the end of a batch, decide the errors held back since the last success.
+
+        Run to its end, the batch's errors are recorded before claiming again: their
+        readers may be due for a retry, and nobody else may claim them meanwhile.
+        Stopped early (Ctrl-C, or another sender paused the send), nothing showed
+        whether the relay or the addresses were at fault: those readers go back to
+        the queue untouched, and no address is suppressed for them.
+        """
+        held, self._held = self._held, []
+        if self.should_stop() or self.report.paused is not None:
+            self._results += [_back(claimed) for claimed, _ in held]
+        else:
+            self._results += [result for _, result in held]
 
     def _deliver(self, delivery: Claimed) -> None:
         if not delivery.sendable:
