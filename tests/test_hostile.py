@@ -208,3 +208,25 @@ def test_robot_check_when_switched_on(tmp_path):
     replay = attempt(good, "second@newsroom.org")  # one solution, one sign-up
     assert replay.json["errors"]["email"] == TEXTS.robot_check_failed
     assert count(app, Subscriber) == 1
+
+
+def test_control_characters_from_the_client_never_reach_the_database(app):
+    # A NUL cannot be stored or even compared in PostgreSQL: it used to answer 500 there.
+    client = app.test_client()
+    answer = subscribe(
+        client,
+        source="/\x00\x1b[31m",
+        headers={"User-Agent": "Mozilla/5.0\x00\x07 (X11)"},
+        json=True,
+    )
+    assert answer.status_code == 200 and answer.json["ok"]
+    with session_factory(app)() as session:
+        subscription = session.scalars(select(Subscription)).one()
+        assert subscription.subscribe_source == "/[31m"
+        assert subscription.subscribe_user_agent == "Mozilla/5.0 (X11)"
+    for slug in ("explaining-ukraine\x00", "explaining-ukraine\n", "\x00"):
+        posted = subscribe(client, "other@newsroom.org", newsletter=slug, json=True)
+        assert posted.status_code == 400
+        assert posted.json["errors"]["email"] == TEXTS.unknown_newsletter
+    for path in ("/newsletters/%00", "/newsletters/a%00/feed.atom", "/newsletters/x%0A"):
+        assert client.get(path).status_code == 404

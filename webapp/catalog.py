@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from .models import Issue, Newsletter
 
-SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 FIELDS = ("title", "description", "cadence", "from_name")
 
 
@@ -45,7 +45,7 @@ def read_catalog(path: Path) -> list[dict]:
     seen = set()
     for number, entry in enumerate(entries, 1):
         slug = entry.get("slug")
-        if not isinstance(slug, str) or not SLUG.match(slug) or len(slug) > 64:
+        if not isinstance(slug, str) or not is_slug(slug):
             raise CatalogError(f"{path}: newsletter {number} needs a slug like 'daily-news'")
         if slug in seen:
             raise CatalogError(f"{path}: slug {slug!r} is used twice")
@@ -81,9 +81,25 @@ def seed_catalog(session: Session, entries: list[dict]) -> SeedReport:
     return report
 
 
+def is_slug(text: object) -> bool:
+    """True for text shaped like a newsletter's slug (``daily-news``, at most 64 characters)."""
+    return isinstance(text, str) and len(text) <= 64 and SLUG.fullmatch(text) is not None
+
+
+def newsletter_by_slug(session: Session, slug: object) -> Newsletter | None:
+    """The newsletter with this slug, or None.
+
+    Text that cannot be a slug is answered without asking the database: what readers
+    post or put in a URL may hold characters (NUL) that PostgreSQL refuses in a query.
+    """
+    if not is_slug(slug):
+        return None
+    return session.scalar(select(Newsletter).where(Newsletter.slug == slug))
+
+
 def find_newsletter(session: Session, slug: str) -> Newsletter:
     """The newsletter with this slug, or NotInCatalog naming the known slugs."""
-    newsletter = session.scalar(select(Newsletter).where(Newsletter.slug == slug))
+    newsletter = newsletter_by_slug(session, slug)
     if newsletter is None:
         known = ", ".join(session.scalars(select(Newsletter.slug))) or "none; run newsletter seed"
         raise NotInCatalog(f"no newsletter {slug!r} (known: {known})")

@@ -7,6 +7,7 @@ them commits once, so a subscription and its confirmation email land together.
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,12 +39,24 @@ class Consent:
 
     @classmethod
     def from_request(cls, request, source: str | None = None) -> "Consent":
-        """The consent of a web request (a werkzeug ``Request``): its IP and user agent."""
+        """The consent of a web request (a werkzeug ``Request``): its IP and user agent.
+
+        Both texts come from the client as sent: control characters are dropped (a NUL
+        cannot even be stored in PostgreSQL) and their length is bounded.
+        """
         return cls(
             ip=request.remote_addr,
-            user_agent=request.user_agent.string[:512] or None,
-            source=source[:200] if source else None,
+            user_agent=printable(request.user_agent.string)[:512] or None,
+            source=printable(source or "")[:200] or None,
         )
+
+
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` without control characters (C0, DEL and C1)."""
+    return CONTROL.sub("", text)
 
 
 def subscribe(

@@ -3,6 +3,7 @@
 from flask import Blueprint, abort, current_app, render_template, url_for
 from sqlalchemy import select
 
+from ..catalog import newsletter_by_slug
 from ..db import get_session
 from ..issues.building import issue_articles, seed_articles
 from ..models import Issue, Newsletter
@@ -13,7 +14,7 @@ ARCHIVE_LIMIT = 100  # newest issues listed on a newsletter's page and in its fe
 
 
 def _newsletter(slug: str) -> Newsletter:
-    newsletter = get_session().scalar(select(Newsletter).where(Newsletter.slug == slug))
+    newsletter = newsletter_by_slug(get_session(), slug)
     if newsletter is None:
         abort(404)
     return newsletter

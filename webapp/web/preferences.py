@@ -16,11 +16,11 @@ from flask import (
     request,
     url_for,
 )
-from sqlalchemy import select
 
+from ..catalog import newsletter_by_slug
 from ..db import get_session
 from ..links import manage_url
-from ..models import Newsletter, Subscriber, Subscription, SubscriptionStatus
+from ..models import Subscriber, Subscription, SubscriptionStatus
 from ..subscribers import service
 from ..subscribers.mail import queue_welcome
 from ..subscribers.outbox import wake_worker
@@ -110,9 +110,7 @@ def manage_post(token: str):
             service.unsubscribe(session, subscription)
         flash(TEXTS.manage_left_all, "manage")
     elif action in ("subscribe", "leave"):
-        newsletter = session.scalar(
-            select(Newsletter).where(Newsletter.slug == form.newsletter.data)
-        )
+        newsletter = newsletter_by_slug(session, form.newsletter.data)
         if newsletter is None:
             return _manage_page(subscriber, form, TEXTS.unknown_newsletter, 400)
         if action == "subscribe":

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
+from ..catalog import newsletter_by_slug
 from ..db import get_session
 from ..issues.building import seed_articles
 from ..links import manage_url
@@ -81,7 +82,7 @@ def subscribe():
     """One sign-up form's post: the same answer for every valid address, whatever its state."""
     form = SubscribeForm()
     session = get_session()
-    newsletter = session.scalar(select(Newsletter).where(Newsletter.slug == form.newsletter.data))
+    newsletter = newsletter_by_slug(session, form.newsletter.data)
     valid = form.validate()
     if valid and newsletter is None:
         form.email.errors = [TEXTS.unknown_newsletter]
