@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import pytest
 
-from tests.helpers import ROOT, subscribe
+from tests.helpers import ROOT, confirm_path, press_confirm, subscribe
 from webapp.subscribers.export import EXPORT_COLUMNS
 
 NEWSLETTER = str(Path(sys.executable).parent / "newsletter")
@@ -106,15 +106,9 @@ def test_unmigrated_database_is_one_line(tmp_path):
     assert len(lines) == 1 and "newsletter db upgrade" in lines[0]
 
 
-def confirm_all(app, client):
-    from tests.helpers import confirm_path, press_confirm
-
-    press_confirm(client, confirm_path(app))
-
-
 def test_export_csv_shows_the_confirmed_subscription_with_its_consent(app, client, runner):
     subscribe(client)
-    confirm_all(app, client)
+    press_confirm(client, confirm_path(app))
     subscribe(client, email="other@newsroom.org", newsletter="ukraine-daily")
     result = runner.invoke(args=["subscribers", "export", "--format", "csv"])
     assert result.exit_code == 0
@@ -128,8 +122,12 @@ def test_export_csv_shows_the_confirmed_subscription_with_its_consent(app, clien
     assert first["subscribe_source"] == "/"
     assert first["subscribe_user_agent"].startswith("Werkzeug")
     assert first["confirm_user_agent"] == "Clicker/1.0"
+    assert first["subscribe_how"] == "form" and first["since"] == first["confirmed_at"]
     for column in ("subscribed_at", "confirmed_at"):
         assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d.*\+00:00$", first[column])
+    history = json.loads(first["history"])
+    assert [event["event"] for event in history] == ["subscribed", "confirmed"]
+    assert history[1]["user_agent"] == "Clicker/1.0"
     assert second["status"] == "pending" and second["confirmed_at"] == ""
     assert "Exported 2 subscriptions." in result.stderr
 

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from tests.helpers import GOOD_ADDRESS, confirm_path, csrf_token, press_confirm, subscribe
 from webapp.db import session_factory
-from webapp.models import Subscription, SubscriptionStatus
+from webapp.models import EventKind, Subscription, SubscriptionStatus
 from webapp.texts import TEXTS
 
 
@@ -39,9 +39,11 @@ def test_one_click_confirms_and_records_consent(app, client):
     with session_factory(app)() as session:
         subscription = session.scalars(select(Subscription)).one()
         assert subscription.status == SubscriptionStatus.CONFIRMED
-        assert subscription.confirmed_at >= subscription.subscribed_at
-        assert subscription.confirm_ip == "127.0.0.1"
-        assert subscription.confirm_user_agent == "Clicker/1.0"
+        subscribed, confirmed = subscription.events
+        assert subscribed.kind == EventKind.SUBSCRIBED and confirmed.kind == EventKind.CONFIRMED
+        assert confirmed.at >= subscribed.at and subscription.status_since == confirmed.at
+        assert confirmed.ip == "127.0.0.1"
+        assert confirmed.user_agent == "Clicker/1.0"
 
 
 def test_confirming_twice_is_harmless(app, client):

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from tests.helpers import count, csrf_token, make_app, subscribe
 from webapp.db import session_factory
-from webapp.models import OutboxMail, Subscriber, Subscription
+from webapp.models import OutboxMail, Subscriber, Subscription, SubscriptionEvent
 from webapp.texts import TEXTS
 from webapp.web.security import redact
 
@@ -65,7 +65,7 @@ def test_forwarded_for_is_trusted_only_when_configured(tmp_path):
         )
         assert response.status_code == 200
     with session_factory(trusted)() as session:
-        ips = set(session.scalars(select(Subscription.subscribe_ip)))
+        ips = set(session.scalars(select(SubscriptionEvent.ip)))
     assert ips == {f"127.0.3.{n}" for n in range(4)}  # consent records the reader's IP
 
 
@@ -222,8 +222,9 @@ def test_control_characters_from_the_client_never_reach_the_database(app):
     assert answer.status_code == 200 and answer.json["ok"]
     with session_factory(app)() as session:
         subscription = session.scalars(select(Subscription)).one()
-        assert subscription.subscribe_source == "/[31m"
-        assert subscription.subscribe_user_agent == "Mozilla/5.0 (X11)"
+        [subscribed] = subscription.events
+        assert subscribed.source == "/[31m"
+        assert subscribed.user_agent == "Mozilla/5.0 (X11)"
     for slug in ("explaining-ukraine\x00", "explaining-ukraine\n", "\x00"):
         posted = subscribe(client, "other@newsroom.org", newsletter=slug, json=True)
         assert posted.status_code == 400

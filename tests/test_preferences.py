@@ -9,8 +9,15 @@ from sqlalchemy import func, select
 
 from tests.helpers import TEST_DATABASE, confirm_path, csrf_token, press_confirm, subscribe
 from webapp.db import session_factory
-from webapp.models import ErasedAddress, OutboxMail, Subscriber, Subscription, SubscriptionStatus
-from webapp.subscribers.service import erased_digest
+from webapp.models import (
+    ErasedAddress,
+    EventKind,
+    OutboxMail,
+    Subscriber,
+    Subscription,
+    SubscriptionStatus,
+)
+from webapp.subscribers.personal import erased_digest
 from webapp.texts import TEXTS
 
 
@@ -75,7 +82,8 @@ def test_unsubscribe_page_changes_nothing_and_its_button_unsubscribes(app, clien
     assert (
         states(app)[("reader@newsroom.org", "explaining-ukraine")] == SubscriptionStatus.CONFIRMED
     )
-    response = client.post(path, data={"List-Unsubscribe": "One-Click"})
+    # what the page's button posts
+    response = client.post(path, data={"List-Unsubscribe": "One-Click", "via": "page"})
     assert response.status_code == 200  # a page, not a redirect
     assert TEXTS.unsubscribed_title in response.get_data(as_text=True)
     assert (
@@ -99,7 +107,8 @@ def test_one_click_post_exactly_as_rfc_8058_describes(app, client):
         == SubscriptionStatus.UNSUBSCRIBED
     )
     with session_factory(app)() as session:
-        assert session.scalars(select(Subscription)).one().unsubscribed_at is not None
+        left = session.scalars(select(Subscription)).one().events[-1]
+        assert left.kind == EventKind.UNSUBSCRIBED and left.how == "one-click"
     again = provider.post(
         path,
         data=b"List-Unsubscribe=One-Click",
@@ -199,7 +208,9 @@ def test_manage_subscribe_leave_and_leave_all(app, client):
             .join(Subscription.newsletter)
             .where(Subscription.newsletter.has(slug="ukraine-daily"))
         ).one()
-        assert daily.subscribe_source == "manage page" and daily.confirm_ip == "127.0.0.1"
+        joined, proven = daily.events
+        assert joined.how == proven.how == "manage"
+        assert joined.source == "manage page" and proven.ip == "127.0.0.1"
         kinds = session.scalars(select(OutboxMail.kind).order_by(OutboxMail.id)).all()
     assert kinds == ["confirm", "welcome", "welcome"]
     assert "You are subscribed to Ukraine Daily." in client.get(path).get_data(as_text=True)
@@ -253,7 +264,9 @@ def test_download_my_data(app, client):
     [subscription] = data["subscriptions"]
     assert subscription["newsletter"] == "explaining-ukraine"
     assert subscription["status"] == "confirmed"
-    assert subscription["subscribe_ip"] == "127.0.0.1" and subscription["confirm_user_agent"]
+    joined, proven = subscription["history"]
+    assert joined["event"] == "subscribed" and joined["ip"] == "127.0.0.1"
+    assert proven["event"] == "confirmed" and proven["user_agent"]
     assert [m["kind"] for m in data["mail_sent"]] == ["confirm", "welcome"]
 
 

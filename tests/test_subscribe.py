@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from tests.helpers import GOOD_ADDRESS, count, csrf_token, subscribe
 from webapp.db import session_factory
-from webapp.models import OutboxMail, Subscriber, Subscription, SubscriptionStatus
+from webapp.models import EventKind, OutboxMail, Subscriber, Subscription, SubscriptionStatus
 from webapp.texts import TEXTS
 
 
@@ -192,10 +192,12 @@ def test_consent_of_the_sign_up_is_recorded(app, client):
     )
     with session_factory(app)() as session:
         subscription = session.scalars(select(Subscription)).one()
-        assert subscription.subscribe_ip == "127.0.0.7"
-        assert subscription.subscribe_user_agent == "Mozilla/5.0 Test"
-        assert subscription.subscribe_source == "/"
-        assert subscription.subscribed_at is not None and subscription.subscribed_at.tzinfo
+        [subscribed] = subscription.events
+        assert subscribed.kind == EventKind.SUBSCRIBED and subscribed.how == "form"
+        assert subscribed.ip == "127.0.0.7"
+        assert subscribed.user_agent == "Mozilla/5.0 Test"
+        assert subscribed.source == "/"
+        assert subscribed.at.tzinfo and subscription.status_since == subscribed.at
 
 
 def test_oversized_post_gets_a_page_not_a_500(client):

@@ -7,7 +7,14 @@ from sqlalchemy import func, select
 
 from tests.helpers import confirm_path, press_confirm, subscribe
 from webapp.db import session_factory
-from webapp.models import ErasedAddress, OutboxMail, Subscriber, Subscription, SubscriptionStatus
+from webapp.models import (
+    ErasedAddress,
+    OutboxMail,
+    Subscriber,
+    Subscription,
+    SubscriptionEvent,
+    SubscriptionStatus,
+)
 
 MAILCHIMP_HEADER = (
     "Email Address,First Name,Last Name,MEMBER_RATING,OPTIN_TIME,OPTIN_IP,CONFIRM_TIME,"
@@ -109,7 +116,7 @@ def test_mailchimp_export_with_bad_rows(app, runner, tmp_path):
     }
     assert outbox(app) == []  # confirmed elsewhere: no confirmation email
     with session_factory(app)() as session:
-        sources = set(session.scalars(select(Subscription.subscribe_source)))
+        sources = set(session.scalars(select(SubscriptionEvent.source)))
     assert sources == {"import members.csv: Mailchimp form, 2024"}
 
 
@@ -272,7 +279,7 @@ def test_resend_confirmations_and_purge_pending(app, client, runner):
     with session_factory(app)() as session:
         for s in session.scalars(select(Subscription)):
             s.confirmation_sent_at -= timedelta(days=3)
-            s.subscribed_at -= timedelta(days=31)
+            s.status_since -= timedelta(days=31)
         session.commit()
     result = runner.invoke(args=resend)
     assert "Queued 1" in result.stdout

@@ -86,7 +86,8 @@ class Subscriber(Model):
 
 
 class Subscription(Model):
-    """One subscriber on one newsletter, with the consent that put them there."""
+    """One subscriber on one newsletter, in its current state; how it got there is its
+    history of events (:class:`SubscriptionEvent`)."""
 
     __tablename__ = "subscriptions"
     __table_args__ = (UniqueConstraint("subscriber_id", "newsletter_id"),)
@@ -99,20 +100,58 @@ class Subscription(Model):
     confirm_nonce: Mapped[str] = mapped_column(String(32))
     confirmation_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    subscribed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    subscribe_ip: Mapped[str | None] = mapped_column(String(45))
-    subscribe_user_agent: Mapped[str | None] = mapped_column(String(512))
-    subscribe_source: Mapped[str | None] = mapped_column(String(200))
-    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    confirm_ip: Mapped[str | None] = mapped_column(String(45))
-    confirm_user_agent: Mapped[str | None] = mapped_column(String(512))
-    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the current status began (its event is the subscription's latest).
+    status_since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions")
     newsletter: Mapped[Newsletter] = relationship()
+    events: Mapped[list["SubscriptionEvent"]] = relationship(
+        order_by="SubscriptionEvent.id", viewonly=True
+    )
 
     def __repr__(self) -> str:
         return f"<Subscription {self.id} {self.status.value}>"
+
+
+class EventKind(enum.StrEnum):
+    """What happened to a subscription."""
+
+    SUBSCRIBED = "subscribed"  # a first sign-up (how: form, import, manage)
+    RESUBSCRIBED = "resubscribed"  # signed up again after leaving
+    CONFIRMED = "confirmed"
+    WELCOME_SENT = "welcome_sent"
+    UNSUBSCRIBED = "unsubscribed"  # how: link, one-click, manage, staff, import, …
+    ERASED = "erased"  # the address was erased; kept without anything personal
+
+
+class SubscriptionEvent(Model):
+    """One event in a subscription's history: appended, never changed.
+
+    Consent is history: when, how, and from which IP, user agent and source. Erasing
+    an address deletes its events with it; only an ``erased`` event per newsletter
+    stays, naming nobody (no subscription, no address).
+    """
+
+    __tablename__ = "subscription_events"
+    __table_args__ = (
+        Index("ix_subscription_events_subscription", "subscription_id", "id"),
+        Index("ix_subscription_events_newsletter", "newsletter_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscription_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscriptions.id", ondelete="CASCADE")
+    )
+    newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletters.id", ondelete="CASCADE"))
+    kind: Mapped[EventKind] = mapped_column(_states(EventKind))
+    how: Mapped[str | None] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    source: Mapped[str | None] = mapped_column(String(200))
+
+    def __repr__(self) -> str:
+        return f"<SubscriptionEvent {self.id} {self.kind.value}>"
 
 
 class ErasedAddress(Model):

@@ -12,12 +12,20 @@ from emails.addresses import InvalidAddress, normalize_address
 
 from ..cli import Duration, newsletter_arg
 from ..db import session_factory, utcnow
-from ..models import Newsletter, Subscriber, Subscription, SubscriptionStatus
+from ..models import (
+    EventKind,
+    Newsletter,
+    Subscriber,
+    Subscription,
+    SubscriptionEvent,
+    SubscriptionStatus,
+)
 from .export import export_subscriptions
 from .importer import ImportFileError, import_csv
 from .mail import queue_confirmation
 from .outbox import wake_worker
-from .service import claim_confirmation, confirmation_due, erase
+from .personal import erase
+from .service import claim_confirmation, confirmation_due
 
 subscribers_group = AppGroup("subscribers", help="Staff view of subscribers and list upkeep.")
 
@@ -41,17 +49,28 @@ def init_app(app: Flask) -> None:
 @click.option(
     "--status", type=click.Choice([s.value for s in SubscriptionStatus]), help="Only this status."
 )
-def subscribers_export(fmt: str, output, newsletter: str | None, status: str | None) -> None:
-    """Export subscriptions with their consent records, one row per subscription.
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="CSV: write cells as stored, for re-import (no apostrophe before =, +, -, @).",
+)
+def subscribers_export(
+    fmt: str, output, newsletter: str | None, status: str | None, raw: bool
+) -> None:
+    """Export subscriptions with their state and history, one row per subscription.
 
-    Streams rows, so memory stays flat however long the list. Times are UTC, ISO 8601.
+    The consent that holds (when, how, IP, user agent and source of the sign-up and
+    the confirmation) has columns of its own; every event is in the history (a JSON
+    cell in CSV). CSV cells a spreadsheet would run as a formula start with an
+    apostrophe unless --raw. Streams rows, so memory stays flat however long the
+    list. Times are UTC, ISO 8601.
 
     Example: newsletter subscribers export --format csv --newsletter explaining-ukraine > list.csv
     """
     with session_factory()() as session:
         target = newsletter_arg(session, newsletter, "--newsletter") if newsletter else None
         count = export_subscriptions(
-            session, output, fmt, target, SubscriptionStatus(status) if status else None
+            session, output, fmt, target, SubscriptionStatus(status) if status else None, raw
         )
     click.echo(f"Exported {count} subscriptions.", err=True)
 
@@ -66,7 +85,7 @@ def subscribers_export(fmt: str, output, newsletter: str | None, status: str | N
 def subscribers_list(
     newsletter: str | None, status: str | None, search: str | None, suppressed: bool
 ) -> None:
-    """List subscriptions: address, newsletter, status, when subscribed.
+    """List subscriptions: address, newsletter, status, and since when.
 
     Addresses a digest send found refused for good are marked "suppressed: reason";
     sends leave them out.
@@ -78,7 +97,7 @@ def subscribers_list(
             Subscriber.email,
             Newsletter.slug,
             Subscription.status,
-            Subscription.subscribed_at,
+            Subscription.status_since,
             Subscriber.suppressed_reason,
         )
         .join(Subscription.subscriber)
@@ -114,40 +133,62 @@ def subscribers_list(
 def subscribers_stats() -> None:
     """Per newsletter: pending, confirmed, unsubscribed, and growth over 7 and 30 days.
 
-    Growth is confirmations minus unsubscriptions in the period.
+    Growth is confirmations minus unsubscriptions and erasures in the period, counted
+    from the subscriptions' histories.
 
     Example: newsletter subscribers stats
     """
     now = utcnow()
+    joined = EventKind.CONFIRMED
+    gone = (EventKind.UNSUBSCRIBED, EventKind.ERASED)
 
-    def net(days: int):
-        since = now - timedelta(days=days)
-        joined = func.sum(case((Subscription.confirmed_at >= since, 1), else_=0))
-        left = func.sum(case((Subscription.unsubscribed_at >= since, 1), else_=0))
-        return joined, left
+    def events(kinds, days: int):
+        return func.sum(
+            case(
+                (
+                    and_(
+                        SubscriptionEvent.kind.in_(kinds),
+                        SubscriptionEvent.at >= now - timedelta(days=days),
+                    ),
+                    1,
+                ),
+                else_=0,
+            )
+        )
 
-    joined7, left7 = net(7)
-    joined30, left30 = net(30)
-    counts = [
+    states = [
         func.sum(case((Subscription.status == state, 1), else_=0)) for state in SubscriptionStatus
     ]
-    query = (
-        select(Newsletter.slug, *counts, joined7, left7, joined30, left30)
+    by_state = (
+        select(Newsletter.slug, *states)
         .outerjoin(Subscription, Subscription.newsletter_id == Newsletter.id)
         .group_by(Newsletter.id, Newsletter.slug, Newsletter.position)
         .order_by(Newsletter.position)
+    )
+    by_event = select(
+        SubscriptionEvent.newsletter_id,
+        Newsletter.slug,
+        events([joined], 7),
+        events(gone, 7),
+        events([joined], 30),
+        events(gone, 30),
+    ).join(Newsletter, Newsletter.id == SubscriptionEvent.newsletter_id)
+    by_event = by_event.where(SubscriptionEvent.at >= now - timedelta(days=30)).group_by(
+        SubscriptionEvent.newsletter_id, Newsletter.slug
     )
     click.echo(
         f"{'newsletter':<24} {'pending':>9} {'confirmed':>10} {'unsubscribed':>13} "
         f"{'7 days':>14} {'30 days':>14}"
     )
+
+    def growth(came, left):
+        came, left = came or 0, left or 0
+        return f"{came - left:+d} (+{came}/-{left})"
+
     with session_factory()() as session:
-        for slug, pending, confirmed, left, j7, l7, j30, l30 in session.execute(query):
-
-            def growth(joined, gone):
-                joined, gone = joined or 0, gone or 0
-                return f"{joined - gone:+d} (+{joined}/-{gone})"
-
+        moves = {slug: rest for _, slug, *rest in session.execute(by_event)}
+        for slug, pending, confirmed, left in session.execute(by_state):
+            j7, l7, j30, l30 = moves.get(slug, (0, 0, 0, 0))
             click.echo(
                 f"{slug:<24} {pending or 0:>9} {confirmed or 0:>10} {left or 0:>13} "
                 f"{growth(j7, l7):>14} {growth(j30, l30):>14}"
@@ -168,7 +209,9 @@ def subscribers_import(csv_file: Path, newsletter: str, confirmed: bool, consent
 
     Every row is checked like the sign-up form checks it; bad rows are reported with
     their line numbers and the rest imported. Running it again adds nothing. Addresses
-    unsubscribed here or in the file, and erased ones, are never subscribed. Without
+    unsubscribed here or in the file, and erased ones, are never subscribed; an opt-out
+    in the file (Mailchimp's UNSUB_TIME or CLEAN_TIME, listmonk's blocklisted, an
+    "unsubscribed" status) unsubscribes an address that is on the list here. Without
     --confirmed the new addresses are pending and get a confirmation email.
 
     Example: newsletter subscribers import members.csv --newsletter ukraine-daily
@@ -211,6 +254,7 @@ def subscribers_import(csv_file: Path, newsletter: str, confirmed: bool, consent
         f"Imported {csv_file} ({report.format}) into {newsletter}: {report.rows} rows, "
         f"{report.added} added{' as confirmed' if confirmed else ' as pending'}, "
         f"{report.already} already there, {report.suppressed} kept unsubscribed, "
+        f"{report.opted_out} unsubscribed as the file says, "
         f"{report.erased} erased skipped, {report.bad} bad."
     )
     if report.bad:
@@ -231,7 +275,7 @@ def subscribers_delete(email: str) -> None:
     except InvalidAddress as exc:
         raise click.BadParameter(str(exc), param_hint="EMAIL") from None
     with session_factory()() as session:
-        count = erase(session, key, current_app.config["SECRET_KEY"])
+        count = erase(session, key, current_app.config["SECRET_KEY"], "staff")
         session.commit()
     click.echo(f"Erased {email}: {count} subscription(s) deleted; imports will skip it.")
 
@@ -302,7 +346,7 @@ def purge_pending(older_than: timedelta, newsletter: str | None) -> None:
     cutoff = utcnow() - older_than
     with session_factory()() as session:
         condition = and_(
-            Subscription.status == SubscriptionStatus.PENDING, Subscription.subscribed_at <= cutoff
+            Subscription.status == SubscriptionStatus.PENDING, Subscription.status_since <= cutoff
         )
         if newsletter:
             condition = and_(

@@ -17,9 +17,18 @@ from sqlalchemy.orm import Session, selectinload
 from emails.addresses import InvalidAddress, normalize_address
 
 from ..db import utcnow
-from ..models import ErasedAddress, Newsletter, Subscriber, Subscription, SubscriptionStatus
+from ..models import (
+    ErasedAddress,
+    EventKind,
+    Newsletter,
+    Subscriber,
+    Subscription,
+    SubscriptionEvent,
+    SubscriptionStatus,
+)
 from .mail import queue_confirmation
-from .service import erased_digest
+from .personal import erased_digest
+from .service import Consent, unsubscribe
 
 BATCH = 1000
 # Values of a status column that mean "do not mail": Mailchimp's unsubscribed and cleaned
@@ -39,7 +48,8 @@ class ImportReport:
     rows: int = 0
     added: int = 0
     already: int = 0
-    suppressed: int = 0
+    suppressed: int = 0  # new, and kept unsubscribed as the file says
+    opted_out: int = 0  # on the list here, unsubscribed because the file says so
     erased: int = 0
     bad: int = 0
     confirmations: int = 0
@@ -171,9 +181,11 @@ def _import_batch(
             and row[layout.status].strip().lower() in SUPPRESSED
         )
         if address.key in wanted:
-            report.already += 1  # the same address twice in the file
-            continue
-        wanted[address.key] = (address, suppressed)
+            report.already += 1  # the same address twice in the file: an opt-out wins
+            first, opted_out = wanted[address.key]
+            wanted[address.key] = (first, opted_out or suppressed)
+        else:
+            wanted[address.key] = (address, suppressed)
 
     keys = list(wanted)
     digests = {erased_digest(key, secret_key): key for key in keys}
@@ -188,26 +200,34 @@ def _import_batch(
             select(Subscriber.email_key, Subscriber.id).where(Subscriber.email_key.in_(keys))
         ).all()
     )
-    on_list = set(
-        session.scalars(
-            select(Subscription.subscriber_id).where(
+    on_list = dict(
+        session.execute(
+            select(Subscription.subscriber_id, Subscription).where(
                 Subscription.newsletter_id == newsletter.id,
                 Subscription.subscriber_id.in_(subscriber_ids.values()),
             )
-        )
+        ).all()
     )
     new = []
     for key, (address, suppressed) in wanted.items():
+        existing = on_list.get(subscriber_ids.get(key))
         if key in erased:
             report.erased += 1
-        elif subscriber_ids.get(key) in on_list:
-            report.already += 1
-        else:
+        elif existing is None:
             new.append((key, address, suppressed))
-    if not new:
-        session.commit()
-        return
+        elif suppressed and existing.status != SubscriptionStatus.UNSUBSCRIBED:
+            # An opt-out from any source wins: the file says this reader left.
+            unsubscribe(session, existing, "import", Consent(None, None, source))
+            report.opted_out += 1
+        else:
+            report.already += 1  # never turned back from unsubscribed, never re-confirmed
+    if new:
+        _add_new(session, new, subscriber_ids, newsletter, confirmed, source, report)
+    session.commit()
+    session.expunge_all()  # keep memory flat across batches
 
+
+def _add_new(session, new, subscriber_ids, newsletter, confirmed, source, report) -> None:
     now = utcnow()
     missing = [(key, address) for key, address, _ in new if key not in subscriber_ids]
     if missing:
@@ -222,31 +242,57 @@ def _import_batch(
                 )
             ).all()
         )
-    rows = []
+    statuses = {}
     for key, _address, suppressed in new:
-        status = (
+        statuses[subscriber_ids[key]] = (
             SubscriptionStatus.UNSUBSCRIBED
             if suppressed
             else (SubscriptionStatus.CONFIRMED if confirmed else SubscriptionStatus.PENDING)
-        )
-        rows.append(
-            {
-                "subscriber_id": subscriber_ids[key],
-                "newsletter_id": newsletter.id,
-                "status": status,
-                "confirm_nonce": secrets.token_urlsafe(12),
-                "subscribed_at": now,
-                "subscribe_source": source,
-                "confirmed_at": now if status == SubscriptionStatus.CONFIRMED else None,
-                "unsubscribed_at": now if status == SubscriptionStatus.UNSUBSCRIBED else None,
-                "confirmation_sent_at": now if status == SubscriptionStatus.PENDING else None,
-            }
         )
         if suppressed:
             report.suppressed += 1
         else:
             report.added += 1
-    session.execute(insert(Subscription), rows)
+    session.execute(
+        insert(Subscription),
+        [
+            {
+                "subscriber_id": subscriber_id,
+                "newsletter_id": newsletter.id,
+                "status": status,
+                "status_since": now,
+                "confirm_nonce": secrets.token_urlsafe(12),
+                "confirmation_sent_at": now if status == SubscriptionStatus.PENDING else None,
+            }
+            for subscriber_id, status in statuses.items()
+        ],
+    )
+    made = session.execute(
+        select(Subscription.id, Subscription.subscriber_id).where(
+            Subscription.newsletter_id == newsletter.id,
+            Subscription.subscriber_id.in_(statuses),
+        )
+    ).all()
+    events = []
+    for subscription_id, subscriber_id in made:
+        status = statuses[subscriber_id]
+        kinds = {
+            SubscriptionStatus.UNSUBSCRIBED: [EventKind.UNSUBSCRIBED],  # an opt-out, kept
+            SubscriptionStatus.CONFIRMED: [EventKind.SUBSCRIBED, EventKind.CONFIRMED],
+            SubscriptionStatus.PENDING: [EventKind.SUBSCRIBED],
+        }[status]
+        events += [
+            {
+                "subscription_id": subscription_id,
+                "newsletter_id": newsletter.id,
+                "kind": kind,
+                "how": "import",
+                "at": now,
+                "source": source,
+            }
+            for kind in kinds
+        ]
+    session.execute(insert(SubscriptionEvent), events)
     if not confirmed:
         pending = session.scalars(
             select(Subscription)
@@ -254,11 +300,11 @@ def _import_batch(
             .where(
                 Subscription.newsletter_id == newsletter.id,
                 Subscription.status == SubscriptionStatus.PENDING,
-                Subscription.subscriber_id.in_([subscriber_ids[k] for k, _, s in new if not s]),
+                Subscription.subscriber_id.in_(
+                    [sid for sid, st in statuses.items() if st == SubscriptionStatus.PENDING]
+                ),
             )
         ).all()
         for subscription in pending:
             queue_confirmation(session, subscription)
         report.confirmations += len(pending)
-    session.commit()
-    session.expunge_all()  # keep memory flat across batches

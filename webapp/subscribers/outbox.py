@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import Flask, current_app
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, literal, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from emails.transport import DeliveryError, Transport
 
-from ..db import session_factory, utcnow
+from ..db import UTCDateTime, session_factory, utcnow
 from ..delivery import transport_from_config
-from ..models import OutboxMail, OutboxStatus
+from ..models import EventKind, OutboxMail, OutboxStatus, Subscription, SubscriptionEvent
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +117,27 @@ def _deliver_one(sessions, transport, message_id, lease, backoff, due_only, repo
             message.sent_at = utcnow()
             message.claimed_until = None
             message.message = b""  # delivered; the bytes are not needed again
+            if message.kind == "welcome" and message.subscription_id is not None:
+                _welcome_sent(session, message.subscription_id, message.sent_at)
             report.sent += 1
             outcome = "sent"
         session.commit()
         return outcome
+
+
+def _welcome_sent(session: Session, subscription_id: int, at) -> None:
+    # The history records the welcome when it went out, in the transaction that says so.
+    session.execute(
+        insert(SubscriptionEvent).from_select(
+            ["subscription_id", "newsletter_id", "kind", "at"],
+            select(
+                Subscription.id,
+                Subscription.newsletter_id,
+                literal(EventKind.WELCOME_SENT.value),
+                literal(at, UTCDateTime),
+            ).where(Subscription.id == subscription_id),
+        )
+    )
 
 
 def wake_worker() -> None:

@@ -5,28 +5,25 @@ Functions here take a session and never commit; the view or command that calls
 them commits once, so a subscription and its confirmation email land together.
 """
 
-import hashlib
-import hmac
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, delete, or_, select, update
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
 
 from emails.addresses import Address
 
 from ..db import utcnow
 from ..models import (
-    Delivery,
-    ErasedAddress,
+    EventKind,
     Newsletter,
-    OutboxMail,
     Subscriber,
     Subscription,
     SubscriptionStatus,
 )
+from .history import record_event
 
 
 @dataclass(frozen=True)
@@ -91,14 +88,16 @@ def subscribe(
         )
     if subscription is None:
         subscription = Subscription(subscriber=subscriber, newsletter=newsletter)
-        _start_pending(subscription, consent, now)
+        _start_pending(subscription, now)
         session.add(subscription)
         session.flush()
+        record_event(session, subscription, EventKind.SUBSCRIBED, "form", consent, now)
     elif subscription.status == SubscriptionStatus.CONFIRMED:
         return None
     elif subscription.status == SubscriptionStatus.UNSUBSCRIBED:
-        _start_pending(subscription, consent, now)
+        _start_pending(subscription, now)
         session.flush()
+        record_event(session, subscription, EventKind.RESUBSCRIBED, "form", consent, now)
     if claim_confirmation(session, subscription.id, now - timedelta(seconds=cooldown), daily_cap):
         return subscription
     return None
@@ -158,20 +157,16 @@ def _claim_daily_slot(session: Session, subscriber_id: int, cap: int) -> bool:
     return result.rowcount == 1
 
 
-def _start_pending(subscription: Subscription, consent: Consent, now: datetime) -> None:
+def _start_pending(subscription: Subscription, now: datetime) -> None:
     subscription.status = SubscriptionStatus.PENDING
     subscription.confirm_nonce = secrets.token_urlsafe(12)
     subscription.confirmation_sent_at = None
-    subscription.subscribed_at = now
-    subscription.subscribe_ip = consent.ip
-    subscription.subscribe_user_agent = consent.user_agent
-    subscription.subscribe_source = consent.source
-    subscription.confirmed_at = subscription.confirm_ip = subscription.confirm_user_agent = None
-    subscription.unsubscribed_at = None
+    subscription.status_since = now
 
 
 def confirm(session: Session, subscription: Subscription, nonce: str, consent: Consent) -> bool:
     """Confirm a pending subscription whose nonce matches; True if this call confirmed it."""
+    now = utcnow()
     result = session.execute(
         update(Subscription)
         .where(
@@ -179,15 +174,11 @@ def confirm(session: Session, subscription: Subscription, nonce: str, consent: C
             Subscription.status == SubscriptionStatus.PENDING,
             Subscription.confirm_nonce == nonce,
         )
-        .values(
-            status=SubscriptionStatus.CONFIRMED,
-            confirmed_at=utcnow(),
-            confirm_ip=consent.ip,
-            confirm_user_agent=consent.user_agent,
-        )
+        .values(status=SubscriptionStatus.CONFIRMED, status_since=now)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount == 1:
+        record_event(session, subscription, EventKind.CONFIRMED, "link", consent, now)
         # Confirming from the email proves the address takes mail again.
         session.execute(
             update(Subscriber)
@@ -199,23 +190,35 @@ def confirm(session: Session, subscription: Subscription, nonce: str, consent: C
     return result.rowcount == 1
 
 
-def unsubscribe(session: Session, subscription: Subscription) -> bool:
-    """End a subscription at once; True if it was not already ended (idempotent)."""
+def unsubscribe(
+    session: Session, subscription: Subscription, how: str, consent: Consent | None = None
+) -> bool:
+    """End a subscription at once; True if it was not already ended (idempotent).
+
+    ``how`` says which way the reader (or staff) asked: link, one-click, manage, …
+    """
+    now = utcnow()
     result = session.execute(
         update(Subscription)
         .where(
             Subscription.id == subscription.id,
             Subscription.status != SubscriptionStatus.UNSUBSCRIBED,
         )
-        .values(status=SubscriptionStatus.UNSUBSCRIBED, unsubscribed_at=utcnow())
+        .values(status=SubscriptionStatus.UNSUBSCRIBED, status_since=now)
         .execution_options(synchronize_session=False)
     )
+    if result.rowcount == 1:
+        record_event(session, subscription, EventKind.UNSUBSCRIBED, how, consent, now)
     session.refresh(subscription)
     return result.rowcount == 1
 
 
 def subscribe_confirmed(
-    session: Session, subscriber: Subscriber, newsletter: Newsletter, consent: Consent
+    session: Session,
+    subscriber: Subscriber,
+    newsletter: Newsletter,
+    consent: Consent,
+    how: str = "manage",
 ) -> Subscription | None:
     """Subscribe a reader whose address is already proven (manage page, trusted import).
 
@@ -233,103 +236,17 @@ def subscribe_confirmed(
     if subscription is None:
         subscription = Subscription(subscriber=subscriber, newsletter=newsletter)
         session.add(subscription)
-    _start_pending(subscription, consent, now)
+        started = EventKind.SUBSCRIBED
+    else:
+        started = (
+            EventKind.RESUBSCRIBED
+            if subscription.status == SubscriptionStatus.UNSUBSCRIBED
+            else None  # pending: its sign-up is in the history already
+        )
+    _start_pending(subscription, now)
     subscription.status = SubscriptionStatus.CONFIRMED
-    subscription.confirmed_at = now
-    subscription.confirm_ip = consent.ip
-    subscription.confirm_user_agent = consent.user_agent
     session.flush()
+    if started is not None:
+        record_event(session, subscription, started, how, consent, now)
+    record_event(session, subscription, EventKind.CONFIRMED, how, consent, now)
     return subscription
-
-
-def erased_digest(address_key: str, secret_key: str) -> str:
-    """The keyed hash kept of an erased address (HMAC-SHA256 of its case-folded form)."""
-    key = hmac.new(secret_key.encode(), b"newsletter.erased", hashlib.sha256).digest()
-    return hmac.new(key, address_key.encode(), hashlib.sha256).hexdigest()
-
-
-def erase(session: Session, address_key: str, secret_key: str) -> int:
-    """Delete everything personal of an address; keep only its keyed hash.
-
-    Returns how many subscriptions were deleted. Queued mail to the address goes too.
-    Recording the hash again for an address erased before is harmless.
-    """
-    digest = erased_digest(address_key, secret_key)
-    if session.get(ErasedAddress, digest) is None:
-        session.add(ErasedAddress(digest=digest))
-    subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == address_key))
-    if subscriber is None:
-        return 0
-    count = len(subscriber.subscriptions)
-    session.execute(delete(OutboxMail).where(OutboxMail.subscriber_id == subscriber.id))
-    session.delete(subscriber)  # subscriptions go with it (cascade)
-    session.flush()
-    return count
-
-
-def is_erased(session: Session, address_key: str, secret_key: str) -> bool:
-    """True if this address was erased (imports must skip it)."""
-    return session.get(ErasedAddress, erased_digest(address_key, secret_key)) is not None
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def consent_record(s: Subscription) -> dict:
-    """A subscription's state and consent, JSON-ready: for exports and data downloads."""
-    return {
-        "status": s.status.value,
-        "subscribed_at": _iso(s.subscribed_at),
-        "subscribe_ip": s.subscribe_ip,
-        "subscribe_user_agent": s.subscribe_user_agent,
-        "subscribe_source": s.subscribe_source,
-        "confirmed_at": _iso(s.confirmed_at),
-        "confirm_ip": s.confirm_ip,
-        "confirm_user_agent": s.confirm_user_agent,
-        "unsubscribed_at": _iso(s.unsubscribed_at),
-    }
-
-
-def personal_data(session: Session, subscriber: Subscriber) -> dict:
-    """Everything stored about a subscriber, for "download my data"."""
-    mail = session.scalars(
-        select(OutboxMail).where(OutboxMail.subscriber_id == subscriber.id).order_by(OutboxMail.id)
-    )
-    deliveries = session.scalars(
-        select(Delivery).where(Delivery.subscriber_id == subscriber.id).order_by(Delivery.id)
-    )
-    return {
-        "email": subscriber.email,
-        "created_at": _iso(subscriber.created_at),
-        "subscriptions": [
-            {"newsletter": s.newsletter.slug, "newsletter_title": s.newsletter.title}
-            | consent_record(s)
-            for s in subscriber.subscriptions
-        ],
-        "mail_sent": [
-            {
-                "kind": m.kind,
-                "queued_at": _iso(m.created_at),
-                "sent_at": _iso(m.sent_at),
-                "status": m.status.value,
-            }
-            for m in mail
-        ],
-        "issues_sent": [
-            {
-                "newsletter": d.issue.newsletter.slug,
-                "issue": d.issue.number,
-                "subject": d.issue.subject,
-                "status": d.status.value,
-                "sent_at": _iso(d.sent_at),
-            }
-            for d in deliveries
-        ],
-        "suppressed": {
-            "at": _iso(subscriber.suppressed_at),
-            "reason": subscriber.suppressed_reason,
-        }
-        if subscriber.suppressed_at
-        else None,
-    }

@@ -21,7 +21,7 @@ from ..catalog import newsletter_by_slug
 from ..db import get_session
 from ..links import manage_url
 from ..models import Subscriber, Subscription, SubscriptionStatus
-from ..subscribers import service
+from ..subscribers import personal, service
 from ..subscribers.mail import queue_welcome
 from ..subscribers.outbox import wake_worker
 from ..texts import TEXTS
@@ -46,7 +46,9 @@ def unsubscribe_post(token: str):
     """Unsubscribe at once and answer 200; also the RFC 8058 one-click POST."""
     subscription = linked("unsubscribe", token)
     session = get_session()
-    service.unsubscribe(session, subscription)
+    # The page's button says so; anything else posting here is a mail client's one-click.
+    how = "link" if request.form.get("via") == "page" else "one-click"
+    service.unsubscribe(session, subscription, how, service.Consent.from_request(request))
     session.commit()
     return _unsubscribed_page(subscription)
 
@@ -93,7 +95,7 @@ def manage_post(token: str):
     action = form.action.data
     consent = service.Consent.from_request(request, "manage page")
     if action == "export":
-        data = json.dumps(service.personal_data(session, subscriber), indent=2, ensure_ascii=False)
+        data = json.dumps(personal.personal_data(session, subscriber), indent=2, ensure_ascii=False)
         return data, {
             "Content-Type": "application/json; charset=utf-8",
             "Content-Disposition": 'attachment; filename="my-newsletter-data.json"',
@@ -102,12 +104,12 @@ def manage_post(token: str):
     if action == "erase":
         if not form.erase_confirm.data:
             return _manage_page(subscriber, form, TEXTS.manage_erase_needs_confirm, 400)
-        service.erase(session, subscriber.email_key, current_app.config["SECRET_KEY"])
+        personal.erase(session, subscriber.email_key, current_app.config["SECRET_KEY"], "reader")
         session.commit()
         return notice(TEXTS.erased_title, TEXTS.erased_text)
     if action == "leave-all":
         for subscription in subscriber.subscriptions:
-            service.unsubscribe(session, subscription)
+            service.unsubscribe(session, subscription, "manage", consent)
         flash(TEXTS.manage_left_all, "manage")
     elif action in ("subscribe", "leave"):
         newsletter = newsletter_by_slug(session, form.newsletter.data)
@@ -121,7 +123,7 @@ def manage_post(token: str):
         else:
             for subscription in subscriber.subscriptions:
                 if subscription.newsletter_id == newsletter.id:
-                    service.unsubscribe(session, subscription)
+                    service.unsubscribe(session, subscription, "manage", consent)
             flash(TEXTS.manage_left.format(newsletter=newsletter.title), "manage")
     else:
         return _manage_page(subscriber, form, TEXTS.server_error_text, 400)

@@ -1,0 +1,59 @@
+"""The history of each subscription: an append-only list of events with their consent.
+
+Every subscribe, confirm, welcome, unsubscribe and erasure is an event in the same
+transaction as the change it records; the subscription row keeps only the current
+state. Exports and the reader's data download show the history as it is.
+"""
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from ..db import utcnow
+from ..models import EventKind, Subscription, SubscriptionEvent
+
+if TYPE_CHECKING:
+    from .service import Consent
+
+
+def record_event(
+    session: Session,
+    subscription: Subscription,
+    kind: EventKind,
+    how: str | None = None,
+    consent: "Consent | None" = None,
+    at: datetime | None = None,
+) -> None:
+    """Append one event to ``subscription``'s history, in the caller's transaction."""
+    session.execute(
+        insert(SubscriptionEvent).values(
+            subscription_id=subscription.id,
+            newsletter_id=subscription.newsletter_id,
+            kind=kind,
+            how=how,
+            at=at or utcnow(),
+            ip=consent.ip if consent else None,
+            user_agent=consent.user_agent if consent else None,
+            source=consent.source if consent else None,
+        )
+    )
+
+
+def iso(value: datetime | None) -> str | None:
+    """A time as ISO 8601 text (UTC), or None."""
+    return value.isoformat() if value else None
+
+
+def event_record(event) -> dict:
+    """One event (a SubscriptionEvent, or a row of its columns), JSON-ready: for
+    exports and the reader's data download."""
+    return {
+        "event": event.kind.value,
+        "how": event.how,
+        "at": iso(event.at),
+        "ip": event.ip,
+        "user_agent": event.user_agent,
+        "source": event.source,
+    }

@@ -1,0 +1,111 @@
+"""A reader's own data: everything stored about them, to download, and erasure.
+
+Erasure keeps only a keyed hash of the address, so that an import never adds it back.
+"""
+
+import hashlib
+import hmac
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
+
+from ..db import utcnow
+from ..models import (
+    Delivery,
+    ErasedAddress,
+    EventKind,
+    OutboxMail,
+    Subscriber,
+    SubscriptionEvent,
+)
+from .history import event_record, iso
+
+
+def erased_digest(address_key: str, secret_key: str) -> str:
+    """The keyed hash kept of an erased address (HMAC-SHA256 of its case-folded form)."""
+    key = hmac.new(secret_key.encode(), b"newsletter.erased", hashlib.sha256).digest()
+    return hmac.new(key, address_key.encode(), hashlib.sha256).hexdigest()
+
+
+def erase(session: Session, address_key: str, secret_key: str, how: str = "reader") -> int:
+    """Delete everything personal of an address; keep only its keyed hash.
+
+    Returns how many subscriptions were deleted. Queued mail to the address and the
+    history of its subscriptions go too; each newsletter keeps an ``erased`` event
+    that names nobody. Recording the hash again for an address erased before is
+    harmless.
+    """
+    digest = erased_digest(address_key, secret_key)
+    if session.get(ErasedAddress, digest) is None:
+        session.add(ErasedAddress(digest=digest))
+    subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == address_key))
+    if subscriber is None:
+        return 0
+    newsletters = [s.newsletter_id for s in subscriber.subscriptions]
+    session.execute(delete(OutboxMail).where(OutboxMail.subscriber_id == subscriber.id))
+    session.delete(subscriber)  # subscriptions and their events go with it (cascade)
+    session.flush()
+    if newsletters:
+        now = utcnow()
+        session.execute(
+            insert(SubscriptionEvent),
+            [
+                {"newsletter_id": n, "kind": EventKind.ERASED, "how": how, "at": now}
+                for n in newsletters
+            ],
+        )
+    return len(newsletters)
+
+
+def is_erased(session: Session, address_key: str, secret_key: str) -> bool:
+    """True if this address was erased (imports must skip it)."""
+    return session.get(ErasedAddress, erased_digest(address_key, secret_key)) is not None
+
+
+def personal_data(session: Session, subscriber: Subscriber) -> dict:
+    """Everything stored about a subscriber, for "download my data"."""
+    mail = session.scalars(
+        select(OutboxMail).where(OutboxMail.subscriber_id == subscriber.id).order_by(OutboxMail.id)
+    )
+    deliveries = session.scalars(
+        select(Delivery).where(Delivery.subscriber_id == subscriber.id).order_by(Delivery.id)
+    )
+    return {
+        "email": subscriber.email,
+        "created_at": iso(subscriber.created_at),
+        "subscriptions": [
+            {
+                "newsletter": s.newsletter.slug,
+                "newsletter_title": s.newsletter.title,
+                "status": s.status.value,
+                "since": iso(s.status_since),
+                "history": [event_record(e) for e in s.events],
+            }
+            for s in subscriber.subscriptions
+        ],
+        "mail_sent": [
+            {
+                "kind": m.kind,
+                "queued_at": iso(m.created_at),
+                "sent_at": iso(m.sent_at),
+                "status": m.status.value,
+            }
+            for m in mail
+        ],
+        "issues_sent": [
+            {
+                "newsletter": d.issue.newsletter.slug,
+                "issue": d.issue.number,
+                "subject": d.issue.subject,
+                "status": d.status.value,
+                "sent_at": iso(d.sent_at),
+            }
+            for d in deliveries
+        ],
+        "suppressed": {
+            "at": iso(subscriber.suppressed_at),
+            "reason": subscriber.suppressed_reason,
+        }
+        if subscriber.suppressed_at
+        else None,
+    }
