@@ -6,18 +6,16 @@ from pathlib import Path
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
-from sqlalchemy import and_, case, delete, func, select
+from sqlalchemy import and_, delete, select
 
 from emails.addresses import InvalidAddress, normalize_address
 
 from ..cli import Duration, newsletter_arg
 from ..db import session_factory, utcnow
 from ..models import (
-    EventKind,
     Newsletter,
     Subscriber,
     Subscription,
-    SubscriptionEvent,
     SubscriptionStatus,
 )
 from .export import export_subscriptions
@@ -26,6 +24,7 @@ from .mail import queue_confirmation
 from .outbox import wake_worker
 from .personal import erase
 from .service import claim_confirmation, confirmation_due
+from .stats import list_stats
 
 subscribers_group = AppGroup("subscribers", help="Staff view of subscribers and list upkeep.")
 
@@ -138,60 +137,15 @@ def subscribers_stats() -> None:
 
     Example: newsletter subscribers stats
     """
-    now = utcnow()
-    joined = EventKind.CONFIRMED
-    gone = (EventKind.UNSUBSCRIBED, EventKind.ERASED)
-
-    def events(kinds, days: int):
-        return func.sum(
-            case(
-                (
-                    and_(
-                        SubscriptionEvent.kind.in_(kinds),
-                        SubscriptionEvent.at >= now - timedelta(days=days),
-                    ),
-                    1,
-                ),
-                else_=0,
-            )
-        )
-
-    states = [
-        func.sum(case((Subscription.status == state, 1), else_=0)) for state in SubscriptionStatus
-    ]
-    by_state = (
-        select(Newsletter.slug, *states)
-        .outerjoin(Subscription, Subscription.newsletter_id == Newsletter.id)
-        .group_by(Newsletter.id, Newsletter.slug, Newsletter.position)
-        .order_by(Newsletter.position)
-    )
-    by_event = select(
-        SubscriptionEvent.newsletter_id,
-        Newsletter.slug,
-        events([joined], 7),
-        events(gone, 7),
-        events([joined], 30),
-        events(gone, 30),
-    ).join(Newsletter, Newsletter.id == SubscriptionEvent.newsletter_id)
-    by_event = by_event.where(SubscriptionEvent.at >= now - timedelta(days=30)).group_by(
-        SubscriptionEvent.newsletter_id, Newsletter.slug
-    )
     click.echo(
         f"{'newsletter':<24} {'pending':>9} {'confirmed':>10} {'unsubscribed':>13} "
         f"{'7 days':>14} {'30 days':>14}"
     )
-
-    def growth(came, left):
-        came, left = came or 0, left or 0
-        return f"{came - left:+d} (+{came}/-{left})"
-
     with session_factory()() as session:
-        moves = {slug: rest for _, slug, *rest in session.execute(by_event)}
-        for slug, pending, confirmed, left in session.execute(by_state):
-            j7, l7, j30, l30 = moves.get(slug, (0, 0, 0, 0))
+        for row in list_stats(session, utcnow()):
             click.echo(
-                f"{slug:<24} {pending or 0:>9} {confirmed or 0:>10} {left or 0:>13} "
-                f"{growth(j7, l7):>14} {growth(j30, l30):>14}"
+                f"{row.slug:<24} {row.pending:>9} {row.confirmed:>10} {row.unsubscribed:>13} "
+                f"{row.growth(7):>14} {row.growth(30):>14}"
             )
 
 
