@@ -89,7 +89,10 @@ def db_upgrade(revision: str) -> None:
 
     Example: newsletter db upgrade
     """
-    before, after = migrations.upgrade(current_app, revision)
+    try:
+        before, after = migrations.upgrade(current_app, revision)
+    except migrations.MigrationError as exc:
+        raise click.ClickException(f"database not upgraded: {exc}") from None
     if before == after:
         click.echo(f"Database is up to date (revision {after}).")
     else:
