@@ -67,13 +67,16 @@ class FileTransport(_Closing):
 
     def send(self, message: bytes, sender: str, recipients: list[str]) -> None:
         """Write the message; the envelope is kept in ``X-Envelope-*`` lines on top."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        # Captured mail holds every confirmation link: this user's only, whatever the umask.
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         name = f"{stamp}-{secrets.token_hex(4)}.eml"
         envelope = f"X-Envelope-From: {sender}\r\nX-Envelope-To: {', '.join(recipients)}\r\n"
         tmp = self.folder / f".{name}.tmp"
         try:
-            tmp.write_bytes(envelope.encode("ascii") + message)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(envelope.encode("ascii") + message)
             os.replace(tmp, self.folder / name)
         except OSError as exc:
             tmp.unlink(missing_ok=True)

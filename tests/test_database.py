@@ -1,12 +1,14 @@
 """What the database guarantees, on SQLite and on a real PostgreSQL: schema, races, claims."""
 
+import os
+import stat
 import threading
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import select
 
-from tests.helpers import SmtpServer, count, sqlite_only, subscribe
+from tests.helpers import SmtpServer, count, make_app, sqlite_only, subscribe
 from webapp.db import Model, engine, session_factory
 from webapp.delivery import transport_from_config
 from webapp.models import OutboxMail, OutboxStatus
@@ -52,3 +54,25 @@ def test_two_senders_draining_one_outbox_send_each_message_once(any_db_app, tmp_
         assert states == {OutboxStatus.SENT}
     finally:
         relay.stop()
+
+
+@sqlite_only
+def test_files_are_private_whatever_the_umask(tmp_path):
+    old = os.umask(0)  # the most permissive: every file would be world-writable
+    try:
+        instance = tmp_path / "instance"
+        app = make_app(tmp_path, DATABASE_URL=f"sqlite:///{instance / 'newsletter.db'}")
+        subscribe(app.test_client())
+        result = app.test_cli_runner().invoke(args=["outbox", "send"])
+        assert result.exit_code == 0, result.output
+    finally:
+        os.umask(old)
+    outbox = instance / "outbox"
+    modes = {
+        path.name: stat.S_IMODE(path.stat().st_mode)
+        for path in [instance, outbox, *instance.iterdir(), *outbox.iterdir()]
+    }
+    assert modes["instance"] == modes["outbox"] == 0o700
+    assert {"newsletter.db", "newsletter.db-wal", "newsletter.db-shm", "secret_key"} <= set(modes)
+    assert any(name.endswith(".eml") for name in modes)
+    assert all(mode == 0o600 for name, mode in modes.items() if name not in ("instance", "outbox"))

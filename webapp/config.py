@@ -154,7 +154,8 @@ def instance_secret_key(instance: Path) -> str:
     workers starting together agree on one key and nobody reads a half-written file.
     """
     path = instance / "secret_key"
-    instance.mkdir(parents=True, exist_ok=True)
+    # Private whatever the umask: the key signs every link (a new folder only).
+    instance.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not path.exists():
         tmp = instance / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

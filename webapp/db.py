@@ -4,6 +4,7 @@ Flask is imported only by the three functions that bind the database to an app, 
 the parts that run without one (the forked senders of a digest) load without it.
 """
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -70,7 +71,7 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        _create_private(Path(parsed.database))
     created = create_engine(url, connect_args={"timeout": 15})
 
     @event.listens_for(created, "connect")
@@ -83,6 +84,14 @@ def make_engine(url: str) -> Engine:
         cursor.close()
 
     return created
+
+
+def _create_private(path: Path) -> None:
+    """Create the SQLite file (and its folder) readable by this user only, whatever the
+    umask, before SQLite does; SQLite gives its -wal and -shm files the same mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 def init_app(app: "Flask") -> None:

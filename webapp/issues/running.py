@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import click
 from flask import Flask
@@ -53,7 +52,8 @@ def single_sender(app: Flask, issue: Issue) -> Iterator[None]:
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         yield
         return
-    with open(Path(f"{url.database}.send-{issue.id}.lock"), "a") as handle:
+    lock = os.open(f"{url.database}.send-{issue.id}.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(lock, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
