@@ -2,6 +2,7 @@
 real SMTP server on loopback. The relay's answers decide: errors in a row pause, a 4xx
 defers, a 5xx at RCPT suppresses, a relay that cannot be reached is tried again."""
 
+import socket
 import subprocess
 import sys
 
@@ -12,7 +13,13 @@ from emails.transport import SmtpSettings, SmtpTransport
 from tests.helpers import ROOT, SmtpServer, app_with_issue, free_port, readers
 from webapp.db import engine, session_factory
 from webapp.issues.mail import IssueMail
-from webapp.issues.queue import counts, take_list
+from webapp.issues.queue import (
+    claim,
+    counts,
+    host_name,
+    release_dead_local_claims,
+    take_list,
+)
 from webapp.issues.sender import Sender, SendSettings
 from webapp.links import reader_links
 from webapp.models import Delivery, DeliveryStatus, Issue, Subscriber
@@ -152,3 +159,21 @@ def test_errors_held_when_the_send_is_stopped_go_back_untouched(tmp_path, relay)
     assert suppressed(app) == set()
     assert {d.status for d in deliveries(app).values()} == {DeliveryStatus.QUEUED}
     assert {d.attempts for d in deliveries(app).values()} == {0}
+
+
+def test_hosts_sharing_a_long_prefix_keep_each_others_claims(tmp_path, relay, monkeypatch):
+    # Container names often share their first 40 characters and more.
+    first = "newsletter-production-worker-deployment-7f9c4b-abcde"
+    second = "newsletter-production-worker-deployment-7f9c4b-fghij"
+    app = app_with_issue(tmp_path, relay, 3)
+    with session_factory(app)() as session:
+        issue = session.scalars(select(Issue)).one()
+        take_list(session, issue)
+        monkeypatch.setattr(socket, "gethostname", lambda: first)
+        claimed = claim(session, issue.id, f"{host_name()}:999999999:abc", 10, 300)
+        assert len(claimed) == 3  # held by a sender on the first host; its pid means nothing here
+        monkeypatch.setattr(socket, "gethostname", lambda: second)
+        assert release_dead_local_claims(session, issue.id) == 0
+        assert counts(session, issue.id)[DeliveryStatus.SENDING] == 3
+        monkeypatch.setattr(socket, "gethostname", lambda: first)
+        assert release_dead_local_claims(session, issue.id) == 3  # its own host: dead, put back

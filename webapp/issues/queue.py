@@ -127,7 +127,7 @@ def release_dead_local_claims(session: Session, issue_id: int) -> int:
 
 def host_name() -> str:
     """This host's name as it appears in sender names (``host:pid:random``)."""
-    return socket.gethostname()[:40].replace(":", "-")
+    return socket.gethostname().replace(":", "-")
 
 
 def _alive(pid: int) -> bool:
