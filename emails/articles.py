@@ -42,6 +42,9 @@ BYLINE = re.compile(
 )
 BYLINE_ONLY = re.compile(r"^by\s+(?P<byline>\S.{0,150}?)(?:\s+(?P<minutes>\d+)\s+min\s+read)?$")
 FEED_TIME = re.compile(r"^\d{1,2}:\d{2}\s*[AP]M$", re.IGNORECASE)
+# C0 and C1 controls and DEL, and the two non-characters XML refuses; tabs and line ends
+# are white space to the reader, which splits and joins on them.
+CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff]")
 MAX_TITLE = 300
 MAX_BYTES = 5 * 1024 * 1024  # a scraped page is tens of kilobytes; refuse anything absurd
 
@@ -133,11 +136,11 @@ def parse_article(
 ) -> Article:
     """Parse a page's text into an :class:`Article`."""
     furniture = FURNITURE | {line.casefold() for line in extra_furniture}
+    if sum(1 for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\r\n\t") > 8:
+        raise ArticleError(f"{name}: binary file, not text")
     lines = [_clean(line) for line in text.splitlines()]
     if not any(lines):
         raise ArticleError(f"{name}: empty file")
-    if sum(1 for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\r\n\t") > 8:
-        raise ArticleError(f"{name}: binary file, not text")
 
     body: list[str] = []
     feed_lines: list[str] = []
@@ -180,8 +183,9 @@ def parse_article(
 
 
 def _clean(line: str) -> str:
-    # Non-breaking and other odd spaces from the scrape become plain ones.
-    return " ".join(line.split())
+    # Control characters go (no field may hold one: an Atom feed or a mail header with
+    # one is broken); non-breaking and other odd spaces from the scrape become plain ones.
+    return " ".join(CONTROL.sub("", line).split())
 
 
 def _byline(line: str):
