@@ -103,9 +103,7 @@ def test_control_characters_in_an_article_never_reach_the_feed(app, client, tmp_
         "News Feed\n10:00 AM\nAn update\x0e from the front\nDetails here\n",
         encoding="utf-8",
     )
-    result = app.test_cli_runner().invoke(
-        args=["digest", "build", "explaining-ukraine", str(page)]
-    )
+    result = app.test_cli_runner().invoke(args=["digest", "build", "explaining-ukraine", str(page)])
     assert result.exit_code == 0, result.output
     mark_sent(app)
     body = client.get("/newsletters/explaining-ukraine/feed.atom").data

@@ -20,9 +20,19 @@ CSP = (
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
     "object-src 'none'"
 )
-TOKEN_PATH = re.compile(r"(/(?:confirm|unsubscribe|manage)/)([A-Za-z0-9_\-.]{6})[A-Za-z0-9_\-.]*")
+TOKEN_PATH = re.compile(
+    r"(/(?:confirm|unsubscribe|manage)/)([A-Za-z0-9_\-.]{6})[A-Za-z0-9_\-.]{0,2000}"
+)
 bp = Blueprint("security", __name__)
-ADDRESS = re.compile(r"([A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]*@([A-Za-z0-9.\-]+\.[A-Za-z]{2,})")
+# Every quantifier is bounded (a local part has at most 64 octets, a domain 253), so a
+# search costs at most a few hundred steps per character: linear in the line's length,
+# however long a request line an attacker sends. Unicode word characters cover
+# internationalized domains; the local part takes apostrophes and the rest of atext; a
+# query string's %40 counts as the @.
+ADDRESS = re.compile(
+    r"(?<![^\s<>\"'(),;:=&?/\[\]])([^\s@<>\"(),;:&?/=\[\]])[^\s@<>\"(),;:&?/=\[\]]{0,63}"
+    r"(?:@|%40)((?:[\w\-]{1,63}\.){1,8}[\w\-]{2,63})"
+)
 
 
 # Declared once, bound to each app by init_app (Flask-Limiter's app-factory pattern);
@@ -75,13 +85,21 @@ def security_headers(response: Response) -> Response:
 
 
 class RedactingFilter(logging.Filter):
-    """Shortens link tokens and masks addresses in log lines (access log included)."""
+    """Shortens link tokens and masks addresses in log records: the message (access log
+    included) and the traceback of an error, which the message does not contain."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         cleaned = redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, ()
+        if record.exc_info and not record.exc_text:
+            # Formatters print exc_text when it is set: format it once, redacted.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 
@@ -92,15 +110,15 @@ def redact(text: str) -> str:
 
 
 def redact_logs() -> None:
-    """Attach the filter to the loggers that see requests, mail and errors (once)."""
-    # Filters do not see records that propagate from child loggers: name each one.
-    for name in (
-        "werkzeug",
-        "webapp",
-        "webapp.subscribers.outbox",
-        "gunicorn.access",
-        "gunicorn.error",
-    ):
+    """Attach the filter to every logger that sees requests, mail and errors (once).
+
+    A logger's filters do not see records that propagate from its children, so each
+    of ours gets one: every ``webapp`` logger (created at import, before this runs),
+    the servers' and the workers'.
+    """
+    names = ["werkzeug", "gunicorn.access", "gunicorn.error"]
+    names += [n for n in logging.Logger.manager.loggerDict if n.split(".")[0] == "webapp"]
+    for name in {"webapp", *names}:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactingFilter) for f in logger.filters):
             logger.addFilter(RedactingFilter())
