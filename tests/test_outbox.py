@@ -1,6 +1,7 @@
 """Confirmation mail through a real SMTP server on loopback: every path, relay down then up."""
 
 import re
+import socket
 import time
 
 import pytest
@@ -9,6 +10,7 @@ from sqlalchemy import select
 from tests.helpers import SmtpServer, csrf_token, free_port, make_app, subscribe
 from webapp.db import session_factory
 from webapp.models import OutboxMail, OutboxStatus, Subscription, SubscriptionStatus
+from webapp.texts import TEXTS
 
 
 @pytest.fixture
@@ -181,3 +183,53 @@ def test_temporary_refusal_is_retried(smtp_app, smtp_server):
     del smtp_server.handler.refuse["busy@newsroom.org"]
     assert send_outbox(smtp_app).exit_code == 0
     assert [m.recipients for m in smtp_server.messages] == [["busy@newsroom.org"]]
+
+
+@pytest.mark.parametrize(
+    ("client_ip", "public", "status"),
+    [
+        ("127.0.0.1", False, 200),
+        ("127.3.4.5", False, 200),
+        ("::1", False, 200),
+        ("::ffff:127.0.0.1", False, 200),
+        ("192.0.2.7", False, 404),  # a documentation address: someone on the network
+        ("2001:db8::7", False, 404),
+        ("192.0.2.7", True, 200),  # NEWSLETTER_CAPTURED_MAIL_PUBLIC=true
+    ],
+)
+def test_captured_mail_is_shown_to_this_machine_only(tmp_path, client_ip, public, status):
+    app = make_app(tmp_path, CAPTURED_MAIL_PUBLIC=public)
+    client = app.test_client()
+    subscribe(client)
+    assert app.test_cli_runner().invoke(args=["outbox", "send"]).exit_code == 0
+    [name] = [p.name for p in (tmp_path / "instance" / "outbox").glob("*.eml")]
+    for path in ("/outbox/", f"/outbox/{name}", f"/outbox/{name}/html", f"/outbox/{name}/raw"):
+        response = client.get(path, environ_base={"REMOTE_ADDR": client_ip})
+        assert response.status_code == status, path
+        if status == 404:
+            assert TEXTS.not_found_title in response.get_data(as_text=True)
+
+
+def test_a_forwarded_client_behind_a_trusted_proxy_is_not_loopback(tmp_path):
+    app = make_app(tmp_path, TRUSTED_PROXIES=1)
+    proxied = app.test_client().get(
+        "/outbox/",
+        headers={"X-Forwarded-For": "192.0.2.7"},
+        environ_base={"REMOTE_ADDR": "127.0.0.1"},
+    )
+    assert proxied.status_code == 404
+
+
+@pytest.mark.parametrize("args", [["db", "upgrade"], ["serve", "--port", "{port}"]])
+def test_an_https_site_that_captures_its_mail_is_warned(tmp_path, args):
+    app = make_app(tmp_path, PUBLIC_URL="https://news.newsroom.org")
+    with socket.socket() as taken:  # serve cannot listen: it warns, then says why it stops
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        taken.listen()
+        result = app.test_cli_runner().invoke(args=[a.format(port=port) for a in args])
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
+    assert warnings == [
+        f"Warning: https://news.newsroom.org is served over https but mail is captured in "
+        f"{app.config['OUTBOX_PATH']}, not sent; set NEWSLETTER_MAIL_BACKEND=smtp"
+    ]

@@ -60,6 +60,16 @@ def issue_arg(session: Session, slug: str, number: int) -> Issue:
         raise click.BadParameter(str(exc), param_hint="NUMBER") from None
 
 
+def warn_if_captured_in_production(app: Flask) -> None:
+    """One line on stderr when an https site still captures its mail instead of sending it."""
+    if app.config["MAIL_BACKEND"] == "file" and app.config["PUBLIC_URL"].startswith("https://"):
+        click.echo(
+            f"Warning: {app.config['PUBLIC_URL']} is served over https but mail is captured in "
+            f"{app.config['OUTBOX_PATH']}, not sent; set NEWSLETTER_MAIL_BACKEND=smtp",
+            err=True,
+        )
+
+
 class Duration(click.ParamType):
     """A span like 30m, 12h, 2d or 1w."""
 
@@ -89,6 +99,7 @@ def db_upgrade(revision: str) -> None:
 
     Example: newsletter db upgrade
     """
+    warn_if_captured_in_production(current_app)
     try:
         before, after = migrations.upgrade(current_app, revision)
     except migrations.MigrationError as exc:
@@ -192,6 +203,7 @@ def serve_command(host: str, port: int) -> None:
     click.echo(f"Serving {app.config['SITE_NAME']} newsletters on http://{host}:{port}/")
     if app.config["MAIL_BACKEND"] == "file":
         click.echo(f"Mail is captured, not sent: read it at http://{host}:{port}/outbox")
+    warn_if_captured_in_production(app)
     try:
         run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
     except OSError as exc:

@@ -17,6 +17,8 @@ DEFAULTS: dict[str, object] = {
     "PUBLIC_URL": "http://127.0.0.1:5000",
     "SITE_NAME": "The Kyiv Independent",
     "MAIL_BACKEND": "file",
+    # /outbox shows captured mail, every confirmation link with it: loopback clients only.
+    "CAPTURED_MAIL_PUBLIC": False,
     "MAIL_FROM": "newsletter@localhost",
     "SMTP_HOST": "localhost",
     "SMTP_PORT": 25,

@@ -1,21 +1,40 @@
 """``/outbox``: the mail captured by the ``file`` backend, readable in the browser.
 
 Registered only with ``MAIL_BACKEND=file``, the development default, so that a
-newcomer can open a confirmation email and click its link without a mail server.
+newcomer can open a confirmation email and click its link without a mail server. It
+shows every confirmation link, so it answers only clients on this machine (loopback)
+unless ``CAPTURED_MAIL_PUBLIC`` says otherwise; everyone else gets the not-found page.
 """
 
+import ipaddress
 import re
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from html.parser import HTMLParser
 from pathlib import Path
 
-from flask import Blueprint, abort, current_app, render_template
+from flask import Blueprint, abort, current_app, render_template, request
 
 bp = Blueprint("captured", __name__, url_prefix="/outbox")
 
 NAME = re.compile(r"^\d{8}T\d{12}-[0-9a-f]{8}\.eml$")
 LIST_LIMIT = 200
+
+
+@bp.before_request
+def _loopback_only() -> None:
+    if not current_app.config["CAPTURED_MAIL_PUBLIC"] and not is_loopback(request.remote_addr):
+        abort(404)
+
+
+def is_loopback(address: str | None) -> bool:
+    """True for 127.0.0.0/8 and ::1 (also written as an IPv4-mapped IPv6 address)."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
 
 
 def _folder() -> Path:
