@@ -1,7 +1,9 @@
 """Confirmation mail through a real SMTP server on loopback: every path, relay down then up."""
 
+import asyncio
 import re
 import socket
+import threading
 import time
 
 import pytest
@@ -9,7 +11,9 @@ from sqlalchemy import select
 
 from tests.helpers import SmtpServer, csrf_token, free_port, make_app, subscribe
 from webapp.db import session_factory
+from webapp.delivery import outbox_transport
 from webapp.models import OutboxMail, OutboxStatus, Subscription, SubscriptionStatus
+from webapp.subscribers.outbox import deliver_queued
 from webapp.texts import TEXTS
 
 
@@ -233,3 +237,43 @@ def test_an_https_site_that_captures_its_mail_is_warned(tmp_path, args):
         f"Warning: https://news.newsroom.org is served over https but mail is captured in "
         f"{app.config['OUTBOX_PATH']}, not sent; set NEWSLETTER_MAIL_BACKEND=smtp"
     ]
+
+
+def test_a_slow_relay_never_gets_one_confirmation_twice(tmp_path):
+    # The relay stalls on the first RCPT longer than the lease. Before, the lease ran
+    # out mid-attempt and a second worker sent the message too; now each attempt ends
+    # within half the lease, and the message goes out once.
+    relay = SmtpServer().start()
+    stalled = []
+
+    async def slow_rcpt(server, session, envelope, address, rcpt_options):
+        if not stalled:
+            stalled.append(address)
+            await asyncio.sleep(3)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    relay.handler.handle_RCPT = slow_rcpt
+    try:
+        app = make_app(tmp_path, **(relay.config() | {"SMTP_TIMEOUT": 30, "OUTBOX_LEASE": 2}))
+        subscribe(app.test_client())
+        config = app.config
+
+        def worker(started: float) -> None:
+            while time.monotonic() - started < 5:
+                deliver_queued(session_factory(app), outbox_transport(config), lease=2, backoff=0.2)
+                time.sleep(0.1)
+
+        started = time.monotonic()
+        threads = [threading.Thread(target=worker, args=(started,)) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(15)
+        assert stalled and len(relay.messages) == 1
+        with session_factory(app)() as session:
+            [mail] = session.scalars(select(OutboxMail)).all()
+            assert mail.status == OutboxStatus.SENT and mail.attempts == 2
+            assert "longer than 1 s" in mail.last_error
+    finally:
+        relay.stop()

@@ -30,7 +30,7 @@ from .catalog import (
 from .config import ConfigError
 from .db import engine, make_engine, session_factory
 from .dbcopy import CopyError, copy_database
-from .delivery import transport_from_config
+from .delivery import outbox_transport
 from .models import Issue, Newsletter
 from .subscribers.outbox import deliver_queued
 
@@ -239,7 +239,7 @@ def outbox_send(watch: bool, interval: float) -> None:
     def deliver(due_only: bool):
         return deliver_queued(
             session_factory(),
-            transport_from_config(config),
+            outbox_transport(config),
             lease=config["OUTBOX_LEASE"],
             backoff=config["OUTBOX_RETRY_INTERVAL"],
             due_only=due_only,

@@ -14,8 +14,11 @@ from emails.dkim import Signer
 from emails.transport import FileTransport, SmtpSettings, SmtpTransport, Transport
 
 
-def transport_from_config(config: Mapping) -> Transport:
-    """The transport ``MAIL_BACKEND`` names, set up from the configuration."""
+def transport_from_config(config: Mapping, deadline: float | None = None) -> Transport:
+    """The transport ``MAIL_BACKEND`` names, set up from the configuration.
+
+    ``deadline`` bounds each SMTP delivery attempt as a whole (see SmtpTransport).
+    """
     if config["MAIL_BACKEND"] == "file":
         return FileTransport(config["OUTBOX_PATH"])
     return SmtpTransport(
@@ -26,8 +29,15 @@ def transport_from_config(config: Mapping) -> Transport:
             password=config["SMTP_PASSWORD"],
             security=config["SMTP_SECURITY"],
             timeout=config["SMTP_TIMEOUT"],
-        )
+        ),
+        deadline=deadline,
     )
+
+
+def outbox_transport(config: Mapping) -> Transport:
+    """The transport of the transactional outbox: every attempt ends within half the
+    outbox lease, so a claim never runs out while its sender may still deliver."""
+    return transport_from_config(config, deadline=config["OUTBOX_LEASE"] / 2)
 
 
 def dkim_signer(config: Mapping) -> Signer | None:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from emails.transport import DeliveryError, Transport
 
 from ..db import UTCDateTime, session_factory, utcnow
-from ..delivery import transport_from_config
+from ..delivery import outbox_transport
 from ..models import EventKind, OutboxMail, OutboxStatus, Subscription, SubscriptionEvent
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ class OutboxWorker:
             try:
                 deliver_queued(
                     self.sessions,
-                    transport_from_config(self.config),
+                    outbox_transport(self.config),
                     lease=self.config["OUTBOX_LEASE"],
                     backoff=self.config["OUTBOX_RETRY_INTERVAL"],
                 )
