@@ -106,6 +106,8 @@ ROUTES = [
     ("POST", "/unsubscribe/{x}"),
     ("GET", "/manage/{x}"),
     ("POST", "/manage/{x}"),
+    ("GET", "/data/{x}"),
+    ("POST", "/data/{x}"),
     ("GET", "/articles/{x}"),
     ("GET", "/newsletters/{x}"),
     ("GET", "/newsletters/explaining-ukraine/issues/{x}"),

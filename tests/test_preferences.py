@@ -2,9 +2,12 @@
 
 import json
 import re
+import time
 from email import message_from_bytes, policy
 
+import itsdangerous.timed
 import pytest
+from markupsafe import escape
 from sqlalchemy import func, select
 
 from tests.helpers import TEST_DATABASE, confirm_path, csrf_token, press_confirm, subscribe
@@ -162,17 +165,8 @@ def test_a_token_of_another_purpose_is_refused(app, client):
 def test_old_tokens_of_an_erased_reader_do_not_act_on_whoever_gets_their_row(app, client):
     confirmed(app, client, email="gone@newsroom.org")
     old = welcome_links(app, "gone@newsroom.org")
-    assert (
-        client.post(
-            old["manage"],
-            data={
-                "action": "erase",
-                "erase_confirm": "y",
-                "csrf_token": csrf_token(client, old["manage"]),
-            },
-        ).status_code
-        == 200
-    )
+    data = data_link(app, client, old["manage"], "gone@newsroom.org")
+    assert manage_post(client, data, action="erase", erase_confirm="y").status_code == 200
     confirmed(app, client, email="new@newsroom.org")
     with session_factory(app)() as session:
         new_id = session.scalar(select(Subscriber.id))
@@ -185,6 +179,19 @@ def test_old_tokens_of_an_erased_reader_do_not_act_on_whoever_gets_their_row(app
 
 def manage_post(client, path, **data):
     return client.post(path, data={"csrf_token": csrf_token(client, path), **data})
+
+
+def data_link(app, client, manage_path, email="reader@newsroom.org") -> str:
+    """Ask for a link to one's data on the manage page; the path it mails to ``email``."""
+    assert manage_post(client, manage_path, action="data-link").status_code == 302
+    with session_factory(app)() as session:
+        raw = session.scalars(
+            select(OutboxMail.message)
+            .where(OutboxMail.kind == "data_link", OutboxMail.recipient == email)
+            .order_by(OutboxMail.id.desc())
+        ).first()
+    text = message_from_bytes(raw, policy=policy.default).get_body(("plain",)).get_content()
+    return re.search(r"https?://[^/\s]+(/data/\S+)", text).group(1)
 
 
 def test_manage_page_lists_every_newsletter_with_its_state(app, client):
@@ -240,7 +247,8 @@ def test_manage_post_without_csrf_token_changes_nothing(app, client):
     ("data", "message"),
     [
         ({"action": "subscribe", "newsletter": "nope"}, TEXTS.unknown_newsletter),
-        ({"action": "erase"}, TEXTS.manage_erase_needs_confirm),
+        ({"action": "erase", "erase_confirm": "y"}, TEXTS.server_error_text),
+        ({"action": "export"}, TEXTS.server_error_text),
         ({"action": "dance"}, TEXTS.server_error_text),
     ],
 )
@@ -256,7 +264,9 @@ def test_manage_bad_actions_get_a_message(app, client, data, message):
 
 def test_download_my_data(app, client):
     confirmed(app, client)
-    response = manage_post(client, welcome_links(app)["manage"], action="export")
+    response = manage_post(
+        client, data_link(app, client, welcome_links(app)["manage"]), action="export"
+    )
     assert response.status_code == 200
     assert response.headers["Content-Disposition"].startswith("attachment")
     data = json.loads(response.data)
@@ -267,13 +277,17 @@ def test_download_my_data(app, client):
     joined, proven = subscription["history"]
     assert joined["event"] == "subscribed" and joined["ip"] == "127.0.0.1"
     assert proven["event"] == "confirmed" and proven["user_agent"]
-    assert [m["kind"] for m in data["mail_sent"]] == ["confirm", "welcome"]
+    assert [m["kind"] for m in data["mail_sent"]] == ["confirm", "welcome", "data_link"]
 
 
 def test_erase_my_data_keeps_only_a_keyed_hash(app, client):
     confirmed(app, client)
     path = welcome_links(app)["manage"]
-    response = manage_post(client, path, action="erase", erase_confirm="y")
+    link = data_link(app, client, path)
+    response = manage_post(client, link, action="erase")  # without the tick: nothing
+    assert response.status_code == 400
+    assert TEXTS.manage_erase_needs_confirm in response.get_data(as_text=True)
+    response = manage_post(client, link, action="erase", erase_confirm="y")
     assert response.status_code == 200
     assert TEXTS.erased_title in response.get_data(as_text=True)
     with session_factory(app)() as session:
@@ -287,4 +301,80 @@ def test_erase_my_data_keeps_only_a_keyed_hash(app, client):
     assert subscribe(client, json=True).json["ok"]
     assert states(app) == {
         ("reader@newsroom.org", "explaining-ukraine"): SubscriptionStatus.PENDING
+    }
+
+
+def test_a_forwarded_manage_link_cannot_download_or_erase(app, client):
+    confirmed(app, client)
+    forwarded = app.test_client()  # whoever the digest was forwarded to
+    path = welcome_links(app)["manage"]
+    page = forwarded.get(path).get_data(as_text=True)
+    assert 'value="export"' not in page and 'value="erase"' not in page
+    for action in ("export", "erase"):
+        response = manage_post(forwarded, path, action=action, erase_confirm="y")
+        assert response.status_code == 400 and not response.is_json
+        assert "127.0.0.1" not in response.get_data(as_text=True)
+    response = manage_post(forwarded, path, action="data-link")
+    assert response.status_code == 302
+    html = forwarded.get(path).get_data(as_text=True)
+    assert TEXTS.manage_data_sent.format(email="reader@newsroom.org") in html
+    assert states(app) == {
+        ("reader@newsroom.org", "explaining-ukraine"): SubscriptionStatus.CONFIRMED
+    }
+    with session_factory(app)() as session:  # the link went to the reader's address
+        [mail] = session.scalars(select(OutboxMail).where(OutboxMail.kind == "data_link")).all()
+        assert mail.recipient == "reader@newsroom.org"
+
+
+def test_a_data_link_works_for_an_hour(app, client, monkeypatch):
+    confirmed(app, client)
+    link = data_link(app, client, welcome_links(app)["manage"])
+    assert client.get(link).status_code == 200
+    assert client.get(link).headers["Cache-Control"] == "no-store"
+    token = csrf_token(client, link)
+
+    class An_hour_later:  # noqa: N801
+        @staticmethod
+        def time():
+            return time.time() + 3601
+
+    monkeypatch.setattr(itsdangerous.timed, "time", An_hour_later)
+    for response in (
+        client.get(link),
+        client.post(link, data={"csrf_token": token, "action": "export"}),
+    ):
+        assert response.status_code == 410
+        assert TEXTS.data_link_expired_text in response.get_data(as_text=True)
+    assert "reader@newsroom.org" in str(states(app))  # nothing erased, nothing shown
+
+
+def test_asking_for_data_links_counts_toward_the_daily_cap(app, client):
+    confirmed(app, client)  # one confirmation email already today
+    path = welcome_links(app)["manage"]
+    for _ in range(app.config["CONFIRM_DAILY_CAP"] + 3):
+        assert manage_post(client, path, action="data-link").status_code == 302
+    with session_factory(app)() as session:
+        sent = session.scalars(select(OutboxMail.kind).where(OutboxMail.kind != "welcome")).all()
+    assert len(sent) == app.config["CONFIRM_DAILY_CAP"]  # the confirmation and four links
+
+
+def test_signing_out_every_link(app, client):
+    confirmed(app, client)
+    old = welcome_links(app)
+    old_data = data_link(app, client, old["manage"])
+    response = manage_post(client, old["manage"], action="sign-out")
+    assert response.status_code == 302
+    new_manage = response.location
+    assert new_manage != old["manage"] and "/manage/" in new_manage
+    page = client.get(new_manage).get_data(as_text=True)
+    assert str(escape(TEXTS.manage_signed_out)) in page
+    for path in (old["manage"], old_data):
+        response = client.get(path)
+        assert response.status_code == 404
+        assert TEXTS.link_invalid_title in response.get_data(as_text=True)
+    assert (
+        client.post(old["unsubscribe"], data={"List-Unsubscribe": "One-Click"}).status_code == 404
+    )
+    assert states(app) == {
+        ("reader@newsroom.org", "explaining-ukraine"): SubscriptionStatus.CONFIRMED
     }

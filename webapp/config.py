@@ -32,6 +32,7 @@ DEFAULTS: dict[str, object] = {
     "SEEDS_PATH": None,  # derived: ./seeds
     "CONFIRM_MAX_AGE": 7 * 24 * 3600,  # seconds a confirmation link stays valid
     "CONFIRM_COOLDOWN": 10 * 60,  # seconds between two confirmation emails per subscription
+    "DATA_LINK_MAX_AGE": 3600,  # seconds a mailed link to download or erase one's data works
     "OUTBOX_WORKER": True,  # deliver queued mail from a thread of the web server
     "OUTBOX_RETRY_INTERVAL": 60,  # seconds between the worker's retries
     "OUTBOX_LEASE": 300,  # seconds a claimed message is reserved for one sender

@@ -3,8 +3,11 @@
 A token made for one purpose (confirm, unsubscribe, manage) is refused for another.
 Unsubscribe and manage tokens never expire (they are in every mail a reader keeps) and
 carry the subscriber's random secret, so a token cannot act on anyone else, even on a
-row that reuses an erased subscriber's id. Confirmation tokens expire and name the
-subscription's current nonce, so a link from before an unsubscribe stops working.
+row that reuses an erased subscriber's id; a new secret ("sign out every link") ends
+them all. A data token (download, erase) carries the secret too, and expires within
+the hour: it is mailed to the address when asked for, never put in other mail.
+Confirmation tokens expire and name the subscription's current nonce, so a link from
+before an unsubscribe stops working.
 """
 
 from typing import Any
@@ -60,6 +63,11 @@ def public_url(endpoint: str, **values: object) -> str:
 def confirm_token(subscription: Subscription) -> str:
     """The token of this subscription's current confirmation link."""
     return make_token("confirm", [subscription.id, subscription.confirm_nonce])
+
+
+def data_token(subscriber: Subscriber) -> str:
+    """The token of a short-lived link to a reader's data (``DATA_LINK_MAX_AGE``)."""
+    return make_token("data", [subscriber.id, subscriber.secret])
 
 
 def unsubscribe_url(subscription: Subscription) -> str:
@@ -131,7 +139,8 @@ def row_for_link(
 ) -> Subscription | Subscriber:
     """What a link's token names: the one way from a token to its row.
 
-    ``confirm`` and ``unsubscribe`` name a Subscription, ``manage`` a Subscriber.
+    ``confirm`` and ``unsubscribe`` name a Subscription, ``manage`` and ``data`` a
+    Subscriber.
     Raises TokenInvalid (forged, truncated, another purpose, nobody by that id or
     secret), TokenExpired, or LinkGone (a confirmation link whose subscription
     ended or started again since it was sent).
@@ -142,7 +151,7 @@ def row_for_link(
         raise TokenInvalid from None
     if not isinstance(row_id, int) or not isinstance(proof, str):
         raise TokenInvalid
-    if purpose == "manage":
+    if purpose in ("manage", "data"):
         subscriber = session.get(Subscriber, row_id)
         if subscriber is None or subscriber.secret != proof:
             raise TokenInvalid

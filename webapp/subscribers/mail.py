@@ -12,33 +12,30 @@ from emails.message import build_message, message_bytes
 from emails.render import render_pair
 
 from ..delivery import dkim_sign, list_headers
-from ..links import confirm_token, personal_links, public_url
-from ..models import OutboxMail, Subscription
+from ..links import confirm_token, data_token, personal_links, public_url
+from ..models import OutboxMail, Subscriber, Subscription
 from ..texts import TEXTS
 
 
 def _queue(
     session: Session,
-    subscription: Subscription,
+    subscriber: Subscriber,
+    subscription: Subscription | None,
     kind: str,
     subject: str,
     context: dict,
     headers: dict[str, str],
 ) -> OutboxMail:
     config = current_app.config
-    newsletter = subscription.newsletter
-    recipient = envelope_address(subscription.subscriber.email)
-    text, html = render_pair(
-        kind,
-        site_name=config["SITE_NAME"],
-        newsletter=newsletter.title,
-        email=subscription.subscriber.email,
-        **context,
-    )
+    newsletter = subscription.newsletter if subscription is not None else None
+    recipient = envelope_address(subscriber.email)
+    if newsletter is not None:
+        context = {"newsletter": newsletter.title, **context}
+    text, html = render_pair(kind, site_name=config["SITE_NAME"], email=subscriber.email, **context)
     msg = build_message(
         subject=subject,
         sender=config["MAIL_FROM"],
-        sender_name=newsletter.from_name or config["SITE_NAME"],
+        sender_name=(newsletter.from_name if newsletter else "") or config["SITE_NAME"],
         recipient=recipient,
         text=text,
         html=html,
@@ -46,8 +43,8 @@ def _queue(
     )
     queued = OutboxMail(
         kind=kind,
-        subscription_id=subscription.id,
-        subscriber_id=subscription.subscriber_id,
+        subscription_id=subscription.id if subscription is not None else None,
+        subscriber_id=subscriber.id,
         sender=config["MAIL_FROM"],
         recipient=recipient,
         message=dkim_sign(config, message_bytes(msg)),
@@ -61,6 +58,7 @@ def queue_confirmation(session: Session, subscription: Subscription) -> OutboxMa
     title = subscription.newsletter.title
     return _queue(
         session,
+        subscription.subscriber,
         subscription,
         "confirm",
         TEXTS.confirm_email_subject.format(newsletter=title),
@@ -80,6 +78,7 @@ def queue_welcome(session: Session, subscription: Subscription) -> OutboxMail | 
     links = personal_links(subscription)
     return _queue(
         session,
+        subscription.subscriber,
         subscription,
         "welcome",
         TEXTS.welcome_email_subject.format(newsletter=newsletter.title),
@@ -90,4 +89,21 @@ def queue_welcome(session: Session, subscription: Subscription) -> OutboxMail | 
             newsletter.title,
             links["unsubscribe_url"],
         ),
+    )
+
+
+def queue_data_link(session: Session, subscriber: Subscriber) -> OutboxMail:
+    """Queue the short-lived link to a reader's data (download, erase) to their address."""
+    config = current_app.config
+    return _queue(
+        session,
+        subscriber,
+        None,
+        "data_link",
+        TEXTS.data_email_subject.format(site=config["SITE_NAME"]),
+        {
+            "data_url": public_url("preferences.data", token=data_token(subscriber)),
+            "minutes": max(1, config["DATA_LINK_MAX_AGE"] // 60),
+        },
+        {},
     )

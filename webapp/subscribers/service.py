@@ -123,7 +123,7 @@ def claim_confirmation(
         .returning(Subscription.subscriber_id)
         .execution_options(synchronize_session=False)
     ).scalar()
-    return claimed is not None and _claim_daily_slot(session, claimed, daily_cap)
+    return claimed is not None and claim_daily_slot(session, claimed, daily_cap)
 
 
 def confirmation_due(cutoff: datetime):
@@ -133,8 +133,9 @@ def confirmation_due(cutoff: datetime):
     )
 
 
-def _claim_daily_slot(session: Session, subscriber_id: int, cap: int) -> bool:
-    """Count one confirmation email in the address's 24-hour window, if under the cap.
+def claim_daily_slot(session: Session, subscriber_id: int, cap: int) -> bool:
+    """Count one email someone asked for (a confirmation, a link to one's data) in the
+    address's 24-hour window, if under the cap.
 
     One conditional UPDATE: concurrent posts cannot together pass the cap.
     """
@@ -250,3 +251,9 @@ def subscribe_confirmed(
         record_event(session, subscription, started, how, consent, now)
     record_event(session, subscription, EventKind.CONFIRMED, how, consent, now)
     return subscription
+
+
+def sign_out_links(subscriber: Subscriber) -> None:
+    """A new secret for the reader: every unsubscribe, manage and data link sent before
+    stops working (they carry the old one)."""
+    subscriber.secret = secrets.token_hex(8)

@@ -57,13 +57,17 @@ def _server_error(exc: Exception):
 def linked(purpose: str, token: str) -> Subscription | Subscriber:
     """The row a link in mail names, or the notice that says what is wrong with the link.
 
-    ``confirm`` and ``unsubscribe`` links name a subscription, ``manage`` a subscriber.
+    ``confirm`` and ``unsubscribe`` links name a subscription, ``manage`` and ``data`` a
+    subscriber.
     """
-    max_age = current_app.config["CONFIRM_MAX_AGE"] if purpose == "confirm" else None
+    config = current_app.config
+    max_age = {"confirm": config["CONFIRM_MAX_AGE"], "data": config["DATA_LINK_MAX_AGE"]}
     try:
-        return row_for_link(get_session(), purpose, token, max_age)
+        return row_for_link(get_session(), purpose, token, max_age.get(purpose))
     except TokenExpired:
-        days = current_app.config["CONFIRM_MAX_AGE"] // 86400
+        if purpose == "data":
+            raise Notice(TEXTS.link_expired_title, TEXTS.data_link_expired_text, 410) from None
+        days = config["CONFIRM_MAX_AGE"] // 86400
         raise Notice(
             TEXTS.link_expired_title, TEXTS.link_expired_text.format(days=days), 410
         ) from None

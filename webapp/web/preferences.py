@@ -1,4 +1,5 @@
-"""The reader's own pages, opened from links in mail: unsubscribe and manage.
+"""The reader's own pages, opened from links in mail: unsubscribe, manage, and the
+short-lived page of one's data (download, erase).
 
 The token in the URL proves the address, so no login is needed. The unsubscribe POST
 takes no CSRF token and no cookie, because mail providers send it that way (RFC 8058).
@@ -22,7 +23,7 @@ from ..db import get_session
 from ..links import manage_url
 from ..models import Subscriber, Subscription, SubscriptionStatus
 from ..subscribers import personal, service
-from ..subscribers.mail import queue_welcome
+from ..subscribers.mail import queue_data_link, queue_welcome
 from ..subscribers.outbox import wake_worker
 from ..texts import TEXTS
 from .forms import ManageForm
@@ -86,7 +87,11 @@ def _manage_page(subscriber: Subscriber, form: ManageForm, error: str | None = N
 
 @bp.post("/manage/<token>")
 def manage_post(token: str):
-    """Subscribe, leave one, leave all, download or erase; then back to the page."""
+    """Subscribe, leave one, leave all, ask for a link to one's data, sign out every link.
+
+    Downloading and erasing are not done from here: a manage link travels with every
+    forwarded email, so they need a short-lived link mailed to the address.
+    """
     subscriber = linked("manage", token)
     session = get_session()
     form = ManageForm()
@@ -94,20 +99,19 @@ def manage_post(token: str):
         return _manage_page(subscriber, form, TEXTS.session_expired, 400)
     action = form.action.data
     consent = service.Consent.from_request(request, "manage page")
-    if action == "export":
-        data = json.dumps(personal.personal_data(session, subscriber), indent=2, ensure_ascii=False)
-        return data, {
-            "Content-Type": "application/json; charset=utf-8",
-            "Content-Disposition": 'attachment; filename="my-newsletter-data.json"',
-            "Cache-Control": "no-store",
-        }
-    if action == "erase":
-        if not form.erase_confirm.data:
-            return _manage_page(subscriber, form, TEXTS.manage_erase_needs_confirm, 400)
-        personal.erase(session, subscriber.email_key, current_app.config["SECRET_KEY"], "reader")
+    if action == "data-link":
+        # The same answer whether or not the cap let an email go: nothing to learn here.
+        if service.claim_daily_slot(
+            session, subscriber.id, current_app.config["CONFIRM_DAILY_CAP"]
+        ):
+            queue_data_link(session, subscriber)
+        flash(TEXTS.manage_data_sent.format(email=subscriber.email), "manage")
+    elif action == "sign-out":
+        service.sign_out_links(subscriber)
         session.commit()
-        return notice(TEXTS.erased_title, TEXTS.erased_text)
-    if action == "leave-all":
+        flash(TEXTS.manage_signed_out, "manage")
+        return redirect(url_for(".manage", token=manage_url(subscriber).rsplit("/", 1)[1]))
+    elif action == "leave-all":
         for subscription in subscriber.subscriptions:
             service.unsubscribe(session, subscription, "manage", consent)
         flash(TEXTS.manage_left_all, "manage")
@@ -130,3 +134,38 @@ def manage_post(token: str):
     session.commit()
     wake_worker()
     return redirect(url_for(".manage", token=token))
+
+
+@bp.get("/data/<token>")
+def data(token: str):
+    """The page a mailed data link opens: download or erase. Opening it changes nothing."""
+    return _data_page(linked("data", token), ManageForm(formdata=None))
+
+
+def _data_page(subscriber: Subscriber, form: ManageForm, error: str | None = None, status=200):
+    page = render_template("data.html", subscriber=subscriber, form=form, error=error)
+    return page, status, {"Cache-Control": "no-store"}
+
+
+@bp.post("/data/<token>")
+def data_post(token: str):
+    """Download everything stored (JSON), or erase it; only from a link under an hour old."""
+    subscriber = linked("data", token)
+    session = get_session()
+    form = ManageForm()
+    if not form.validate():
+        return _data_page(subscriber, form, TEXTS.session_expired, 400)
+    if form.action.data == "export":
+        body = json.dumps(personal.personal_data(session, subscriber), indent=2, ensure_ascii=False)
+        return body, {
+            "Content-Type": "application/json; charset=utf-8",
+            "Content-Disposition": 'attachment; filename="my-newsletter-data.json"',
+            "Cache-Control": "no-store",
+        }
+    if form.action.data == "erase":
+        if not form.erase_confirm.data:
+            return _data_page(subscriber, form, TEXTS.manage_erase_needs_confirm, 400)
+        personal.erase(session, subscriber.email_key, current_app.config["SECRET_KEY"], "reader")
+        session.commit()
+        return notice(TEXTS.erased_title, TEXTS.erased_text)
+    return _data_page(subscriber, form, TEXTS.server_error_text, 400)
