@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from .models import Issue, Newsletter
 
 SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 FIELDS = ("title", "description", "cadence", "from_name")
 
 
@@ -37,6 +38,8 @@ def read_catalog(path: Path) -> list[dict]:
         data = tomllib.loads(path.read_text("utf-8"))
     except FileNotFoundError:
         raise CatalogError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot read: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CatalogError(f"{path}: not valid TOML: {exc}") from None
     entries = data.get("newsletter")
@@ -44,6 +47,8 @@ def read_catalog(path: Path) -> list[dict]:
         raise CatalogError(f"{path}: no [[newsletter]] entries")
     seen = set()
     for number, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict):
+            raise CatalogError(f"{path}: newsletter {number} must be a [[newsletter]] table")
         slug = entry.get("slug")
         if not isinstance(slug, str) or not is_slug(slug):
             raise CatalogError(f"{path}: newsletter {number} needs a slug like 'daily-news'")
@@ -53,8 +58,13 @@ def read_catalog(path: Path) -> list[dict]:
         if not isinstance(entry.get("title"), str) or not entry["title"].strip():
             raise CatalogError(f"{path}: newsletter {slug!r} needs a title")
         for field in FIELDS:
-            if not isinstance(entry.get(field, ""), str):
+            value = entry.get(field, "")
+            if not isinstance(value, str):
                 raise CatalogError(f"{path}: {slug}.{field} must be text")
+            if field != "description" and len(value) > 200:
+                raise CatalogError(f"{path}: {slug}.{field} is longer than 200 characters")
+            if CONTROL.search(value.replace("\n", "") if field == "description" else value):
+                raise CatalogError(f"{path}: {slug}.{field} holds a control character")
         if not isinstance(entry.get("welcome", False), bool):
             raise CatalogError(f"{path}: {slug}.welcome must be true or false")
     return entries

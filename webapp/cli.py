@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from . import migrations
@@ -33,6 +33,50 @@ from .dbcopy import CopyError, copy_database
 from .delivery import outbox_transport
 from .models import Issue, Newsletter
 from .subscribers.outbox import deliver_queued
+
+
+class BugError(click.ClickException):
+    """Something no input should cause: one line still, the traceback on request."""
+
+    exit_code = 70  # EX_SOFTWARE
+
+
+class StaffCommand(click.Command):
+    """A staff command: whatever escapes it ends in one ``Error:`` line and a non-zero
+    exit, run as ``newsletter`` or as ``flask --app webapp`` alike (Flask's CLI prints
+    a traceback for anything but Click's own errors)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except SQLAlchemyError as exc:
+            reason = _first_line(getattr(exc, "orig", None) or exc)
+            if isinstance(exc, OperationalError | ProgrammingError):
+                reason += " (is it migrated? run: newsletter db upgrade)"
+            raise click.ClickException(f"database: {reason}") from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{exc.strerror or _first_line(exc)}") from None
+        except Exception as exc:
+            if os.environ.get("NEWSLETTER_DEBUG"):
+                raise
+            raise BugError(
+                f"unexpected {type(exc).__name__}: {_first_line(exc)} "
+                "(NEWSLETTER_DEBUG=1 shows more)"
+            ) from None
+
+
+def _first_line(exc: object) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+class StaffGroup(AppGroup):
+    """A group of staff commands (see StaffCommand), each run in the app's context."""
+
+    command_class = StaffCommand
+    group_class = type  # subgroups are StaffGroups too
 
 
 def init_app(app: Flask) -> None:
@@ -79,13 +123,16 @@ class Duration(click.ParamType):
     def convert(self, value, param, ctx) -> timedelta:
         if isinstance(value, timedelta):
             return value
-        match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", str(value))
+        match = re.fullmatch(r"\s*(\d{1,9})\s*([smhdw])\s*", str(value))
         if not match:
             self.fail(f"{value!r} is not a duration like 30m, 12h, 2d or 1w", param, ctx)
-        return timedelta(seconds=int(match[1]) * self.UNITS[match[2]])
+        seconds = int(match[1]) * self.UNITS[match[2]]
+        if seconds > 100 * 365 * 86400:
+            self.fail(f"{value!r} is longer than a hundred years", param, ctx)
+        return timedelta(seconds=seconds)
 
 
-@click.group("db", cls=AppGroup)
+@click.group("db", cls=StaffGroup)
 def db_group() -> None:
     """Create or migrate the database."""
 
@@ -158,7 +205,7 @@ def db_copy(url: str) -> None:
     )
 
 
-@click.command("seed")
+@click.command("seed", cls=StaffCommand)
 @with_appcontext
 @click.option(
     "--file",
@@ -188,7 +235,7 @@ def seed_command(path: Path | None) -> None:
     )
 
 
-@click.command("serve")
+@click.command("serve", cls=StaffCommand)
 @with_appcontext
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
@@ -210,7 +257,7 @@ def serve_command(host: str, port: int) -> None:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-@click.group("outbox", cls=AppGroup)
+@click.group("outbox", cls=StaffGroup)
 def outbox_group() -> None:
     """Transactional mail (confirmations) waiting to be delivered."""
 

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -14,7 +13,7 @@ from emails.dkim import DkimError
 from emails.preflight import check_message
 from emails.transport import DeliveryError
 
-from ..cli import issue_arg, newsletter_arg
+from ..cli import StaffGroup, issue_arg, newsletter_arg
 from ..db import session_factory
 from ..delivery import transport_from_config
 from ..links import personal_links, preview_links, reader_links
@@ -25,7 +24,7 @@ from .queue import eligible_readers
 from .running import run_send, single_sender
 from .sender import SendSettings
 
-digest_group = AppGroup("digest", help="Build, list, preview, check and send newsletter issues.")
+digest_group = StaffGroup("digest", help="Build, list, preview, check and send newsletter issues.")
 
 
 def init_app(app: Flask) -> None:

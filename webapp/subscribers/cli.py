@@ -5,12 +5,11 @@ from pathlib import Path
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
 from sqlalchemy import and_, delete, select
 
 from emails.addresses import InvalidAddress, normalize_address
 
-from ..cli import Duration, newsletter_arg
+from ..cli import Duration, StaffGroup, newsletter_arg
 from ..db import session_factory, utcnow
 from ..models import (
     Newsletter,
@@ -26,7 +25,7 @@ from .personal import erase
 from .service import claim_confirmation, confirmation_due
 from .stats import list_stats
 
-subscribers_group = AppGroup("subscribers", help="Staff view of subscribers and list upkeep.")
+subscribers_group = StaffGroup("subscribers", help="Staff view of subscribers and list upkeep.")
 
 
 def init_app(app: Flask) -> None:
@@ -107,6 +106,10 @@ def subscribers_list(
         query = query.where(Subscriber.suppressed_at.isnot(None))
     if status:
         query = query.where(Subscription.status == SubscriptionStatus(status))
+    if search and any(ord(ch) < 32 or ord(ch) == 127 for ch in search):
+        raise click.BadParameter(
+            "control characters are not part of any address", param_hint="--search"
+        )
     if search:
         pattern = (
             "%"

@@ -79,7 +79,9 @@ def _layout(first: list[str]) -> _Layout:
     raise ImportFileError("no email column: the header needs 'email' or 'Email Address'")
 
 
-def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+def _rows(path: Path) -> Iterator[tuple[int, list[str] | str]]:
+    """(line, cells) for each record, or (line, reason) for one the csv module refuses
+    (a field over its size limit): that record is a bad row and reading goes on."""
     # surrogateescape: a line that is not UTF-8 becomes one bad row, not a failed import
     with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
         sample = f.read(4096)
@@ -89,7 +91,14 @@ def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
         except csv.Error:
             dialect = csv.excel
         reader = csv.reader(f, dialect)
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield reader.line_num, f"cannot be read as CSV: {exc}"
+                continue
             yield reader.line_num, row
 
 
@@ -119,6 +128,8 @@ def import_csv(
         raise ImportFileError("the file is empty") from None
     except OSError as exc:
         raise ImportFileError(f"cannot read: {exc.strerror}") from None
+    if isinstance(first, str):
+        raise ImportFileError(f"line {first_line}: {first}")
     layout = _layout(first)
     report.format = layout.name
     source = f"import {path.name}: {consent_note}"[:200]
@@ -130,6 +141,11 @@ def import_csv(
 
     batch: list[tuple[int, list[str]]] = []
     for line, row in all_rows():
+        if isinstance(row, str):  # a record the csv module refused
+            report.rows += 1
+            report.bad += 1
+            on_bad_row(line, row)
+            continue
         if not any(cell.strip() for cell in row):
             continue
         report.rows += 1
