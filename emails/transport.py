@@ -4,18 +4,16 @@ Both transports take the message as bytes and raise :class:`DeliveryError` sayin
 whether trying again later can help.
 """
 
-import contextlib
 import os
 import secrets
 import smtplib
-import socket
 import ssl
-import threading
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, Self
+
+from .deadline import Watch, WatchedSMTP, WatchedSMTP_SSL
 
 
 class DeliveryError(Exception):
@@ -114,15 +112,15 @@ class SmtpTransport(_Closing):
         self.deadline = deadline
         self._smtp: smtplib.SMTP | None = None
         self._body_sent = False
-        self._watch: _Watch | None = None
+        self._watch: Watch | None = None
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
         context = ssl.create_default_context()
         if s.security == "ssl":
-            smtp = _WatchedSMTP_SSL(self._watch, s.host, s.port, timeout=s.timeout, context=context)
+            smtp = WatchedSMTP_SSL(self._watch, s.host, s.port, timeout=s.timeout, context=context)
         else:
-            smtp = _WatchedSMTP(self._watch, s.host, s.port, timeout=s.timeout)
+            smtp = WatchedSMTP(self._watch, s.host, s.port, timeout=s.timeout)
         try:
             smtp.ehlo_or_helo_if_needed()
             if s.security == "starttls":
@@ -141,7 +139,7 @@ class SmtpTransport(_Closing):
         ``message`` has CRLF line ends; addresses are ASCII. A connection found closed
         before the message went out is reopened once (kept-alive connections time out).
         """
-        with _Watch(self.deadline, self) as watch:
+        with Watch(self.deadline) as watch:
             self._watch = watch
             try:
                 self._send(message, sender, recipients)
@@ -245,104 +243,6 @@ class SmtpTransport(_Closing):
                 pass
             finally:
                 self._drop()
-
-
-class _Watch:
-    """The deadline of one ``send``: a timer that cuts the connection when it passes."""
-
-    def __init__(self, deadline: float | None, transport: SmtpTransport) -> None:
-        self.deadline = deadline
-        self.ends = None if deadline is None else time.monotonic() + deadline
-        self.expired = False
-        self._sockets: list[socket.socket] = []
-        self._timer: threading.Timer | None = None
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> Self:
-        if self.deadline is not None:
-            self._timer = threading.Timer(self.deadline, self._expire)
-            self._timer.daemon = True
-            self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
-    def left(self, timeout: float) -> float:
-        """Seconds the next step may take: the step's timeout, or less near the deadline."""
-        if self.ends is None:
-            return timeout
-        return min(timeout, self.ends - time.monotonic())
-
-    def track(self, sock: socket.socket | None) -> None:
-        """Cut ``sock`` too when the deadline passes (at once, if it has)."""
-        if sock is None:
-            return
-        with self._lock:
-            self._sockets.append(sock)
-            expired = self.expired
-        if expired:
-            _cut(sock)
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            sockets = list(self._sockets)
-        for sock in sockets:
-            _cut(sock)
-
-
-def _cut(sock: socket.socket) -> None:
-    # shutdown wakes a thread blocked reading or writing it; close alone may not.
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-
-
-def _open(watch: "_Watch | None", host: str, port: int, timeout: float, source_address):
-    """A connected socket, each address tried within what is left of the deadline."""
-    error: OSError | None = None
-    for family, kind, proto, _, address in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
-        left = watch.left(timeout) if watch else timeout
-        if left <= 0:
-            break
-        sock = socket.socket(family, kind, proto)
-        if watch:
-            watch.track(sock)
-        try:
-            sock.settimeout(left)
-            if source_address:
-                sock.bind(source_address)
-            sock.connect(address)
-            sock.settimeout(timeout)
-            return sock
-        except OSError as exc:
-            error = exc
-            sock.close()
-    raise error or TimeoutError(f"no time left to connect to {host}:{port}")
-
-
-class _WatchedSMTP(smtplib.SMTP):
-    """smtplib's client, connecting within the transport's deadline."""
-
-    def __init__(self, watch: "_Watch | None", *args, **kwargs) -> None:
-        self._watch = watch
-        super().__init__(*args, **kwargs)
-
-    def _get_socket(self, host, port, timeout):
-        return _open(self._watch, host, port, timeout, self.source_address)
-
-
-class _WatchedSMTP_SSL(smtplib.SMTP_SSL):  # noqa: N801  (smtplib's own naming)
-    """smtplib's TLS client, connecting within the transport's deadline."""
-
-    def __init__(self, watch: "_Watch | None", *args, **kwargs) -> None:
-        self._watch = watch
-        super().__init__(*args, **kwargs)
-
-    def _get_socket(self, host, port, timeout):
-        sock = _open(self._watch, host, port, timeout, self.source_address)
-        return self.context.wrap_socket(sock, server_hostname=self._host)
 
 
 def _ask(smtp: smtplib.SMTP, command: str) -> tuple[int, bytes]:

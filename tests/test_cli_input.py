@@ -49,7 +49,9 @@ TEXT = st.one_of(
 SLUG = st.one_of(st.sampled_from(["explaining-ukraine", "ukraine-daily", "nope", ""]), TEXT)
 EMAIL = st.one_of(st.sampled_from(["reader@newsroom.org", "x@example.com", "@"]), TEXT)
 DURATION = st.one_of(st.sampled_from(["30m", "2d", "1w", "0s", "99999999999w"]), TEXT)
-NUMBER = st.one_of(st.integers(-3, 3).map(str), st.sampled_from(["1e9", "0x1"]), TEXT)
+NUMBER = st.one_of(
+    st.integers(-3, 3).map(str), st.sampled_from(["1e9", "0x1", "9223372036854775808"]), TEXT
+)
 FORMAT = st.one_of(st.sampled_from(["csv", "json", "xml"]), TEXT)
 STATUS = st.one_of(st.sampled_from(["pending", "confirmed", "gone"]), TEXT)
 

@@ -70,9 +70,13 @@ def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
-    if parsed.database and parsed.database != ":memory:":
-        _create_private(Path(parsed.database))
     created = create_engine(url, connect_args={"timeout": 15})
+
+    if parsed.database and parsed.database != ":memory:":
+
+        @event.listens_for(created, "do_connect")
+        def _private_file(_dialect, _record, _args, _kwargs) -> None:
+            _create_private(Path(parsed.database))
 
     @event.listens_for(created, "connect")
     def _sqlite_pragmas(dbapi_connection, _record) -> None:

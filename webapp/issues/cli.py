@@ -24,6 +24,8 @@ from .queue import eligible_readers
 from .running import run_send, single_sender
 from .sender import SendSettings
 
+# Issue numbers as the database stores them (a 32-bit integer column).
+ISSUE_NUMBER = click.IntRange(1, 2**31 - 1)
 digest_group = StaffGroup("digest", help="Build, list, preview, check and send newsletter issues.")
 
 
@@ -118,7 +120,7 @@ def _one_reader_message(session, issue: Issue, reader: str | None) -> tuple[str,
 
 @digest_group.command("preview")
 @click.argument("newsletter")
-@click.argument("number", type=int)
+@click.argument("number", type=ISSUE_NUMBER)
 @click.option(
     "--html", "html_file", type=click.File("w", encoding="utf-8"), help="Write the HTML part here."
 )
@@ -155,7 +157,7 @@ def preview(newsletter, number, html_file, text_file, eml_file, reader) -> None:
 
 @digest_group.command("check")
 @click.argument("newsletter")
-@click.argument("number", type=int)
+@click.argument("number", type=ISSUE_NUMBER)
 def check(newsletter: str, number: int) -> None:
     """Preflight issue NUMBER: size, links, headers and warnings; exit 1 on problems.
 
@@ -184,7 +186,7 @@ def check(newsletter: str, number: int) -> None:
 
 @digest_group.command("send")
 @click.argument("newsletter")
-@click.argument("number", type=int)
+@click.argument("number", type=ISSUE_NUMBER)
 @click.option("--to", "test_to", multiple=True, help="Send a test copy here; records nothing.")
 @click.option("--dry-run", is_flag=True, help="Render every message and count; send nothing.")
 @click.option(

@@ -69,7 +69,8 @@ def feed(slug: str):
     return body, {"Content-Type": "application/atom+xml; charset=utf-8"}
 
 
-@bp.get("/newsletters/<slug>/issues/<int:number>")
+# Issue numbers as the database stores them (32 bits): larger ones are no page at all.
+@bp.get("/newsletters/<slug>/issues/<int(min=1, max=2147483647):number>")
 def issue(slug: str, number: int):
     """The web version of a sent issue, without anyone's personal links."""
     found = _newsletter(slug)
