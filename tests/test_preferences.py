@@ -29,15 +29,20 @@ def confirmed(app, client, email="reader@newsroom.org", newsletter="explaining-u
     press_confirm(client, confirm_path(app))
 
 
-def welcome_links(app, email="reader@newsroom.org") -> dict[str, str]:
-    """The unsubscribe and manage paths from the newest welcome email to ``email``."""
+def newest_mail_text(app, kind: str, email: str) -> str:
+    """The text part of the newest queued email of ``kind`` to ``email``."""
     with session_factory(app)() as session:
         raw = session.scalars(
             select(OutboxMail.message)
-            .where(OutboxMail.kind == "welcome", OutboxMail.recipient == email)
+            .where(OutboxMail.kind == kind, OutboxMail.recipient == email)
             .order_by(OutboxMail.id.desc())
         ).first()
-    text = message_from_bytes(raw, policy=policy.default).get_body(("plain",)).get_content()
+    return message_from_bytes(raw, policy=policy.default).get_body(("plain",)).get_content()
+
+
+def welcome_links(app, email="reader@newsroom.org") -> dict[str, str]:
+    """The unsubscribe and manage paths from the newest welcome email to ``email``."""
+    text = newest_mail_text(app, "welcome", email)
     return {
         kind: re.search(rf"https?://[^/\s]+(/{kind}/\S+)", text).group(1)
         for kind in ("unsubscribe", "manage")
@@ -184,13 +189,7 @@ def manage_post(client, path, **data):
 def data_link(app, client, manage_path, email="reader@newsroom.org") -> str:
     """Ask for a link to one's data on the manage page; the path it mails to ``email``."""
     assert manage_post(client, manage_path, action="data-link").status_code == 302
-    with session_factory(app)() as session:
-        raw = session.scalars(
-            select(OutboxMail.message)
-            .where(OutboxMail.kind == "data_link", OutboxMail.recipient == email)
-            .order_by(OutboxMail.id.desc())
-        ).first()
-    text = message_from_bytes(raw, policy=policy.default).get_body(("plain",)).get_content()
+    text = newest_mail_text(app, "data_link", email)
     return re.search(r"https?://[^/\s]+(/data/\S+)", text).group(1)
 
 
