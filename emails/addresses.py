@@ -48,6 +48,10 @@ def normalize_address(raw: str) -> Address:
         raise InvalidAddress(str(exc)) from None
     if len(checked.local_part.encode("utf-8")) > MAX_LOCAL_OCTETS:
         raise InvalidAddress("the part before the @-sign is longer than 64 octets")
+    if "=?" in checked.local_part and "?=" in checked.local_part:
+        # RFC 2047 5: an encoded-word must not appear in an addr-spec; mail libraries that
+        # decode one anyway turn it into whatever it encodes, line breaks included.
+        raise InvalidAddress("the part before the @-sign holds an encoded word (=?…?=)")
     domain = checked.ascii_domain.lower()
     if any(domain == name or domain.endswith("." + name) for name in RESERVED_DOMAINS):
         raise InvalidAddress("the domain is reserved for examples and never receives mail")

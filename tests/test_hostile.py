@@ -1,5 +1,8 @@
 """Hostile traffic: rate limits, subscription bombing, proxies, headers, quiet logs."""
 
+import base64
+import hashlib
+import json
 import logging
 import threading
 from datetime import timedelta
@@ -7,7 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from tests.helpers import count, csrf_token, make_app, subscribe
+from tests.helpers import count, csrf_token, free_port, make_app, subscribe
 from webapp.db import session_factory
 from webapp.models import OutboxMail, Subscriber, Subscription, SubscriptionEvent
 from webapp.texts import TEXTS
@@ -199,10 +202,6 @@ def test_redacting_a_huge_request_line_is_linear(unit):
 
 def solve(challenge: dict, number: int | None = None) -> str:
     """Solve an ALTCHA v1 challenge as the browser script does."""
-    import base64
-    import hashlib
-    import json
-
     if number is None:
         number = next(
             n
@@ -241,7 +240,85 @@ def test_robot_check_when_switched_on(tmp_path):
     assert attempt(good, "person@newsroom.org").json["ok"]
     replay = attempt(good, "second@newsroom.org")  # one solution, one sign-up
     assert replay.json["errors"]["email"] == TEXTS.robot_check_failed
+    # the same solution spelled otherwise: JSON re-indented, bytes after the base64
+    decoded = json.loads(base64.b64decode(good))
+    respelled = [
+        base64.b64encode(json.dumps(decoded, indent=4).encode()).decode(),
+        good + "\n",
+        good + "==",
+    ]
+    for n, payload in enumerate(respelled):
+        again = attempt(payload, f"replay{n}@newsroom.org")
+        assert again.json["errors"]["email"] == TEXTS.robot_check_failed, payload
     assert count(app, Subscriber) == 1
+
+
+@pytest.mark.parametrize("json_post", [True, False])
+def test_over_the_limit_an_unreadable_body_is_no_500(tmp_path, json_post):
+    app = make_app(tmp_path, SUBSCRIBE_LIMITS="1/minute")
+    client = app.test_client()
+    assert subscribe(client, json=True).status_code == 200
+    accept = {"Accept": "application/json"} if json_post else {}
+    bad_json = client.post(
+        "/subscribe", data=b"{not json", headers={"Content-Type": "application/json", **accept}
+    )
+    huge = client.post("/subscribe", data={"email": "x" * (2 * 1024 * 1024)}, headers=accept)
+    for response in (bad_json, huge):
+        assert response.status_code in (429, 413, 400)
+        assert TEXTS.too_many_attempts in response.get_data(as_text=True)
+
+
+def test_an_unreadable_body_is_a_400_or_413(client):
+    bad_json = client.post(
+        "/subscribe",
+        data=b"{not json",
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+    )
+    assert bad_json.status_code == 400
+    huge = client.post("/subscribe", data={"email": "x" * (2 * 1024 * 1024)})
+    assert huge.status_code == 413
+
+
+def test_an_encoded_word_address_is_refused_with_the_form_message(client):
+    # Python's mail parser decodes it into "victim\r\nBcc: list": it answered 500.
+    answer = subscribe(client, "=?utf-8?q?victim=0D=0ABcc=3A_list?=@greenfield-mail.net", json=True)
+    assert answer.status_code == 400
+    assert answer.json["errors"]["email"] == TEXTS.invalid_email
+
+
+def test_sign_ups_go_on_when_redis_is_down(tmp_path, caplog):
+    down = f"redis://127.0.0.1:{free_port()}"  # nothing listens there
+    app = make_app(
+        tmp_path,
+        SUBSCRIBE_LIMITS="3/minute",
+        RATELIMIT_STORAGE_URI=down,
+        ALTCHA_HMAC_KEY="robots-keep-out",
+        ALTCHA_MAX_NUMBER=200,
+    )
+    client = app.test_client()
+    answers = []
+    for n in range(4):
+        data = {"altcha": solve(client.get("/altcha/challenge").json)}
+        answers.append(subscribe(client, f"r{n}@newsroom.org", json=True, **data).status_code)
+    assert answers == [200, 200, 200, 429]  # the limit holds, per process
+    assert count(app, Subscriber) == 3
+    assert any("unreachable" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "same"),
+    [
+        ("2001:db8:1:2::1", "2001:db8:1:2:ffff::9", True),  # one /64: one subscriber line
+        ("2001:db8:1:2::1", "2001:db8:1:3::1", False),
+        ("127.0.0.1", "127.0.0.2", False),
+    ],
+)
+def test_the_per_client_limit_counts_an_ipv6_client_by_its_64(tmp_path, first, second, same):
+    app = make_app(tmp_path, SUBSCRIBE_LIMITS="1/minute")
+    client = app.test_client()
+    assert subscribe(client, "a@newsroom.org", ip=first, json=True).status_code == 200
+    answer = subscribe(client, "b@newsroom.org", ip=second, json=True)
+    assert answer.status_code == (429 if same else 200)
 
 
 def test_control_characters_from_the_client_never_reach_the_database(app):

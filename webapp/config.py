@@ -50,6 +50,8 @@ DEFAULTS: dict[str, object] = {
     "SUBSCRIBE_LIMITS": "20/minute;200/hour",  # per client IP
     "SUBSCRIBE_ADDRESS_LIMITS": "10/hour;30/day",  # per target address, from any IP
     "RATELIMIT_STORAGE_URI": "memory://",  # e.g. redis://127.0.0.1:6379 for several workers
+    # Storage down (Redis restarting): per-process limits and one warning, never a 500.
+    "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
     "CONFIRM_DAILY_CAP": 5,  # confirmation emails per address per 24 h, all newsletters
     "TRUSTED_PROXIES": 0,  # reverse proxies in front; X-Forwarded-For is used only then
     # Proof of work (ALTCHA) on the sign-up forms: set a secret key to switch it on.

@@ -4,6 +4,10 @@ Sign-up forms are attacked: bots fill them, and "subscription bombing" uses them
 flood a victim's inbox with confirmations. Readers must not notice any of it.
 """
 
+import base64
+import hashlib
+import ipaddress
+import json
 import logging
 import re
 from datetime import datetime, timedelta
@@ -12,6 +16,7 @@ import altcha
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from limits.storage import MemoryStorage
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 # No inline script or style anywhere on our pages; forms post only to us.
@@ -37,7 +42,21 @@ ADDRESS = re.compile(
 
 # Declared once, bound to each app by init_app (Flask-Limiter's app-factory pattern);
 # the views it guards carry its decorators. Limits are read from the config per request.
-limiter = Limiter(get_remote_address, default_limits=[])
+limiter = Limiter(lambda: client_network(get_remote_address()), default_limits=[])
+
+
+def client_network(address: str) -> str:
+    """What a per-client limit counts: the IPv4 address, or an IPv6 client's /64 (one
+    subscriber line gets a whole /64, and picking a new address in it costs nothing)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 4:
+        return str(ip)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
 
 
 def init_app(app: Flask) -> None:
@@ -168,6 +187,21 @@ def robot_check_passes(payload: str | None) -> bool:
         return False
     if not ok:
         return False
-    storage = limiter.storage
-    used = storage.incr(f"altcha-used:{payload[-200:]}", current_app.config["ALTCHA_EXPIRES"])
-    return used == 1
+    # The same solution may be sent in many spellings (bytes appended to the base64, the
+    # JSON re-indented): what makes it one solution is its signature.
+    signature = json.loads(base64.b64decode(payload).decode())["signature"]
+    key = f"altcha-used:{hashlib.sha256(str(signature).encode()).hexdigest()}"
+    return _count_once(key, current_app.config["ALTCHA_EXPIRES"]) == 1
+
+
+_fallback = MemoryStorage()
+
+
+def _count_once(key: str, expiry: int) -> int:
+    # The limits' storage (Redis, shared by every worker) or, while it cannot be reached,
+    # this process's memory, as the limits themselves fall back.
+    try:
+        return limiter.storage.incr(key, expiry)
+    except Exception as exc:  # the storage's own errors: redis.ConnectionError and kin
+        logging.getLogger(__name__).warning("rate-limit storage unreachable: %s", exc)
+        return _fallback.incr(key, expiry)

@@ -105,7 +105,14 @@ def subscribe():
 @bp.errorhandler(429)
 def _too_many(_exc: HTTPException):
     # Over a sign-up rate limit: the form's own message; nothing was stored or sent.
-    form = SubscribeForm()
+    # The body is read again only to put the message beside the form that was used,
+    # and only if it can be: a body the view could not have read is no reason for a 500.
+    if wants_json() or request.is_json:
+        return jsonify(ok=False, errors={"email": TEXTS.too_many_attempts}), 429
+    try:
+        form = SubscribeForm()
+    except HTTPException:  # no form to put the message beside: a page that says it
+        return notice(TEXTS.too_many_attempts, "", 429)
     form.email.errors = [TEXTS.too_many_attempts]
     return _form_error(form, 429)
 
