@@ -60,6 +60,24 @@ def normalize_address(raw: str) -> Address:
     )
 
 
+# Providers known to deliver every dotted spelling of a local part to one inbox.
+DOTLESS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+
+
+def mailbox(address_key: str) -> str:
+    """The inbox an address reaches, for counting what is sent to it.
+
+    ``reader+news@x.org`` and ``reader@x.org`` are one inbox (sub-addressing, RFC 5233,
+    offered by most providers), and so are ``o.lena@gmail.com`` and ``olena@gmail.com``.
+    Takes the case-folded key of a checked :class:`Address`.
+    """
+    local, _, domain = address_key.rpartition("@")
+    local = local.split("+", 1)[0] or local
+    if domain in DOTLESS:
+        local, domain = local.replace(".", ""), DOTLESS[domain]
+    return f"{local}@{domain}"
+
+
 def ascii_address(email: str) -> str:
     """The ASCII (IDNA) form of an address already checked by :func:`normalize_address`."""
     return normalize_address(email).ascii

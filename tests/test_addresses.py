@@ -1,6 +1,6 @@
 import pytest
 
-from emails.addresses import InvalidAddress, normalize_address
+from emails.addresses import InvalidAddress, mailbox, normalize_address
 
 
 @pytest.mark.parametrize(
@@ -67,3 +67,17 @@ def test_internationalized_domain_has_an_ascii_form():
 def test_refuses_what_can_never_receive_mail(raw):
     with pytest.raises(InvalidAddress):
         normalize_address(raw)
+
+
+@pytest.mark.parametrize(
+    ("typed", "inbox"),
+    [
+        ("Olena.Petrenko+news@gmail.com", "olenapetrenko@gmail.com"),
+        ("o.lena.petrenko@googlemail.com", "olenapetrenko@gmail.com"),
+        ("reader+digest@newsroom.org", "reader@newsroom.org"),
+        ("first.last@newsroom.org", "first.last@newsroom.org"),  # dots count elsewhere
+        ("+only@newsroom.org", "+only@newsroom.org"),
+    ],
+)
+def test_the_inbox_an_address_reaches(typed, inbox):
+    assert mailbox(normalize_address(typed).key) == inbox

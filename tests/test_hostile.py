@@ -10,9 +10,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from emails.addresses import normalize_address
 from tests.helpers import count, csrf_token, free_port, make_app, subscribe
 from webapp.db import session_factory
-from webapp.models import OutboxMail, Subscriber, Subscription, SubscriptionEvent
+from webapp.models import Mailbox, OutboxMail, Subscriber, Subscription, SubscriptionEvent
 from webapp.texts import TEXTS
 from webapp.web.security import redact
 
@@ -96,12 +97,30 @@ def test_a_bombed_address_gets_few_confirmations(app):
         with session_factory(app)() as session:  # an hour passes
             for subscription in session.scalars(select(Subscription)):
                 subscription.confirmation_sent_at -= timedelta(hours=1)
-            victim = session.scalars(select(Subscriber)).one()
-            victim.confirm_window_start -= timedelta(hours=1)
+            victim = session.scalars(select(Mailbox)).one()
+            victim.window_start -= timedelta(hours=1)
             session.commit()
     assert answers == {(200, TEXTS.success_text)}  # the same answer throughout
     cap = app.config["CONFIRM_DAILY_CAP"]
     assert count(app, OutboxMail) <= 2 * cap  # two days, at most `cap` a day
+
+
+def test_the_caps_count_the_inbox_not_the_spelling(tmp_path):
+    # Every one of these reaches one Gmail inbox.
+    spellings = [f"olena.petrenko+n{n}@gmail.com" for n in range(1, 13)]
+    spellings += ["o.lena.petrenko@gmail.com", "OlenaPetrenko+x@googlemail.com"]
+    spellings += ["olenapetrenko@gmail.com"]
+    app = make_app(tmp_path, SUBSCRIBE_ADDRESS_LIMITS="10/hour")
+    client = app.test_client()
+    answers = [
+        subscribe(client, email, ip=f"127.0.4.{n}", json=True).status_code
+        for n, email in enumerate(spellings)
+    ]
+    assert answers == [200] * 10 + [429] * 5  # the per-address limit: one inbox
+    assert count(app, OutboxMail) == app.config["CONFIRM_DAILY_CAP"]  # the daily cap too
+    with session_factory(app)() as session:  # each sign-up keeps the address as typed
+        stored = set(session.scalars(select(Subscriber.email)))
+    assert stored == {normalize_address(email).email for email in spellings[:10]}
 
 
 @pytest.mark.timeout(180)

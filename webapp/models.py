@@ -68,10 +68,6 @@ class Subscriber(Model):
     # Part of every link token: a token outlives an erased subscriber, and SQLite may hand
     # the erased row's id to someone new; the secret makes the old token fail for them.
     secret: Mapped[str] = mapped_column(String(32), default=lambda: secrets.token_hex(8))
-    # Confirmation emails in the current 24-hour window, all newsletters together: a
-    # victim of subscription bombing gets a few at most, whatever the posts.
-    confirm_window_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    confirm_window_count: Mapped[int] = mapped_column(Integer, default=0)
     # Set when the relay refused the address for good (5xx): later sends skip it.
     suppressed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     suppressed_reason: Mapped[str | None] = mapped_column(String(500))
@@ -152,6 +148,24 @@ class SubscriptionEvent(Model):
 
     def __repr__(self) -> str:
         return f"<SubscriptionEvent {self.id} {self.kind.value}>"
+
+
+class Mailbox(Model):
+    """One inbox, whatever the spellings of its address (``+tags``, Gmail's dots).
+
+    Counts the emails sent to it on request (confirmations, data links) in the current
+    24-hour window, all newsletters and spellings together: a victim of subscription
+    bombing gets a few at most, whatever the posts.
+    """
+
+    __tablename__ = "mailboxes"
+
+    key: Mapped[str] = mapped_column(String(320), primary_key=True)
+    window_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    window_count: Mapped[int] = mapped_column(Integer, default=0)
+
+    def __repr__(self) -> str:
+        return f"<Mailbox {self.key.partition('@')[2]}>"
 
 
 class ErasedAddress(Model):

@@ -271,8 +271,9 @@ def resend_confirmations(newsletter: str, older_than: timedelta) -> None:
             # The same decision as a sign-up's: a claim marks the email sent (so the next
             # batch moves on), and the address's daily cap holds.
             for subscription in batch:
+                key = subscription.subscriber.email_key
                 if claim_confirmation(
-                    session, subscription.id, cutoff, config["CONFIRM_DAILY_CAP"]
+                    session, subscription.id, key, cutoff, config["CONFIRM_DAILY_CAP"]
                 ):
                     queue_confirmation(session, subscription)
                     queued += 1

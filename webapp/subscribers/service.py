@@ -11,13 +11,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import case, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from emails.addresses import Address
+from emails.addresses import Address, mailbox
 
 from ..db import utcnow
 from ..models import (
     EventKind,
+    Mailbox,
     Newsletter,
     Subscriber,
     Subscription,
@@ -98,19 +101,20 @@ def subscribe(
         _start_pending(subscription, now)
         session.flush()
         record_event(session, subscription, EventKind.RESUBSCRIBED, "form", consent, now)
-    if claim_confirmation(session, subscription.id, now - timedelta(seconds=cooldown), daily_cap):
+    cutoff = now - timedelta(seconds=cooldown)
+    if claim_confirmation(session, subscription.id, address.key, cutoff, daily_cap):
         return subscription
     return None
 
 
 def claim_confirmation(
-    session: Session, subscription_id: int, cutoff: datetime, daily_cap: int
+    session: Session, subscription_id: int, address_key: str, cutoff: datetime, daily_cap: int
 ) -> bool:
     """Decide that a pending subscription gets a confirmation email now; True if so.
 
-    Due when none was sent since ``cutoff`` and the address has had fewer than
-    ``daily_cap`` in 24 hours. Each is one conditional UPDATE, so concurrent posts (or
-    a sign-up beside a staff resend) of one address send one email.
+    Due when none was sent since ``cutoff`` and the inbox ``address_key`` reaches has
+    had fewer than ``daily_cap`` in 24 hours. Each is one conditional UPDATE, so
+    concurrent posts (or a sign-up beside a staff resend) of one address send one email.
     """
     claimed = session.execute(
         update(Subscription)
@@ -120,10 +124,9 @@ def claim_confirmation(
             confirmation_due(cutoff),
         )
         .values(confirmation_sent_at=utcnow())
-        .returning(Subscription.subscriber_id)
         .execution_options(synchronize_session=False)
-    ).scalar()
-    return claimed is not None and claim_daily_slot(session, claimed, daily_cap)
+    )
+    return claimed.rowcount == 1 and claim_daily_slot(session, address_key, daily_cap)
 
 
 def confirmation_due(cutoff: datetime):
@@ -133,25 +136,26 @@ def confirmation_due(cutoff: datetime):
     )
 
 
-def claim_daily_slot(session: Session, subscriber_id: int, cap: int) -> bool:
+def claim_daily_slot(session: Session, address_key: str, cap: int) -> bool:
     """Count one email someone asked for (a confirmation, a link to one's data) in the
-    address's 24-hour window, if under the cap.
+    24-hour window of the inbox the address reaches, if under the cap.
 
-    One conditional UPDATE: concurrent posts cannot together pass the cap.
+    Every spelling of one inbox (``+tags``, Gmail's dots) counts together. One
+    conditional UPDATE decides: concurrent posts cannot together pass the cap.
     """
+    key = mailbox(address_key)
+    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
+    session.execute(insert(Mailbox).values(key=key, window_count=0).on_conflict_do_nothing())
     now = utcnow()
     window_over = or_(
-        Subscriber.confirm_window_start.is_(None),
-        Subscriber.confirm_window_start <= now - timedelta(days=1),
+        Mailbox.window_start.is_(None), Mailbox.window_start <= now - timedelta(days=1)
     )
     result = session.execute(
-        update(Subscriber)
-        .where(
-            Subscriber.id == subscriber_id, or_(window_over, Subscriber.confirm_window_count < cap)
-        )
+        update(Mailbox)
+        .where(Mailbox.key == key, or_(window_over, Mailbox.window_count < cap))
         .values(
-            confirm_window_count=case((window_over, 1), else_=Subscriber.confirm_window_count + 1),
-            confirm_window_start=case((window_over, now), else_=Subscriber.confirm_window_start),
+            window_count=case((window_over, 1), else_=Mailbox.window_count + 1),
+            window_start=case((window_over, now), else_=Mailbox.window_start),
         )
         .execution_options(synchronize_session=False)
     )

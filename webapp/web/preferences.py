@@ -102,7 +102,7 @@ def manage_post(token: str):
     if action == "data-link":
         # The same answer whether or not the cap let an email go: nothing to learn here.
         if service.claim_daily_slot(
-            session, subscriber.id, current_app.config["CONFIRM_DAILY_CAP"]
+            session, subscriber.email_key, current_app.config["CONFIRM_DAILY_CAP"]
         ):
             queue_data_link(session, subscriber)
         flash(TEXTS.manage_data_sent.format(email=subscriber.email), "manage")

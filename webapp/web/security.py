@@ -19,6 +19,8 @@ from flask_limiter.util import get_remote_address
 from limits.storage import MemoryStorage
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from emails.addresses import InvalidAddress, mailbox, normalize_address
+
 # No inline script or style anywhere on our pages; forms post only to us.
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -86,8 +88,13 @@ def limit_signups(view):
 
 
 def _address_key() -> str:
-    # The target of a bombing is the address, whatever IPs the posts come from.
-    return (request.form.get("email") or "").strip().casefold()[:320]
+    # The target of a bombing is the inbox, whatever IPs the posts come from and
+    # whatever spelling of its address they use.
+    raw = (request.form.get("email") or "")[:400]
+    try:
+        return mailbox(normalize_address(raw).key)
+    except InvalidAddress:
+        return raw.strip().casefold()
 
 
 def security_headers(response: Response) -> Response:
