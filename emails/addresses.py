@@ -1,8 +1,12 @@
 """Deciding whether an address can ever receive mail, without asking DNS."""
 
+import unicodedata
 from dataclasses import dataclass
+from functools import cache, lru_cache
 
+import regex
 from email_validator import EmailNotValidError, validate_email
+from publicsuffixlist import PublicSuffixList
 
 # RFC 2606 and RFC 6761 names that never receive mail; email-validator already refuses
 # the other special-use names (test, invalid, localhost, local, onion, arpa).
@@ -55,6 +59,11 @@ def normalize_address(raw: str) -> Address:
     domain = checked.ascii_domain.lower()
     if any(domain == name or domain.endswith("." + name) for name in RESERVED_DOMAINS):
         raise InvalidAddress("the domain is reserved for examples and never receives mail")
+    if _root_zone().publicsuffix(domain, accept_unknown=False) is None:
+        raise InvalidAddress(f"{checked.domain.rpartition('.')[2]} is not a top-level domain")
+    for label in checked.domain.split("."):
+        if mixes_scripts(label):
+            raise InvalidAddress(f"the domain label {label!r} mixes scripts")
     return Address(
         email=checked.normalized, ascii=checked.ascii_email, key=checked.normalized.casefold()
     )
@@ -89,3 +98,62 @@ def envelope_address(email: str) -> str:
     Raises InvalidAddress for one that today's rules refuse.
     """
     return email if email.isascii() else ascii_address(email)
+
+
+@cache
+def _root_zone() -> PublicSuffixList:
+    # The ICANN section of the Public Suffix List holds every top-level domain of the
+    # root zone; the list is shipped and updated with the package.
+    return PublicSuffixList(only_icann=True)
+
+
+# Scripts of the world's domain names, by their Unicode names (Script_Extensions).
+SCRIPTS = (
+    *("Latin", "Greek", "Cyrillic", "Armenian", "Hebrew", "Arabic", "Syriac", "Thaana"),
+    *("Devanagari", "Bengali", "Gurmukhi", "Gujarati", "Oriya", "Tamil", "Telugu"),
+    *("Kannada", "Malayalam", "Sinhala", "Thai", "Lao", "Tibetan", "Myanmar", "Georgian"),
+    *("Hangul", "Ethiopic", "Cherokee", "Khmer", "Mongolian", "Hiragana", "Katakana"),
+    *("Bopomofo", "Han"),
+)
+_IN_SCRIPT = {name: regex.compile(rf"\p{{scx={name}}}") for name in SCRIPTS}
+_ANY_SCRIPT = regex.compile(r"[\p{scx=Common}\p{scx=Inherited}]")
+# UTS 39 augments the scripts of a character: Han is also written in Japanese (with
+# Hiragana and Katakana), Korean (with Hangul) and Bopomofo-annotated Chinese.
+_WRITTEN_WITH = {
+    "Han": {"Jpan", "Kore", "Hanb"},
+    "Hiragana": {"Jpan"},
+    "Katakana": {"Jpan"},
+    "Hangul": {"Kore"},
+    "Bopomofo": {"Hanb"},
+}
+
+
+@lru_cache(maxsize=4096)
+def _scripts(char: str) -> frozenset[str] | None:
+    """The augmented script set of ``char``; None for Common and Inherited (any)."""
+    if _ANY_SCRIPT.match(char):
+        return None
+    found = {name for name, pattern in _IN_SCRIPT.items() if pattern.match(char)}
+    if not found:  # a script beyond the list: its own, by the character's name
+        found = {unicodedata.name(char, "unknown").split()[0]}
+    return frozenset(found | {w for name in found for w in _WRITTEN_WITH.get(name, ())})
+
+
+def mixes_scripts(label: str) -> bool:
+    """True when ``label`` is not single-script (UTS 39, 5.1: its resolved script set,
+    the intersection of its characters' augmented script sets, is empty).
+
+    ``exаmple`` with a Cyrillic ``а`` mixes Latin and Cyrillic; ``пошта``, ``東京``
+    and ``ひらがな漢字`` do not.
+    """
+    if label.isascii():
+        return False
+    resolved: frozenset[str] | None = None
+    for char in label:
+        scripts = _scripts(char)
+        if scripts is None:
+            continue
+        resolved = scripts if resolved is None else resolved & scripts
+        if not resolved:
+            return True
+    return False

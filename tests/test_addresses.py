@@ -1,6 +1,9 @@
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from publicsuffixlist import PublicSuffixList
 
-from emails.addresses import InvalidAddress, mailbox, normalize_address
+from emails.addresses import InvalidAddress, mailbox, mixes_scripts, normalize_address
 
 
 @pytest.mark.parametrize(
@@ -81,3 +84,62 @@ def test_refuses_what_can_never_receive_mail(raw):
 )
 def test_the_inbox_an_address_reaches(typed, inbox):
     assert mailbox(normalize_address(typed).key) == inbox
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("reader@newsroom.con", "con is not a top-level domain"),
+        ("reader@newsroom.b", "is not a top-level domain"),
+        ("reader@build.internal", "internal is not a top-level domain"),
+        ("reader@localhost.localdomain", "localdomain is not a top-level domain"),
+        ("reader@пример.テスト", "テスト is not a top-level domain"),  # the old IDN test TLD
+        ("orders@exаmple-shop.com", "mixes scripts"),  # a Cyrillic а among Latin letters
+        ("reader@рaypal.com", "mixes scripts"),  # a Latin a among Cyrillic letters
+    ],
+)
+def test_domains_that_can_never_receive_mail_or_deceive_are_refused(raw, reason):
+    with pytest.raises(InvalidAddress, match=reason):
+        normalize_address(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["pani@пошта.укр", "reader@東京.jp", "reader@ひらがな漢字.jp", "leser@münchen.de"]
+    + ["reader@ελληνικά.gr", "reader@서울.kr", "reader@xn--80a1acny.xn--j1amh"],
+)
+def test_real_internationalized_domains_are_accepted(raw):
+    assert normalize_address(raw).ascii.isascii()
+
+
+HOMOGLYPHS = {"a": "а", "e": "е", "o": "о", "p": "р", "c": "с", "x": "х", "y": "у"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    label=st.from_regex(r"[a-z][a-z0-9-]{0,20}[a-z0-9]", fullmatch=True).filter(
+        lambda label: "--" not in label and any(ch in HOMOGLYPHS for ch in label)
+    ),
+    which=st.integers(min_value=0),
+)
+def test_a_latin_label_with_one_cyrillic_homoglyph_is_refused(label, which):
+    latin = [i for i, ch in enumerate(label) if ch in HOMOGLYPHS]
+    i = latin[which % len(latin)]
+    assume(any(ch.isalpha() for j, ch in enumerate(label) if j != i))  # Latin stays beside it
+    spoofed = label[:i] + HOMOGLYPHS[label[i]] + label[i + 1 :]
+    assert normalize_address(f"reader@{label}.com").ascii  # the genuine one
+    with pytest.raises(InvalidAddress, match="mixes scripts"):
+        normalize_address(f"reader@{spoofed}.com")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.emails())
+def test_every_accepted_address_has_a_root_zone_tld_and_single_script_labels(raw):
+    try:
+        address = normalize_address(raw)
+    except InvalidAddress:
+        return
+    domain = address.email.rpartition("@")[2]
+    assert not any(mixes_scripts(label) for label in domain.split("."))
+    root_zone = PublicSuffixList(only_icann=True)
+    assert root_zone.publicsuffix(address.ascii.rpartition("@")[2], accept_unknown=False)
