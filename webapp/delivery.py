@@ -72,10 +72,3 @@ def list_unsubscribe(mail_from: str, unsubscribe_url: str) -> str:
     """The reader's List-Unsubscribe value: the one-click link, and a mailto as well."""
     token = unsubscribe_url.rsplit("/", 1)[1]
     return f"<{unsubscribe_url}>, <mailto:{mail_from}?subject={quote('unsubscribe ' + token)}>"
-
-
-def list_headers(mail_from: str, slug: str, title: str, unsubscribe_url: str) -> dict[str, str]:
-    """The List-* headers of mail to one of a newsletter's readers (RFC 2369, 2919, 8058)."""
-    headers = list_id_headers(mail_from, slug, title)
-    headers["List-Unsubscribe"] = list_unsubscribe(mail_from, unsubscribe_url)
-    return headers
