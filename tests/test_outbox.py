@@ -224,6 +224,46 @@ def test_a_forwarded_client_behind_a_trusted_proxy_is_not_loopback(tmp_path):
     assert proxied.status_code == 404
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("X-Forwarded-For", "192.0.2.7"),
+        ("X-Real-IP", "192.0.2.7"),
+        ("Forwarded", "for=192.0.2.7;proto=https"),
+    ],
+)
+def test_a_proxy_on_this_machine_the_app_was_not_told_of_does_not_make_clients_local(
+    tmp_path, header
+):
+    # The production layout puts the app on 127.0.0.1 behind a proxy: with
+    # NEWSLETTER_TRUSTED_PROXIES left at 0, every reader arrived from 127.0.0.1.
+    app = make_app(tmp_path)
+    client = app.test_client()
+    local = {"REMOTE_ADDR": "127.0.0.1"}
+    assert client.get("/outbox/", environ_base=local).status_code == 200
+    relayed = client.get("/outbox/", headers=[header], environ_base=local)
+    assert relayed.status_code == 404
+    assert TEXTS.not_found_title in relayed.get_data(as_text=True)
+
+
+def test_outsiders_cannot_tell_that_there_is_a_viewer(tmp_path):
+    # Every answer the viewer's paths give someone on the network is the answer of a
+    # site without the viewer (the smtp backend): no redirect from /outbox to /outbox/.
+    viewer = make_app(tmp_path / "file")
+    client = viewer.test_client()
+    subscribe(client)
+    assert viewer.test_cli_runner().invoke(args=["outbox", "send"]).exit_code == 0
+    [name] = [p.name for p in (tmp_path / "file" / "instance" / "outbox").glob("*.eml")]
+    without = make_app(tmp_path / "smtp", MAIL_BACKEND="smtp").test_client()
+    outsider = {"REMOTE_ADDR": "192.0.2.7"}
+    for path in ("/outbox", "/outbox/", f"/outbox/{name}", f"/outbox/{name}/raw"):
+        seen = client.get(path, environ_base=outsider)
+        expected = without.get(path, environ_base=outsider)
+        assert (seen.status_code, seen.location) == (expected.status_code, None), path
+        assert seen.get_data() == expected.get_data(), path
+    assert client.get("/outbox", environ_base={"REMOTE_ADDR": "::1"}).status_code == 200
+
+
 @pytest.mark.parametrize("args", [["db", "upgrade"], ["serve", "--port", "{port}"]])
 def test_an_https_site_that_captures_its_mail_is_warned(tmp_path, args):
     app = make_app(tmp_path, PUBLIC_URL="https://news.newsroom.org")

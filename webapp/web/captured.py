@@ -3,7 +3,8 @@
 Registered only with ``MAIL_BACKEND=file``, the development default, so that a
 newcomer can open a confirmation email and click its link without a mail server. It
 shows every confirmation link, so it answers only clients on this machine (loopback)
-unless ``CAPTURED_MAIL_PUBLIC`` says otherwise; everyone else gets the not-found page.
+unless ``CAPTURED_MAIL_PUBLIC`` says otherwise; everyone else gets the not-found page,
+the same as a site without the viewer.
 """
 
 import ipaddress
@@ -19,12 +20,29 @@ bp = Blueprint("captured", __name__, url_prefix="/outbox")
 
 NAME = re.compile(r"^\d{8}T\d{12}-[0-9a-f]{8}\.eml$")
 LIST_LIMIT = 200
+# Headers a reverse proxy adds: with any of them, the peer on loopback is a proxy.
+FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 
 
 @bp.before_request
 def _loopback_only() -> None:
-    if not current_app.config["CAPTURED_MAIL_PUBLIC"] and not is_loopback(request.remote_addr):
+    if not current_app.config["CAPTURED_MAIL_PUBLIC"] and not local_client():
         abort(404)
+
+
+def local_client() -> bool:
+    """True when the request comes from this machine.
+
+    Behind trusted proxies (``TRUSTED_PROXIES``) the remote address is already the
+    client's. Without them, a request a proxy relayed still comes from the proxy's
+    address, often loopback (the app on 127.0.0.1 behind a proxy on the same host):
+    it is not a local client.
+    """
+    if not current_app.config["TRUSTED_PROXIES"] and any(
+        name in request.headers for name in FORWARDING_HEADERS
+    ):
+        return False
+    return is_loopback(request.remote_addr)
 
 
 def is_loopback(address: str | None) -> bool:
@@ -79,7 +97,9 @@ def _parts(msg: EmailMessage) -> tuple[str, str]:
     return (text.get_content() if text else "", html.get_content() if html else "")
 
 
-@bp.get("/")
+# Also answers /outbox itself: its redirect to /outbox/ would come before the loopback
+# check and tell anyone that there is a viewer.
+@bp.get("/", strict_slashes=False)
 def index():
     """The newest captured messages first."""
     folder = _folder()
