@@ -8,6 +8,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+from flask import url_for
 from sqlalchemy import select
 
 from emails.addresses import normalize_address
@@ -183,6 +184,21 @@ def test_tokens_and_addresses_are_redacted_in_logs(app, caplog):
     assert redact("/unsubscribe/abcdefghijklmnop and /manage/zyxwvutsrqpo") == (
         "/unsubscribe/abcdef… and /manage/zyxwvu…"
     )
+
+
+def test_every_link_token_is_shortened_in_logs(app):
+    # A data link downloads or erases a reader's data: an access log must not hold it.
+    token = "WzEsImNhZmViYWJlIl0.awX78A.Ysh0bG9uZ2VyX3NpZ25hdHVyZQ"
+    with app.test_request_context():
+        paths = {
+            url_for(rule.endpoint, token=token)
+            for rule in app.url_map.iter_rules()
+            if "token" in rule.arguments
+        }
+    assert {"/confirm", "/unsubscribe", "/manage", "/data"} <= {p.rsplit("/", 1)[0] for p in paths}
+    for path in paths:
+        line = redact(f'127.0.0.1 - "GET {path} HTTP/1.1" 200')
+        assert token[6:] not in line and f"{token[:6]}…" in line, path
 
 
 @pytest.mark.parametrize(

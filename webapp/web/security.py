@@ -28,7 +28,7 @@ CSP = (
     "object-src 'none'"
 )
 TOKEN_PATH = re.compile(
-    r"(/(?:confirm|unsubscribe|manage)/)([A-Za-z0-9_\-.]{6})[A-Za-z0-9_\-.]{0,2000}"
+    r"(/(?:confirm|unsubscribe|manage|data)/)([A-Za-z0-9_\-.]{6})[A-Za-z0-9_\-.]{0,2000}"
 )
 bp = Blueprint("security", __name__)
 # Every quantifier is bounded (a local part has at most 64 octets, a domain 253), so a
