@@ -147,7 +147,7 @@ def test_without_javascript_forms_post_and_answer_with_a_page(browser, live_serv
     first = card(page, "explaining-ukraine")
     assert first.get_by_text(TEXTS.success_title).is_visible()
     assert first.get_by_text(TEXTS.success_text).is_visible()
-    assert page.url.endswith("/#nl-explaining-ukraine")
+    assert page.url.endswith("/?subscribed=explaining-ukraine#nl-explaining-ukraine")
 
     open_confirmation_from_outbox(page, base, "Explaining Ukraine with Kate Tsurkan")
     confirm_and_check(page, app, "ivan@newsroom.org")

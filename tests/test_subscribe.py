@@ -35,8 +35,9 @@ def test_index_lists_every_newsletter_with_the_site_wording(client):
 def test_good_address_without_javascript_redirects_to_the_success_message(app, client):
     response = subscribe(client)
     assert response.status_code == 302
-    assert response.location == "/#nl-explaining-ukraine"
-    html = client.get("/").get_data(as_text=True)
+    assert response.location == "/?subscribed=explaining-ukraine#nl-explaining-ukraine"
+    assert "Set-Cookie" not in response.headers  # the post writes no session cookie
+    html = client.get(response.location).get_data(as_text=True)
     card = html.split('id="nl-explaining-ukraine"')[1].split("</section>")[0]
     assert TEXTS.success_title in card and TEXTS.success_text in card
     assert "<form" not in card
@@ -48,6 +49,7 @@ def test_good_address_without_javascript_redirects_to_the_success_message(app, c
 
 def test_good_address_with_javascript_answers_json(app, client):
     response = subscribe(client, json=True)
+    assert "Set-Cookie" not in response.headers
     assert response.status_code == 200
     assert response.json == {
         "ok": True,

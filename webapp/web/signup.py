@@ -6,9 +6,7 @@ from urllib.parse import urlsplit
 from flask import (
     Blueprint,
     current_app,
-    flash,
     g,
-    get_flashed_messages,
     jsonify,
     make_response,
     redirect,
@@ -50,7 +48,8 @@ def signup_state(catalog: list[Newsletter]) -> dict:
     """Template values for the sign-up forms of a page.
 
     ``forms``: a fresh form per newsletter slug, or the posted one with its error;
-    ``subscribed``: the slugs whose form was just used without JavaScript.
+    ``subscribed``: the slug whose form was just used without JavaScript (the page's
+    ``?subscribed=`` says which).
     """
     posted = g.get("posted_form")
     posted_slug = posted.newsletter.data if posted is not None else None
@@ -62,7 +61,7 @@ def signup_state(catalog: list[Newsletter]) -> dict:
             forms[newsletter.slug] = SubscribeForm(
                 formdata=None, newsletter=newsletter.slug, source=request.path
             )
-    subscribed = set(get_flashed_messages(category_filter=["subscribed"])) - {posted_slug}
+    subscribed = {request.args.get("subscribed")} & {n.slug for n in catalog} - {posted_slug}
     return {"forms": forms, "subscribed": subscribed}
 
 
@@ -97,9 +96,12 @@ def subscribe():
         _subscribe(newsletter, form.address, service.Consent.from_request(request, source))
     if wants_json():
         return jsonify(ok=True, title=TEXTS.success_title, text=TEXTS.success_text)
-    flash(newsletter.slug, "subscribed")
+    # The page says so from its address, not from a flashed message: the post writes
+    # no session cookie, which is work (and a Set-Cookie) for every sign-up.
     endpoint, args = _origin(form.source.data)
-    return redirect(url_for(endpoint, **args, _anchor=f"nl-{newsletter.slug}"))
+    return redirect(
+        url_for(endpoint, **args, subscribed=newsletter.slug, _anchor=f"nl-{newsletter.slug}")
+    )
 
 
 @bp.errorhandler(429)
