@@ -14,7 +14,14 @@ from sqlalchemy import select
 from emails.addresses import normalize_address
 from tests.helpers import count, csrf_token, free_port, make_app, subscribe
 from webapp.db import session_factory
-from webapp.models import Mailbox, OutboxMail, Subscriber, Subscription, SubscriptionEvent
+from webapp.models import (
+    Mailbox,
+    OutboxMail,
+    Subscriber,
+    Subscription,
+    SubscriptionEvent,
+    SubscriptionStatus,
+)
 from webapp.texts import TEXTS
 from webapp.web.security import redact
 
@@ -124,10 +131,9 @@ def test_the_caps_count_the_inbox_not_the_spelling(tmp_path):
     assert stored == {normalize_address(email).email for email in spellings[:10]}
 
 
-@pytest.mark.timeout(180)
-def test_fifty_concurrent_posts_make_one_subscription_and_one_email(any_db_app):
-    app = any_db_app
-    clients = [app.test_client() for _ in range(50)]
+def concurrent_posts(app, count_: int, email: str) -> list:
+    """``count_`` sign-up posts of ``email`` let go at once; their (status, JSON) answers."""
+    clients = [app.test_client() for _ in range(count_)]
     tokens = [csrf_token(c) for c in clients]
     start = threading.Barrier(len(clients))
     statuses = []
@@ -136,7 +142,7 @@ def test_fifty_concurrent_posts_make_one_subscription_and_one_email(any_db_app):
         start.wait()
         response = client.post(
             "/subscribe",
-            data={"email": "same@newsroom.org", "newsletter": "ukraine-daily", "csrf_token": token},
+            data={"email": email, "newsletter": "ukraine-daily", "csrf_token": token},
             headers={"Accept": "application/json"},
         )
         statuses.append((response.status_code, response.json))
@@ -146,10 +152,36 @@ def test_fifty_concurrent_posts_make_one_subscription_and_one_email(any_db_app):
         thread.start()
     for thread in threads:
         thread.join(120)
-    success = {"ok": True, "title": TEXTS.success_title, "text": TEXTS.success_text}
-    assert statuses == [(200, success)] * 50  # the same answer to every post
-    assert count(app, Subscription) == 1
-    assert count(app, OutboxMail) == 1
+    return statuses
+
+
+SUCCESS = {"ok": True, "title": TEXTS.success_title, "text": TEXTS.success_text}
+
+
+@pytest.mark.timeout(180)
+def test_fifty_concurrent_posts_make_one_subscription_and_one_email(any_db_app):
+    statuses = concurrent_posts(any_db_app, 50, "same@newsroom.org")
+    assert statuses == [(200, SUCCESS)] * 50  # the same answer to every post
+    assert count(any_db_app, Subscription) == 1
+    assert count(any_db_app, OutboxMail) == 1
+
+
+@pytest.mark.timeout(180)
+def test_concurrent_posts_of_a_reader_who_left_start_one_new_cycle(any_db_app):
+    app = any_db_app
+    client = app.test_client()
+    subscribe(client, "left@newsroom.org", "ukraine-daily", json=True)
+    with session_factory(app)() as session:  # confirmed, then left
+        subscription = session.scalars(select(Subscription)).one()
+        subscription.status = SubscriptionStatus.UNSUBSCRIBED
+        subscription.confirmation_sent_at = None
+        session.commit()
+    statuses = concurrent_posts(app, 20, "left@newsroom.org")
+    assert statuses == [(200, SUCCESS)] * 20
+    with session_factory(app)() as session:
+        kinds = [e.kind.value for e in session.scalars(select(Subscription)).one().events]
+    assert kinds == ["subscribed", "resubscribed"]  # one new cycle, one nonce
+    assert count(app, OutboxMail) == 2  # the first confirmation, and one for the new cycle
 
 
 def test_security_headers_on_every_page(client):

@@ -98,9 +98,25 @@ def subscribe(
     elif subscription.status == SubscriptionStatus.CONFIRMED:
         return None
     elif subscription.status == SubscriptionStatus.UNSUBSCRIBED:
-        _start_pending(subscription, now)
-        session.flush()
-        record_event(session, subscription, EventKind.RESUBSCRIBED, "form", consent, now)
+        # One conditional UPDATE decides which of concurrent posts starts the new cycle
+        # (one nonce, one "resubscribed" in the history).
+        restarted = session.execute(
+            update(Subscription)
+            .where(
+                Subscription.id == subscription.id,
+                Subscription.status == SubscriptionStatus.UNSUBSCRIBED,
+            )
+            .values(
+                status=SubscriptionStatus.PENDING,
+                confirm_nonce=secrets.token_urlsafe(12),
+                confirmation_sent_at=None,
+                status_since=now,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if restarted:
+            record_event(session, subscription, EventKind.RESUBSCRIBED, "form", consent, now)
+        session.refresh(subscription)
     cutoff = now - timedelta(seconds=cooldown)
     if claim_confirmation(session, subscription.id, address.key, cutoff, daily_cap):
         return subscription
