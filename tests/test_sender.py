@@ -177,3 +177,24 @@ def test_hosts_sharing_a_long_prefix_keep_each_others_claims(tmp_path, relay, mo
         assert counts(session, issue.id)[DeliveryStatus.SENDING] == 3
         monkeypatch.setattr(socket, "gethostname", lambda: first)
         assert release_dead_local_claims(session, issue.id) == 3  # its own host: dead, put back
+
+
+def test_refusals_with_no_delivery_to_show_the_relay_works_suppress_nobody(tmp_path, relay):
+    # Fewer errors than pause_after, and not one message accepted: they may be the
+    # relay's (it refuses everyone). They used to be recorded at the batch's end.
+    app = app_with_issue(tmp_path, relay, 3)
+    relay.handler.refuse_all = "554 5.7.1 Relay access denied"
+    report = sender_for(app, relay.port, pause_after=10).run()
+    assert report.paused and "554" in report.paused and report.sent == 0
+    assert suppressed(app) == set()
+    assert {(d.status, d.attempts) for d in deliveries(app).values()} == {
+        (DeliveryStatus.QUEUED, 0)
+    }
+
+
+def test_a_refusal_after_deliveries_is_the_address_fault(tmp_path, relay):
+    app = app_with_issue(tmp_path, relay, 4)
+    relay.handler.refuse["reader3@newsroom.org"] = "550 5.1.1 No such user"  # the last one
+    report = sender_for(app, relay.port).run()
+    assert report.sent == 3 and report.paused is None
+    assert suppressed(app) == {"reader3@newsroom.org"}

@@ -23,7 +23,16 @@ from emails.transport import DeliveryError, Transport
 from ..db import utcnow
 from ..models import DeliveryStatus
 from .mail import IssueMail
-from .queue import Claimed, Result, claim, host_name, next_due, record, release_claims
+from .queue import (
+    Claimed,
+    Result,
+    claim,
+    counts,
+    host_name,
+    next_due,
+    record,
+    release_claims,
+)
 
 RECORD_EVERY = 10  # messages between two commits of results: the kill -9 bound
 RECORD_SECONDS = 0.5  # and at least this often, when sending is slow
@@ -99,6 +108,7 @@ class Sender:
         self._results: list[Result] = []
         self._held: list[tuple[Claimed, Result]] = []
         self._errors_in_row = 0
+        self._delivered = False  # a message accepted in this run: the relay works
         self._recorded_at = time.monotonic()
         self._next_slot = 0.0
 
@@ -118,7 +128,7 @@ class Sender:
                         continue  # a sender died holding these: they are due now
                     wait = None if batch else next_due(session, self.issue_id)
                 if not batch:
-                    if wait is None:
+                    if wait is None or self._held:  # nothing left to try the relay with
                         break
                     self._sleep(min(wait, 1.0))
                     continue
@@ -132,24 +142,42 @@ class Sender:
                         or time.monotonic() - self._recorded_at > RECORD_SECONDS
                     ):
                         self._record()
-                self._settle_held()
+                self._settle_held(final=False)
                 self._record()
+            self._settle_held(final=True)
+            self._record()
         return self.report
 
-    def _settle_held(self) -> None:
-        """At the end of a batch, decide the errors held back since the last success.
+    def _settle_held(self, final: bool) -> None:
+        """Decide the errors held back since the last success, at the end of a batch.
 
-        Run to its end, the batch's errors are recorded before claiming again: their
-        readers may be due for a retry, and nobody else may claim them meanwhile.
-        Stopped early (Ctrl-C, or another sender paused the send), nothing showed
-        whether the relay or the addresses were at fault: those readers go back to
-        the queue untouched, and no address is suppressed for them.
+        Once this sender has delivered anything, the relay works: the errors are the
+        addresses', and they are recorded before claiming again (their readers may be
+        due for a retry, and nobody else may claim them meanwhile). Before any success
+        nothing says whose fault they are: they stay held into the next batch, where
+        errors in a row go on counting, and if the send ends there (``final``), their
+        readers go back untouched and the send pauses on the last error, unless other
+        connections delivered some of this issue. Stopped early
+        (Ctrl-C, or another sender paused the send), they go back untouched too. No
+        address is ever suppressed for what may be the relay's fault.
         """
-        held, self._held = self._held, []
+        if not self._held:
+            return
         if self.should_stop() or self.report.paused is not None:
+            held, self._held = self._held, []
             self._results += [_back(claimed) for claimed, _ in held]
-        else:
+        elif self._delivered or (final and self._others_delivered()):
+            held, self._held = self._held, []
             self._results += [result for _, result in held]
+        elif final:
+            held, self._held = self._held, []
+            self._results += [_back(claimed) for claimed, _ in held]
+            self.report.paused = held[-1][1].error
+
+    def _others_delivered(self) -> bool:
+        # The other connections' successes show the relay works just as well.
+        with self.sessions() as session:
+            return counts(session, self.issue_id)[DeliveryStatus.SENT] > 0
 
     def _deliver(self, delivery: Claimed) -> None:
         if not delivery.sendable:
@@ -185,6 +213,7 @@ class Sender:
                     return
                 continue
             self._errors_in_row = 0
+            self._delivered = True
             self._results += [result for _, result in self._held]
             self._held = []
             self._results.append(Result(delivery.id, DeliveryStatus.SENT, delivery.attempts + 1))
