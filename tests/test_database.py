@@ -4,6 +4,7 @@ import os
 import stat
 import threading
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import select
@@ -11,7 +12,8 @@ from sqlalchemy import select
 from tests.helpers import SmtpServer, count, make_app, sqlite_only, subscribe
 from webapp.db import Model, engine, session_factory
 from webapp.delivery import transport_from_config
-from webapp.models import OutboxMail, OutboxStatus
+from webapp.issues.running import single_sender
+from webapp.models import Issue, OutboxMail, OutboxStatus
 from webapp.subscribers.outbox import deliver_queued
 
 
@@ -56,23 +58,34 @@ def test_two_senders_draining_one_outbox_send_each_message_once(any_db_app, tmp_
         relay.stop()
 
 
+def modes(*folders):
+    """Each folder's permission bits and those of what it holds, by name."""
+    paths = [*folders, *(path for folder in folders for path in folder.iterdir())]
+    return {path.name: oct(stat.S_IMODE(path.stat().st_mode)) for path in paths}
+
+
 @sqlite_only
-def test_files_are_private_whatever_the_umask(tmp_path):
-    old = os.umask(0)  # the most permissive: every file would be world-writable
+@pytest.mark.parametrize("umask", [0o022, 0o000], ids=["umask022", "umask000"])
+def test_files_are_private_whatever_the_umask(tmp_path, umask):
+    old = os.umask(umask)
     try:
         instance = tmp_path / "instance"
         app = make_app(tmp_path, DATABASE_URL=f"sqlite:///{instance / 'newsletter.db'}")
         subscribe(app.test_client())
-        result = app.test_cli_runner().invoke(args=["outbox", "send"])
-        assert result.exit_code == 0, result.output
+        runner = app.test_cli_runner()
+        for args in (["outbox", "send"], ["digest", "build", "explaining-ukraine"]):
+            result = runner.invoke(args=args)
+            assert result.exit_code == 0, result.output
+        with session_factory(app)() as session, single_sender(app, session.scalar(select(Issue))):
+            pass
     finally:
         os.umask(old)
-    outbox = instance / "outbox"
-    modes = {
-        path.name: stat.S_IMODE(path.stat().st_mode)
-        for path in [instance, outbox, *instance.iterdir(), *outbox.iterdir()]
+    found = modes(instance, instance / "outbox")
+    files = {"newsletter.db", "newsletter.db-wal", "newsletter.db-shm", "secret_key"}
+    assert files <= set(found)
+    assert any(name.endswith(".eml") for name in found)
+    assert any(name.endswith(".lock") for name in found)  # the send lock, beside the database
+    assert {name: mode for name, mode in found.items() if mode != "0o600"} == {
+        "instance": "0o700",
+        "outbox": "0o700",
     }
-    assert modes["instance"] == modes["outbox"] == 0o700
-    assert {"newsletter.db", "newsletter.db-wal", "newsletter.db-shm", "secret_key"} <= set(modes)
-    assert any(name.endswith(".eml") for name in modes)
-    assert all(mode == 0o600 for name, mode in modes.items() if name not in ("instance", "outbox"))
