@@ -61,6 +61,15 @@ class _Closing:
         """Release what the transport holds; nothing by default."""
 
 
+def private_folder(folder: Path) -> None:
+    """Create ``folder`` and the folders missing on the way to it, each 0700 whatever
+    the umask (``mkdir -p`` would give the parents the umask's mode: a world-writable
+    parent lets anyone swap the private folder for one of theirs). Folders that exist
+    are left as they are: their mode is the operator's choice."""
+    for missing in reversed([p for p in (folder, *folder.parents) if not p.is_dir()]):
+        missing.mkdir(mode=0o700, exist_ok=True)
+
+
 class FileTransport(_Closing):
     """Writes each message as ``<time>-<random>.eml`` into a folder, atomically."""
 
@@ -70,7 +79,7 @@ class FileTransport(_Closing):
     def send(self, message: bytes, sender: str, recipients: list[str]) -> None:
         """Write the message; the envelope is kept in ``X-Envelope-*`` lines on top."""
         # Captured mail holds every confirmation link: this user's only, whatever the umask.
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_folder(self.folder)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         name = f"{stamp}-{secrets.token_hex(4)}.eml"
         envelope = f"X-Envelope-From: {sender}\r\nX-Envelope-To: {', '.join(recipients)}\r\n"

@@ -89,3 +89,30 @@ def test_files_are_private_whatever_the_umask(tmp_path, umask):
         "instance": "0o700",
         "outbox": "0o700",
     }
+
+
+@sqlite_only
+@pytest.mark.parametrize("umask", [0o022, 0o000], ids=["umask022", "umask000"])
+def test_folders_made_on_the_way_are_private_too(tmp_path, umask):
+    # With the key configured and the database elsewhere, the first captured mail makes
+    # the instance folder (and the one above it) on its way to instance/outbox.
+    old = os.umask(umask)
+    try:
+        instance = tmp_path / "srv" / "instance"
+        data = tmp_path / "var" / "data"
+        app = make_app(
+            tmp_path,
+            INSTANCE_PATH=instance,
+            SECRET_KEY="configured, not generated",
+            DATABASE_URL=f"sqlite:///{data / 'newsletter.db'}",
+        )
+        assert not instance.exists()
+        subscribe(app.test_client())
+        result = app.test_cli_runner().invoke(args=["outbox", "send"])
+        assert result.exit_code == 0, result.output
+    finally:
+        os.umask(old)
+    found = modes(tmp_path / "srv", instance, tmp_path / "var", data)
+    assert {name: found[name] for name in ("srv", "instance", "outbox", "var", "data")} == {
+        name: "0o700" for name in ("srv", "instance", "outbox", "var", "data")
+    }

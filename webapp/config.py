@@ -9,6 +9,8 @@ from pathlib import Path
 
 from flask import Flask
 
+from emails.transport import private_folder
+
 # Each setting's type is its default's: a whole number, a number, true/false or text.
 # None marks text that may stay unset.
 DEFAULTS: dict[str, object] = {
@@ -159,8 +161,7 @@ def instance_secret_key(instance: Path) -> str:
     workers starting together agree on one key and nobody reads a half-written file.
     """
     path = instance / "secret_key"
-    # Private whatever the umask: the key signs every link (a new folder only).
-    instance.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_folder(instance)  # the key signs every link
     if not path.exists():
         tmp = instance / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -14,6 +14,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from emails.transport import private_folder
+
 if TYPE_CHECKING:
     from flask import Flask
 
@@ -93,7 +95,7 @@ def make_engine(url: str) -> Engine:
 def _create_private(path: Path) -> None:
     """Create the SQLite file (and its folder) readable by this user only, whatever the
     umask, before SQLite does; SQLite gives its -wal and -shm files the same mode."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_folder(path.parent)
     if not path.exists():
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
 
