@@ -1,5 +1,6 @@
 """Fixtures only: ``app``, ``client``, ``runner``, ``smtp_server`` (aiosmtpd on loopback),
-``postgres``, ``redis_url`` and ``any_db_app``; helpers are in ``tests/helpers.py``."""
+``postgres``, ``redis_url``, ``any_db_app`` and ``any_db_url``; helpers are in
+``tests/helpers.py``."""
 
 import os
 import shutil
@@ -94,6 +95,14 @@ def redis_url(tmp_path_factory):
     yield f"redis://127.0.0.1:{port}"
     server.terminate()
     server.wait(10)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db_url(request, tmp_path):
+    """An empty database on SQLite, then on PostgreSQL: for tests that migrate it themselves."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'empty.db'}"
+    return request.getfixturevalue("postgres").create_database()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
