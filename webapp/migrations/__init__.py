@@ -50,8 +50,10 @@ def upgrade_engine(db: Engine, revision: str = "head") -> tuple[str | None, str 
             # Only outside a transaction does SQLite take this pragma.
             connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
             connection.commit()
-            # pysqlite runs DDL outside transactions unless one is begun explicitly.
-            connection.exec_driver_sql("BEGIN")
+            # pysqlite runs DDL outside transactions unless one is begun explicitly;
+            # IMMEDIATE takes the write lock now, waiting (busy timeout) for a running
+            # app's writes instead of failing halfway when it first needs to write.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
         try:
             before = MigrationContext.configure(connection).get_current_revision()
             command.upgrade(alembic_config(connection), revision)
