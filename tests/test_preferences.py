@@ -15,6 +15,7 @@ from webapp.db import session_factory
 from webapp.models import (
     ErasedAddress,
     EventKind,
+    Mailbox,
     OutboxMail,
     Subscriber,
     Subscription,
@@ -290,7 +291,7 @@ def test_erase_my_data_keeps_only_a_keyed_hash(app, client):
     assert response.status_code == 200
     assert TEXTS.erased_title in response.get_data(as_text=True)
     with session_factory(app)() as session:
-        for model in (Subscriber, Subscription, OutboxMail):
+        for model in (Subscriber, Subscription, OutboxMail, Mailbox):
             assert session.scalar(select(func.count()).select_from(model)) == 0
         [kept] = session.scalars(select(ErasedAddress)).all()
     assert kept.digest == erased_digest("reader@newsroom.org", app.config["SECRET_KEY"])

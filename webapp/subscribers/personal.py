@@ -9,11 +9,14 @@ import hmac
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
+from emails.addresses import mailbox
+
 from ..db import utcnow
 from ..models import (
     Delivery,
     ErasedAddress,
     EventKind,
+    Mailbox,
     OutboxMail,
     Subscriber,
     SubscriptionEvent,
@@ -30,14 +33,17 @@ def erased_digest(address_key: str, secret_key: str) -> str:
 def erase(session: Session, address_key: str, secret_key: str, how: str = "reader") -> int:
     """Delete everything personal of an address; keep only its keyed hash.
 
-    Returns how many subscriptions were deleted. Queued mail to the address and the
-    history of its subscriptions go too; each newsletter keeps an ``erased`` event
-    that names nobody. Recording the hash again for an address erased before is
-    harmless.
+    Returns how many subscriptions were deleted. Queued mail to the address, the
+    history of its subscriptions and its inbox's count of emails on request go too;
+    each newsletter keeps an ``erased`` event that names nobody. Recording the hash
+    again for an address erased before is harmless.
     """
     digest = erased_digest(address_key, secret_key)
     if session.get(ErasedAddress, digest) is None:
         session.add(ErasedAddress(digest=digest))
+    # The inbox's count of emails on request names the address too (another spelling
+    # of the inbox starts a new count: a day's cap at most, for a reader who left).
+    session.execute(delete(Mailbox).where(Mailbox.key == mailbox(address_key)))
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == address_key))
     if subscriber is None:
         return 0
