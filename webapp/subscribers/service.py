@@ -90,11 +90,15 @@ def subscribe(
             )
         )
     if subscription is None:
+        # New: its confirmation is due now (the unique key decides between concurrent
+        # posts, and the loser finds this row within its cooldown), within the daily cap.
         subscription = Subscription(subscriber=subscriber, newsletter=newsletter)
         _start_pending(subscription, now)
+        subscription.confirmation_sent_at = now
         session.add(subscription)
         session.flush()
         record_event(session, subscription, EventKind.SUBSCRIBED, "form", consent, now)
+        return subscription if claim_daily_slot(session, address.key, daily_cap) else None
     elif subscription.status == SubscriptionStatus.CONFIRMED:
         return None
     elif subscription.status == SubscriptionStatus.UNSUBSCRIBED:
