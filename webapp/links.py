@@ -134,6 +134,9 @@ class ReaderLinks:
         }
 
 
+MAX_ROW_ID = 2**63 - 1  # the largest BIGINT, and SQLite's INTEGER
+
+
 def row_for_link(
     session: Session, purpose: str, token: str, max_age: int | None = None
 ) -> Subscription | Subscriber:
@@ -149,7 +152,9 @@ def row_for_link(
         row_id, proof = read_token(purpose, token, max_age)
     except (TypeError, ValueError):  # genuine JSON of another shape
         raise TokenInvalid from None
-    if not isinstance(row_id, int) or not isinstance(proof, str):
+    # Only keys a row can have: a bool is an int to Python, and past 2**63 - 1 no
+    # database takes the number as a parameter.
+    if type(row_id) is not int or not 0 < row_id <= MAX_ROW_ID or type(proof) is not str:
         raise TokenInvalid
     if purpose in ("manage", "data"):
         subscriber = session.get(Subscriber, row_id)
