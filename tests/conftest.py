@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import pytest
+from hypothesis import settings
 
 from tests.helpers import (
     REQUIRE_REDIS,
@@ -19,6 +20,11 @@ from tests.helpers import (
     postgres_cluster,
     stop_postgres,
 )
+
+# CI replays the same examples on every run, so that its verdict is reproducible;
+# a developer's run explores new examples each time and keeps what fails.
+settings.register_profile("ci", derandomize=True, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(autouse=True)
