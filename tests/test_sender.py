@@ -198,3 +198,25 @@ def test_a_refusal_after_deliveries_is_the_address_fault(tmp_path, relay):
     report = sender_for(app, relay.port).run()
     assert report.sent == 3 and report.paused is None
     assert suppressed(app) == {"reader3@newsroom.org"}
+
+
+@pytest.mark.parametrize(
+    ("live", "other"),
+    [
+        ("worker-1", "worker_1"),  # "_" is a LIKE wildcard: worker_1:% matched worker-1:…
+        ("Mail-Relay", "mail-relay"),  # SQLite's LIKE ignores case
+    ],
+)
+def test_a_host_releases_only_claims_under_its_exact_name(
+    tmp_path, relay, monkeypatch, live, other
+):
+    app = app_with_issue(tmp_path, relay, 3)
+    with session_factory(app)() as session:
+        issue = session.scalars(select(Issue)).one()
+        take_list(session, issue)
+        monkeypatch.setattr(socket, "gethostname", lambda: live)
+        # A live sender there; its pid means nothing on this host, where it looks dead.
+        assert len(claim(session, issue.id, f"{host_name()}:999999999:abc", 10, 300)) == 3
+        monkeypatch.setattr(socket, "gethostname", lambda: other)
+        assert release_dead_local_claims(session, issue.id) == 0
+        assert counts(session, issue.id)[DeliveryStatus.SENDING] == 3

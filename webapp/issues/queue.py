@@ -107,7 +107,9 @@ def release_dead_local_claims(session: Session, issue_id: int) -> int:
         .where(
             Delivery.issue_id == issue_id,
             Delivery.status == DeliveryStatus.SENDING,
-            Delivery.claimed_by.startswith(prefix),
+            # Compared exactly: as a LIKE pattern the name's "_" would match any
+            # character, and SQLite's LIKE ignores case (worker_1 took worker-1's claims).
+            func.substr(Delivery.claimed_by, 1, len(prefix)) == prefix,
         )
         .distinct()
     ).all()
