@@ -42,7 +42,8 @@ BYLINE = re.compile(
 )
 BYLINE_ONLY = re.compile(r"^by\s+(?P<byline>\S.{0,150}?)(?:\s+(?P<minutes>\d+)\s+min\s+read)?$")
 FEED_TIME = re.compile(r"^\d{1,2}:\d{2}\s*[AP]M$", re.IGNORECASE)
-# C0 and C1 controls and DEL, and the two non-characters XML refuses; tabs and line ends
+# C0 and C1 controls and DEL, and the two non-characters XML refuses: no field may hold
+# one (an Atom feed or a mail header with one is broken). Tabs and line ends stay: they
 # are white space to the reader, which splits and joins on them.
 CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff]")
 MAX_TITLE = 300
@@ -138,7 +139,9 @@ def parse_article(
     furniture = FURNITURE | {line.casefold() for line in extra_furniture}
     if sum(1 for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\r\n\t") > 8:
         raise ArticleError(f"{name}: binary file, not text")
-    lines = [_clean(line) for line in text.splitlines()]
+    # Control characters go before the text is cut into lines: splitlines() takes some
+    # of them (\v, \f, \x1c-\x1e, \x85) for line ends, which cut a title in two.
+    lines = [_clean(line) for line in CONTROL.sub("", text).splitlines()]
     if not any(lines):
         raise ArticleError(f"{name}: empty file")
 
@@ -183,9 +186,8 @@ def parse_article(
 
 
 def _clean(line: str) -> str:
-    # Control characters go (no field may hold one: an Atom feed or a mail header with
-    # one is broken); non-breaking and other odd spaces from the scrape become plain ones.
-    return " ".join(CONTROL.sub("", line).split())
+    # Non-breaking and other odd spaces from the scrape become plain ones.
+    return " ".join(line.split())
 
 
 def _byline(line: str):

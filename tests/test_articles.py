@@ -119,6 +119,36 @@ def test_markup_is_kept_as_text():
     assert '<script>alert("x")</script>' in article.paragraphs[0]
 
 
+@pytest.mark.parametrize(
+    ("control", "encoding"),
+    [
+        # Controls that Python's splitlines() takes for line ends: they cut a field in two.
+        ("\x0b", "utf-8"),
+        ("\x0c", "utf-8"),
+        ("\x1c", "utf-8"),
+        ("\x1d", "utf-8"),
+        ("\x1e", "utf-8"),
+        ("\x85", "utf-8"),
+        ("\x85", "utf-16"),
+        ("\x00", "utf-16"),  # refused in UTF-8 as a sign of a binary file, not in UTF-16
+    ],
+)
+def test_control_characters_are_dropped_from_every_field(tmp_path, control, encoding):
+    page = tmp_path / "controls.txt"
+    page.write_text(
+        f"Kyiv{control}under fire\n"
+        f"By Olena{control} Petrenko January 2, 2024 10:00 AM 3 min read\n"
+        f"The first{control} paragraph.\n"
+        f"News Feed\n10:00{control} AM\nAn update{control} from the front\nDetails{control} here\n",
+        encoding=encoding,
+    )
+    article = read_article(page)
+    assert article.title == "Kyivunder fire"
+    assert (article.byline, article.published) == ("Olena Petrenko", datetime(2024, 1, 2, 10, 0))
+    assert article.paragraphs == ["The first paragraph."]
+    assert article.feed == [FeedItem("10:00 AM", "An update from the front", "Details here")]
+
+
 def test_round_trip_through_storage():
     article = read_article(ARTICLES / "metro_crlf_bom.txt", FORM_TITLES)
     from emails.articles import Article

@@ -97,7 +97,7 @@ def test_web_version_of_a_sent_issue_has_no_personal_links(app, client):
 def test_control_characters_in_an_article_never_reach_the_feed(app, client, tmp_path):
     page = tmp_path / "controls.txt"
     page.write_text(
-        "Kyiv\x1b[0m under\x07 fire\x7f\n"
+        "Kyiv\x1b[0m under\x07 fire\x7f\x0b for days\n"
         "By Olena\x08 Petrenko January 2, 2024 10:00 AM 3 min read\n"
         "The first\x1f paragraph of the\x9b story.\ufffe\n"
         "News Feed\n10:00 AM\nAn update\x0e from the front\nDetails here\n",
@@ -109,7 +109,7 @@ def test_control_characters_in_an_article_never_reach_the_feed(app, client, tmp_
     body = client.get("/newsletters/explaining-ukraine/feed.atom").data
     feed = ET.fromstring(body)  # an XML parser refuses control characters
     [entry] = feed.findall(f"{ATOM}entry")
-    assert entry.find(f"{ATOM}title").text.endswith("Kyiv[0m under fire")
+    assert entry.find(f"{ATOM}title").text.endswith("Kyiv[0m under fire for days")
     with session_factory(app)() as session:
         stored = str(session.scalars(select(Issue)).one().content)
     assert not any(ord(ch) < 32 or 0x7F <= ord(ch) <= 0x9F for ch in stored)
