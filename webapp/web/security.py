@@ -13,6 +13,7 @@ import re
 from datetime import datetime, timedelta
 
 import altcha
+import regex
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -31,14 +32,19 @@ TOKEN_PATH = re.compile(
     r"(/(?:confirm|unsubscribe|manage|data)/)([A-Za-z0-9_\-.]{6})[A-Za-z0-9_\-.]{0,2000}"
 )
 bp = Blueprint("security", __name__)
-# Every quantifier is bounded (a local part has at most 64 octets, a domain 253), so a
-# search costs at most a few hundred steps per character: linear in the line's length,
-# however long a request line an attacker sends. Unicode word characters cover
-# internationalized domains; the local part takes apostrophes and the rest of atext; a
-# query string's %40 counts as the @.
-ADDRESS = re.compile(
-    r"(?<![^\s<>\"'(),;:=&?/\[\]])([^\s@<>\"(),;:&?/=\[\]])[^\s@<>\"(),;:&?/=\[\]]{0,63}"
-    r"(?:@|%40)((?:[\w\-]{1,63}\.){1,8}[\w\-]{2,63})"
+# An address in a log line: its local part (apostrophes and the rest of atext) is masked.
+# Every quantifier is bounded (a local part has at most 64 octets, a domain label 63, a
+# domain 127 labels) and a match starts only after a character that cannot go on a
+# local part's word, so a search costs a bounded number of steps per character: linear
+# in the line's length, however long a request line an attacker sends. A domain label
+# is letters, digits, hyphens and marks (regex's \p{M}: Devanagari and Tamil names are
+# written with them, and re has no class for them), or percent-encoded octets, as a
+# query string is logged when sent; a query string's %40 counts as the @.
+_LOCAL = r"[^\s@<>\"(),;:&?/=\[\]]"
+_LABEL = r"(?:[\w\p{M}\-]|%[0-9A-Fa-f]{2})"
+ADDRESS = regex.compile(
+    rf"(?<![\w\p{{M}}.+%\-])({_LOCAL}){_LOCAL}{{0,63}}(?:@|%40)"
+    rf"((?:{_LABEL}{{1,63}}\.){{1,126}}{_LABEL}{{2,63}})"
 )
 
 
