@@ -271,6 +271,25 @@ def test_tracebacks_are_redacted_too(app, caplog):
     assert "kate.tsurkan@" not in caplog.text and "WzEsInpweTVPU2F" not in caplog.text
 
 
+def test_records_of_every_logger_are_redacted(tmp_path, caplog):
+    # A filter on a logger sees neither its children's records nor those of loggers made
+    # after it was attached; Flask-Limiter's breach message names the key, an address.
+    app = make_app(tmp_path, SUBSCRIBE_ADDRESS_LIMITS="1/hour")
+    with caplog.at_level(logging.INFO):
+        client = app.test_client()
+        subscribe(client, "kate.tsurkan@newsroom.org")
+        assert subscribe(client, "kate.tsurkan@newsroom.org").status_code == 429
+        logging.getLogger("webapp.made.after.the.app").warning("to %s", "olena@пошта.укр")
+        try:
+            raise ValueError("cannot mail o'brien@newsroom.org at /confirm/WzEsInpweTVPU2F")
+        except ValueError:
+            logging.getLogger().exception("root logger")
+    assert "ratelimit 1 per 1 hour (k…@newsroom.org) exceeded" in caplog.text
+    assert "to o…@пошта.укр" in caplog.text and "ValueError: cannot mail o…@" in caplog.text
+    for secret in ("kate.tsurkan@", "olena@", "o'brien@", "WzEsInpweTVPU2F"):
+        assert secret not in caplog.text
+
+
 @pytest.mark.timeout(30)  # the quadratic pattern took minutes on a line a tenth as long
 @pytest.mark.parametrize(
     "unit",

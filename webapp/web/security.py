@@ -116,44 +116,52 @@ def security_headers(response: Response) -> Response:
     return response
 
 
-class RedactingFilter(logging.Filter):
-    """Shortens link tokens and masks addresses in log records: the message (access log
-    included) and the traceback of an error, which the message does not contain."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, ()
-        if record.exc_info and not record.exc_text:
-            # Formatters print exc_text when it is set: format it once, redacted.
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
-        if record.stack_info:
-            record.stack_info = redact(record.stack_info)
-        return True
-
-
 def redact(text: str) -> str:
     """``/confirm/abcdef…`` for tokens and ``r…@newsroom.org`` for addresses."""
     text = TOKEN_PATH.sub(r"\1\2…", text)
     return ADDRESS.sub(r"\1…@\2", text)
 
 
-def redact_logs() -> None:
-    """Attach the filter to every logger that sees requests, mail and errors (once).
+def redact_record(record: logging.LogRecord) -> None:
+    """Shorten link tokens and mask addresses in a log record: its message (the access
+    log's included) and the traceback of an error, which the message does not hold."""
+    try:
+        message = record.getMessage()
+    except Exception:  # a broken format: logging reports it when the record is handled
+        message = None
+    if message is not None and (cleaned := redact(message)) != message:
+        record.msg, record.args = cleaned, ()
+    if record.exc_info and not record.exc_text:
+        # Formatters print exc_text when it is set: format it once, redacted.
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = redact(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
 
-    A logger's filters do not see records that propagate from its children, so each
-    of ours gets one: every ``webapp`` logger (created at import, before this runs),
-    the servers' and the workers'.
+
+class _RedactingRecords:
+    """A log record factory: the one before it, each record redacted as it is made."""
+
+    def __init__(self, make) -> None:
+        self.make = make
+
+    def __call__(self, *args, **kwargs) -> logging.LogRecord:
+        record = self.make(*args, **kwargs)
+        redact_record(record)
+        return record
+
+
+def redact_logs() -> None:
+    """Redact every log record of this process, whichever logger makes it (once).
+
+    Done where records are made, not by filters: a logger's filter sees neither the
+    records its children pass up nor those of loggers made after it was attached, and
+    addresses reach the logs through libraries too (Flask-Limiter names the key of an
+    exceeded limit: for the per-address limit, the address).
     """
-    names = ["werkzeug", "gunicorn.access", "gunicorn.error"]
-    names += [n for n in logging.Logger.manager.loggerDict if n.split(".")[0] == "webapp"]
-    for name in {"webapp", *names}:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
-            logger.addFilter(RedactingFilter())
+    if not isinstance(logging.getLogRecordFactory(), _RedactingRecords):
+        logging.setLogRecordFactory(_RedactingRecords(logging.getLogRecordFactory()))
 
 
 def robot_check_enabled() -> bool:
