@@ -35,6 +35,10 @@ class Watch:
     def __exit__(self, *exc: object) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        with self._lock:
+            held, self._sockets = self._sockets, []
+            for sock in held:
+                sock.close()  # a duplicate: the connection stays open for the next send
 
     def left(self, timeout: float) -> float:
         """Seconds the next step may take: the step's timeout, or less near the deadline."""
@@ -43,21 +47,27 @@ class Watch:
         return min(timeout, self.ends - time.monotonic())
 
     def track(self, sock: socket.socket | None) -> None:
-        """Cut ``sock`` too when the deadline passes (at once, if it has)."""
-        if sock is None:
-            return
+        """Cut ``sock``'s connection too when the deadline passes (at once, if it has).
+
+        What is kept and cut is a duplicate of the socket: TLS takes a socket over by
+        detaching it (SMTP over SSL, STARTTLS), after which the socket object given here
+        no longer reaches the connection, handshake included; its duplicate still does.
+        """
+        if self.deadline is None or sock is None or sock.fileno() < 0:
+            return  # no deadline (a digest's sender), or nothing left to cut
+        held = socket.fromfd(sock.fileno(), sock.family, sock.type, sock.proto)
         with self._lock:
-            self._sockets.append(sock)
-            expired = self.expired
-        if expired:
-            _cut(sock)
+            self._sockets.append(held)
+            if self.expired:
+                _cut(held)
 
     def _expire(self) -> None:
+        # Under the lock: a duplicate is closed only under it, so none is cut after its
+        # descriptor may have been reused.
         with self._lock:
             self.expired = True
-            sockets = list(self._sockets)
-        for sock in sockets:
-            _cut(sock)
+            for sock in self._sockets:
+                _cut(sock)
 
 
 def _cut(sock: socket.socket) -> None:

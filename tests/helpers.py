@@ -2,19 +2,24 @@
 row counter, a real SMTP server on loopback, the PostgreSQL cluster, DKIM keys."""
 
 import base64
+import ipaddress
 import os
 import re
 import socket
+import ssl
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 from sqlalchemy import func, select
 
 from webapp import create_app, migrations
@@ -187,6 +192,40 @@ def dkim_key(folder: Path) -> tuple[Path, bytes]:
     return path, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
 
 
+def tls_certificate(folder: Path) -> tuple[Path, Path]:
+    """Write ``cert.pem`` and ``key.pem`` into ``folder``: a certificate for 127.0.0.1
+    that is its own CA, which a client trusts when SSL_CERT_FILE names it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
 @dataclass
 class Received:
     sender: str
@@ -240,15 +279,34 @@ class Recorder:
 
 
 class SmtpServer:
-    """A real SMTP server on a loopback port; ``start``/``stop`` simulate a relay outage."""
+    """A real SMTP server on a loopback port; ``start``/``stop`` simulate a relay outage.
 
-    def __init__(self, port: int | None = None) -> None:
+    ``security`` as in NEWSLETTER_SMTP_SECURITY: ``ssl`` and ``starttls`` need a
+    ``folder`` for the server's certificate, which clients trust through SSL_CERT_FILE
+    set to ``certificate``.
+    """
+
+    def __init__(
+        self, port: int | None = None, security: str = "none", folder: Path | None = None
+    ) -> None:
         self.port = port or free_port()
         self.handler = Recorder()
+        self.security = security
+        self.certificate: Path | None = None
+        self._tls: ssl.SSLContext | None = None
+        if security != "none":
+            self.certificate, key = tls_certificate(folder)
+            self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self._tls.load_cert_chain(self.certificate, key)
         self._controller: Controller | None = None
 
     def start(self) -> "SmtpServer":
-        self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        tls = {}
+        if self.security == "ssl":
+            tls = {"ssl_context": self._tls}
+        elif self.security == "starttls":
+            tls = {"tls_context": self._tls}  # handed on to the SMTP server
+        self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, **tls)
         self._controller.start()
         return self
 
@@ -267,6 +325,7 @@ class SmtpServer:
             "MAIL_BACKEND": "smtp",
             "SMTP_HOST": "127.0.0.1",
             "SMTP_PORT": self.port,
+            "SMTP_SECURITY": self.security,
             "SMTP_TIMEOUT": 5,
         }
 

@@ -37,7 +37,10 @@ DEFAULTS: dict[str, object] = {
     "DATA_LINK_MAX_AGE": 3600,  # seconds a mailed link to download or erase one's data works
     "OUTBOX_WORKER": True,  # deliver queued mail from a thread of the web server
     "OUTBOX_RETRY_INTERVAL": 60,  # seconds between the worker's retries
-    "OUTBOX_LEASE": 300,  # seconds a claimed message is reserved for one sender
+    # Seconds a claimed message is reserved for one sender. Each delivery attempt is cut
+    # off at half of it, however many steps of SMTP_TIMEOUT it takes (connecting to each
+    # address, TLS, EHLO, AUTH, MAIL, RCPT, DATA, reconnecting once): the claim outlives it.
+    "OUTBOX_LEASE": 300,
     # Sending an issue (newsletter digest send); the command's options override the first two.
     "SEND_CONNECTIONS": 4,  # SMTP connections in parallel, one sender process each
     "SEND_RATE": 0.0,  # messages per second, all connections together; 0: as fast as possible
