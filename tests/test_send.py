@@ -261,7 +261,10 @@ def test_kill_9_mid_send_then_resume_delivers_the_rest_within_the_stated_bound(t
 
 
 def test_ctrl_c_stops_after_the_messages_in_flight_and_a_rerun_sends_the_rest(tmp_path, relay):
-    app, env = setup_list(tmp_path, relay, 200)
+    # Enough readers that the send is far from done when Ctrl-C comes, however slowly
+    # this test runs on a loaded machine (60 a second: 15 s).
+    readers_count = 900
+    app, env = setup_list(tmp_path, relay, readers_count)
     process = start_send(env, "--rate", "60", "--connections", "2")
     wait_until(lambda: len(relay.messages) >= 10)
 
@@ -271,17 +274,17 @@ def test_ctrl_c_stops_after_the_messages_in_flight_and_a_rerun_sends_the_rest(tm
     assert "Interrupted: run the same command to resume." in err
     assert statuses(app)[DeliveryStatus.SENDING] == 0  # everything in flight was recorded
     sent = statuses(app)[DeliveryStatus.SENT]
-    assert sent == len(relay.messages) < 200
+    assert sent == len(relay.messages) < readers_count
 
     resumed = send(env, "--yes")
     assert resumed.returncode == 0, resumed.stderr
-    assert f"{200 - sent:,} sent in this run" in resumed.stdout
-    assert received_by(relay) == Counter(readers(200))  # nobody twice
+    assert f"{readers_count - sent:,} sent in this run" in resumed.stdout
+    assert received_by(relay) == Counter(readers(readers_count))  # nobody twice
 
 
 @sqlite_only
 def test_on_sqlite_a_second_sender_of_the_issue_is_told_one_is_running(tmp_path, relay):
-    app, env = setup_list(tmp_path, relay, 100)
+    app, env = setup_list(tmp_path, relay, 400)  # 10 s at 40 a second: far from done
     process = start_send(env, "--rate", "40", "--connections", "1")
     wait_until(lambda: len(relay.messages) >= 5)
     second = send(env, "--yes")
@@ -290,7 +293,7 @@ def test_on_sqlite_a_second_sender_of_the_issue_is_told_one_is_running(tmp_path,
     os.killpg(process.pid, signal.SIGINT)
     process.communicate(timeout=30)
     assert send(env, "--yes").returncode == 0
-    assert received_by(relay) == Counter(readers(100))
+    assert received_by(relay) == Counter(readers(400))
 
 
 def test_on_postgresql_two_senders_share_one_send_and_each_reader_gets_one_copy(
