@@ -176,7 +176,8 @@ def run_peer(
 
     port = free_port()
     manage("migrate", "--noinput", "-v", "0")
-    manage("bench", "dbmode", "wal")
+    if manage("bench", "dbmode", "wal") != "journal_mode=wal":
+        sys.exit("the peer's SQLite database did not switch to WAL")
     manage("bench", "init", "--site-domain", f"127.0.0.1:{port}")
     results = []
     for run in range(1, runs + 1):
