@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from webapp import create_app, migrations
@@ -58,6 +59,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class ServerLikeClient(FlaskClient):
+    """A test client that, like a WSGI server, closes each response once it has it: the
+    work a view leaves for after its answer (``call_on_close``) is done when a test
+    looks. ``buffered=False`` keeps a response open, to time the answer alone."""
+
+    def open(self, *args, buffered: bool = True, **kwargs):
+        return super().open(*args, buffered=buffered, **kwargs)
+
+
 def make_app(tmp_path: Path, **config):
     """A migrated, seeded app with its instance folder under ``tmp_path``."""
     settings = {
@@ -73,6 +83,7 @@ def make_app(tmp_path: Path, **config):
     if TEST_DATABASE == "postgresql" and "DATABASE_URL" not in config:
         settings["DATABASE_URL"] = postgres_cluster().create_database(migrated=True)
     app = create_app(settings)
+    app.test_client_class = ServerLikeClient
     made_apps.append(app)
     migrations.upgrade(app)
     with session_factory(app)() as session:
@@ -144,9 +155,13 @@ def subscribe(
     json=False,
     ip=None,
     headers=None,
+    answer_only=False,
     **extra,
 ):
-    """Post a sign-up form as a browser would (with its CSRF token), from ``ip`` if given."""
+    """Post a sign-up form as a browser would (with its CSRF token), from ``ip`` if given.
+
+    ``answer_only``: the response is left open, so what the server does after its
+    answer has not happened (as when the server stops right after answering)."""
     data = {
         "email": email,
         "newsletter": newsletter,
@@ -158,7 +173,13 @@ def subscribe(
     sent_headers = {"Accept": "application/json"} if json else {}
     sent_headers.update(headers or {})
     environ = {"REMOTE_ADDR": ip} if ip else {}
-    return client.post("/subscribe", data=data, headers=sent_headers, environ_base=environ)
+    return client.post(
+        "/subscribe",
+        data=data,
+        headers=sent_headers,
+        environ_base=environ,
+        buffered=not answer_only,
+    )
 
 
 def confirm_path(app, index: int = -1) -> str:

@@ -33,6 +33,7 @@ from .dbcopy import CopyError, copy_database
 from .delivery import outbox_transport
 from .models import Issue, Newsletter
 from .subscribers.outbox import deliver_queued
+from .subscribers.signups import act_on_left_requests
 
 
 class BugError(click.ClickException):
@@ -284,6 +285,7 @@ def outbox_send(watch: bool, interval: float) -> None:
     config = current_app.config
 
     def deliver(due_only: bool):
+        act_on_left_requests(session_factory(), config)  # sign-ups a stopped server left
         return deliver_queued(
             session_factory(),
             outbox_transport(config),

@@ -168,6 +168,33 @@ class Mailbox(Model):
         return f"<Mailbox {self.key.partition('@')[2]}>"
 
 
+class SignupRequest(Model):
+    """A sign-up form's post, recorded as it came and not yet acted on.
+
+    The post does nothing but add this row, so its answer takes the same time whoever
+    the address belongs to; what the address's state calls for (a new subscription, a
+    confirmation email, nothing) is done right after the answer, by the same process,
+    or by the outbox worker if that process died first. The row goes in the transaction
+    that acts on it.
+    """
+
+    __tablename__ = "signup_requests"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletters.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(320))
+    email_key: Mapped[str] = mapped_column(String(320), index=True)
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    source: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Times acting on it failed; a request that keeps failing is left alone and logged.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+    def __repr__(self) -> str:
+        return f"<SignupRequest {self.id}>"
+
+
 class ErasedAddress(Model):
     """A keyed hash of an erased address: imports must never add it again.
 

@@ -18,6 +18,7 @@ from emails.transport import DeliveryError, Transport
 from ..db import UTCDateTime, session_factory, utcnow
 from ..delivery import outbox_transport
 from ..models import EventKind, OutboxMail, OutboxStatus, Subscription, SubscriptionEvent
+from .signups import act_on_left_requests
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,7 @@ class OutboxWorker:
 
     Woken right after a request queues mail, and every ``OUTBOX_RETRY_INTERVAL``
     seconds otherwise, so mail queued while the relay was down goes out when it is back.
+    Each pass first acts on sign-up requests a stopped process left behind.
     Started lazily, so each server process (e.g. gunicorn worker) runs its own.
     """
 
@@ -192,6 +194,7 @@ class OutboxWorker:
             if self._stopping:
                 return
             try:
+                act_on_left_requests(self.sessions, self.config)
                 deliver_queued(
                     self.sessions,
                     outbox_transport(self.config),

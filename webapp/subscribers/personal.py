@@ -18,6 +18,7 @@ from ..models import (
     EventKind,
     Mailbox,
     OutboxMail,
+    SignupRequest,
     Subscriber,
     SubscriptionEvent,
 )
@@ -44,6 +45,8 @@ def erase(session: Session, address_key: str, secret_key: str, how: str = "reade
     # The inbox's count of emails on request names the address too (another spelling
     # of the inbox starts a new count: a day's cap at most, for a reader who left).
     session.execute(delete(Mailbox).where(Mailbox.key == mailbox(address_key)))
+    # So do sign-ups of it not yet acted on: none may bring the address back.
+    session.execute(delete(SignupRequest).where(SignupRequest.email_key == address_key))
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == address_key))
     if subscriber is None:
         return 0

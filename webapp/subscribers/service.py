@@ -66,8 +66,10 @@ def subscribe(
     consent: Consent,
     cooldown: int,
     daily_cap: int,
+    at: datetime | None = None,
 ) -> Subscription | None:
-    """Record a sign-up; return the subscription if a confirmation email is due.
+    """Record a sign-up made ``at`` (now if None); return the subscription if a
+    confirmation email is due.
 
     New and unsubscribed addresses become pending with a fresh confirmation nonce.
     A pending one is due again only once the cooldown has passed since its last
@@ -76,10 +78,11 @@ def subscribe(
     every case. Concurrent sign-ups of one address may raise IntegrityError: retry.
     """
     now = utcnow()
+    at = at or now  # when the reader asked: their consent's time
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == address.key))
     subscription = None
     if subscriber is None:
-        subscriber = Subscriber(email=address.email, email_key=address.key, created_at=now)
+        subscriber = Subscriber(email=address.email, email_key=address.key, created_at=at)
         session.add(subscriber)
         session.flush()
     else:  # a new subscriber has no subscription yet: no need to ask
@@ -93,11 +96,11 @@ def subscribe(
         # New: its confirmation is due now (the unique key decides between concurrent
         # posts, and the loser finds this row within its cooldown), within the daily cap.
         subscription = Subscription(subscriber=subscriber, newsletter=newsletter)
-        _start_pending(subscription, now)
+        _start_pending(subscription, at)
         subscription.confirmation_sent_at = now
         session.add(subscription)
         session.flush()
-        record_event(session, subscription, EventKind.SUBSCRIBED, "form", consent, now)
+        record_event(session, subscription, EventKind.SUBSCRIBED, "form", consent, at)
         return subscription if claim_daily_slot(session, address.key, daily_cap) else None
     elif subscription.status == SubscriptionStatus.CONFIRMED:
         return None
@@ -114,12 +117,12 @@ def subscribe(
                 status=SubscriptionStatus.PENDING,
                 confirm_nonce=secrets.token_urlsafe(12),
                 confirmation_sent_at=None,
-                status_since=now,
+                status_since=at,
             )
             .execution_options(synchronize_session=False)
         ).rowcount
         if restarted:
-            record_event(session, subscription, EventKind.RESUBSCRIBED, "form", consent, now)
+            record_event(session, subscription, EventKind.RESUBSCRIBED, "form", consent, at)
         session.refresh(subscription)
     cutoff = now - timedelta(seconds=cooldown)
     if claim_confirmation(session, subscription.id, address.key, cutoff, daily_cap):

@@ -1,6 +1,7 @@
 """Signing up: the catalog with its sign-up forms, the form's post, and the confirmation
 page its email links to."""
 
+import logging
 from urllib.parse import urlsplit
 
 from flask import (
@@ -14,8 +15,8 @@ from flask import (
     request,
     url_for,
 )
+from flask.wrappers import Response
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
 from ..catalog import newsletter_by_slug
@@ -23,8 +24,8 @@ from ..db import get_session
 from ..issues.building import seed_articles
 from ..links import manage_url
 from ..models import Newsletter, Subscription, SubscriptionStatus
-from ..subscribers import service
-from ..subscribers.mail import queue_confirmation, queue_welcome
+from ..subscribers import service, signups
+from ..subscribers.mail import queue_welcome
 from ..subscribers.outbox import wake_worker
 from ..texts import TEXTS
 from .forms import ConfirmForm, SubscribeForm
@@ -32,6 +33,7 @@ from .notices import linked, notice, wants_json
 from .security import limit_signups, robot_check_enabled, robot_check_passes
 
 bp = Blueprint("pages", __name__)
+log = logging.getLogger(__name__)
 
 # Pages that carry sign-up forms: a failed post without JavaScript re-renders the page
 # it came from, with the message beside the form that was used.
@@ -91,9 +93,17 @@ def subscribe():
         valid = False
     if not valid:
         return _form_error(form)
+    answer = _answer(form, newsletter)
     if not form.is_bot:
         source = form.source.data or request.referrer
-        _subscribe(newsletter, form.address, service.Consent.from_request(request, source))
+        consent = service.Consent.from_request(request, source)
+        request_id = signups.record_request(session, newsletter.id, form.address, consent)
+        answer.call_on_close(_acting_on(request_id))
+    return answer
+
+
+def _answer(form: SubscribeForm, newsletter: Newsletter) -> Response:
+    # The same for every valid address: it must not tell who is subscribed.
     if wants_json():
         return jsonify(ok=True, title=TEXTS.success_title, text=TEXTS.success_text)
     # The page says so from its address, not from a flashed message: the post writes
@@ -102,6 +112,22 @@ def subscribe():
     return redirect(
         url_for(endpoint, **args, subscribed=newsletter.slug, _anchor=f"nl-{newsletter.slug}")
     )
+
+
+def _acting_on(request_id: int):
+    """What to do once the answer has gone: act on the recorded request (its work
+    depends on the address's state, so it must not delay the answer)."""
+    app = current_app._get_current_object()
+
+    def act() -> None:
+        with app.app_context():
+            try:
+                if signups.act_on_request(get_session(), request_id, app.config):
+                    wake_worker()
+            except Exception:  # the request stays recorded: the outbox worker retries it
+                log.exception("sign-up request %s failed; left for the outbox worker", request_id)
+
+    return act
 
 
 @bp.errorhandler(429)
@@ -117,32 +143,6 @@ def _too_many(_exc: HTTPException):
         return notice(TEXTS.too_many_attempts, "", 429)
     form.email.errors = [TEXTS.too_many_attempts]
     return _form_error(form, 429)
-
-
-def _subscribe(newsletter: Newsletter, address, consent: service.Consent) -> None:
-    session = get_session()
-    for attempt in range(3):
-        try:
-            due = service.subscribe(
-                session,
-                newsletter,
-                address,
-                consent,
-                cooldown=current_app.config["CONFIRM_COOLDOWN"],
-                daily_cap=current_app.config["CONFIRM_DAILY_CAP"],
-            )
-            if due is not None:
-                queue_confirmation(session, due)
-            session.commit()
-            break
-        except IntegrityError:
-            # A concurrent post created the same subscriber or subscription; run again to
-            # find it. The third time something else is wrong.
-            session.rollback()
-            if attempt == 2:
-                raise
-    if due is not None:
-        wake_worker()
 
 
 def _form_error(form: SubscribeForm, status: int = 400):

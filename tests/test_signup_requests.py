@@ -1,0 +1,102 @@
+"""A sign-up post answers the same in the same time for every address, and what the
+address's state calls for is done after the answer: by the same server, or, if it
+stopped in between, by the outbox worker."""
+
+import statistics
+import time
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from tests.helpers import confirm_path, count, make_app, press_confirm, subscribe
+from webapp.db import session_factory
+from webapp.models import (
+    EventKind,
+    OutboxMail,
+    OutboxStatus,
+    SignupRequest,
+    Subscription,
+    SubscriptionEvent,
+    SubscriptionStatus,
+)
+
+
+def states(app) -> list[SubscriptionStatus]:
+    with session_factory(app)() as session:
+        return list(session.scalars(select(Subscription.status)))
+
+
+def test_new_pending_and_confirmed_addresses_are_answered_alike_in_the_same_time(tmp_path):
+    app = make_app(tmp_path)
+    client = app.test_client()
+    subscribe(client, "pending@newsroom.org")
+    subscribe(client, "confirmed@newsroom.org")
+    assert press_confirm(client, confirm_path(app)).status_code == 302
+    assert set(states(app)) == {SubscriptionStatus.PENDING, SubscriptionStatus.CONFIRMED}
+
+    samples: dict[str, list[float]] = {"new": [], "pending": [], "confirmed": []}
+    bodies: dict[str, set[bytes]] = {kind: set() for kind in samples}
+    for n in range(60):  # interleaved, so the machine's drift falls on all three alike
+        for kind in samples:
+            address = f"new{n}@newsroom.org" if kind == "new" else f"{kind}@newsroom.org"
+            started = time.perf_counter()
+            answer = subscribe(client, address, json=True, answer_only=True)
+            samples[kind].append(time.perf_counter() - started)
+            bodies[kind].add(answer.get_data())
+            answer.close()  # what comes after the answer, outside the timing
+    medians = {kind: statistics.median(times) for kind, times in samples.items()}
+    assert max(medians.values()) <= 1.25 * min(medians.values()), medians
+    assert len(bodies["new"] | bodies["pending"] | bodies["confirmed"]) == 1
+    assert count(app, SignupRequest) == 0  # every request was acted on after its answer
+    assert count(app, Subscription) == 62
+
+
+def test_a_sign_up_is_acted_on_after_its_answer_with_the_consent_of_its_post(tmp_path):
+    app = make_app(tmp_path)
+    answer = subscribe(app.test_client(), "reader@newsroom.org", answer_only=True)
+    assert answer.status_code == 302
+    assert count(app, SignupRequest) == 1 and count(app, Subscription) == 0
+
+    answer.close()  # the server has sent the answer: now it acts
+    assert states(app) == [SubscriptionStatus.PENDING]
+    assert count(app, SignupRequest) == 0 and count(app, OutboxMail) == 1
+
+
+def test_a_sign_up_left_by_a_server_that_stopped_is_acted_on_by_outbox_send(tmp_path):
+    app = make_app(tmp_path)
+    subscribe(app.test_client(), "reader@newsroom.org", answer_only=True)  # never closed
+    with session_factory(app)() as session:
+        asked_at = session.scalar(select(SignupRequest.created_at)) - timedelta(minutes=5)
+        session.execute(update(SignupRequest).values(created_at=asked_at))
+        session.commit()
+
+    result = app.test_cli_runner().invoke(args=["outbox", "send"])
+    assert result.exit_code == 0, result.output
+    assert "1 sent" in result.output
+    assert states(app) == [SubscriptionStatus.PENDING]
+    with session_factory(app)() as session:
+        assert session.scalar(select(OutboxMail.status)) == OutboxStatus.SENT
+        event = session.scalars(select(SubscriptionEvent)).one()
+    assert event.kind == EventKind.SUBSCRIBED
+    assert event.at == asked_at  # the consent's time is the post's, not the worker's
+    assert count(app, SignupRequest) == 0
+
+
+def test_a_recent_request_is_left_to_the_server_that_answered_it(tmp_path):
+    app = make_app(tmp_path)
+    answer = subscribe(app.test_client(), "reader@newsroom.org", answer_only=True)
+    assert app.test_cli_runner().invoke(args=["outbox", "send"]).exit_code == 0
+    assert count(app, SignupRequest) == 1  # not yet: its server is acting on it
+    answer.close()
+    assert states(app) == [SubscriptionStatus.PENDING]
+    assert count(app, OutboxMail) == 1  # acted on once
+
+
+def test_erasing_an_address_drops_its_sign_ups_not_yet_acted_on(tmp_path):
+    app = make_app(tmp_path)
+    answer = subscribe(app.test_client(), "reader@newsroom.org", answer_only=True)
+    result = app.test_cli_runner().invoke(args=["subscribers", "delete", "reader@newsroom.org"])
+    assert result.exit_code == 0, result.output
+    assert count(app, SignupRequest) == 0
+    answer.close()
+    assert count(app, Subscription) == 0 and count(app, OutboxMail) == 0

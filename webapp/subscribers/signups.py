@@ -1,0 +1,141 @@
+"""Sign-up requests: a form's post is recorded as it came and acted on after the answer.
+
+The answer to a sign-up must not tell who is subscribed, not even by its timing. So
+the post does the same for every address: it records the request in one INSERT and
+answers. What the address's state calls for (a new subscription and its confirmation
+email, another confirmation, or nothing) is done right after the answer has gone, in
+the same process (:func:`act_after_response`). A request left behind by a process that
+died in between is taken up by the outbox worker or ``newsletter outbox send``
+(:func:`act_on_left_requests`).
+
+Each request is taken by deleting its row in the transaction that acts on it, so any
+number of processes may look at the same requests and each is acted on once.
+"""
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from emails.addresses import Address, InvalidAddress, normalize_address
+
+from ..db import utcnow
+from ..models import Newsletter, SignupRequest
+from . import service
+from .mail import queue_confirmation
+
+log = logging.getLogger(__name__)
+
+LEFT_AFTER = 30  # seconds: a request this old was left by a process that stopped
+MAX_ATTEMPTS = 5  # a request that failed this often is left alone, and logged
+
+
+def record_request(
+    session: Session, newsletter_id: int, address: Address, consent: service.Consent
+) -> int:
+    """Record one sign-up post and commit; its id. The same work for every address."""
+    request_id = session.execute(
+        insert(SignupRequest)
+        .values(
+            newsletter_id=newsletter_id,
+            email=address.email,
+            email_key=address.key,
+            ip=consent.ip,
+            user_agent=consent.user_agent,
+            source=consent.source,
+            created_at=utcnow(),
+            attempts=0,
+        )
+        .returning(SignupRequest.id)
+    ).scalar_one()
+    session.commit()
+    return request_id
+
+
+def act_on_request(session: Session, request_id: int, config) -> bool:
+    """Act on one recorded sign-up and commit; True if a confirmation email was queued.
+
+    Does nothing if another process took the request first. A concurrent change to the
+    same subscription (IntegrityError) is retried; any other failure rolls back and
+    leaves the request, counted, for a later pass.
+    """
+    for attempt in range(3):
+        try:
+            queued = _act(session, request_id, config)
+            session.commit()
+            return queued
+        except IntegrityError:
+            # A concurrent sign-up or import made the same subscriber or subscription:
+            # run again to find it. The third time something else is wrong.
+            session.rollback()
+            if attempt == 2:
+                _count_failure(session, request_id)
+                raise
+        except Exception:
+            session.rollback()
+            _count_failure(session, request_id)
+            raise
+    return False  # not reached
+
+
+def _act(session: Session, request_id: int, config) -> bool:
+    request = session.get(SignupRequest, request_id)
+    if request is None:
+        return False
+    taken = session.execute(
+        delete(SignupRequest)
+        .where(SignupRequest.id == request_id)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if taken != 1:  # another process is acting on it
+        return False
+    newsletter = session.get(Newsletter, request.newsletter_id)
+    try:
+        address = normalize_address(request.email)
+    except InvalidAddress:  # refused by a stricter policy since it was recorded
+        log.warning("sign-up request %s dropped: the address is no longer accepted", request_id)
+        return False
+    due = service.subscribe(
+        session,
+        newsletter,
+        address,
+        service.Consent(request.ip, request.user_agent, request.source),
+        cooldown=config["CONFIRM_COOLDOWN"],
+        daily_cap=config["CONFIRM_DAILY_CAP"],
+        at=request.created_at,
+    )
+    if due is not None:
+        queue_confirmation(session, due)
+    return due is not None
+
+
+def _count_failure(session: Session, request_id: int) -> None:
+    session.execute(
+        update(SignupRequest)
+        .where(SignupRequest.id == request_id)
+        .values(attempts=SignupRequest.attempts + 1)
+    )
+    session.commit()
+
+
+def act_on_left_requests(sessions: sessionmaker[Session], config, limit: int = 1000) -> int:
+    """Act on requests left behind by a process that stopped after recording them;
+    how many confirmation emails that queued. Bounded by ``limit`` requests a pass."""
+    cutoff = utcnow() - timedelta(seconds=LEFT_AFTER)
+    with sessions() as session:
+        ids = session.scalars(
+            select(SignupRequest.id)
+            .where(SignupRequest.created_at < cutoff, SignupRequest.attempts < MAX_ATTEMPTS)
+            .order_by(SignupRequest.id)
+            .limit(limit)
+        ).all()
+    queued = 0
+    for request_id in ids:
+        with sessions() as session:
+            try:
+                queued += act_on_request(session, request_id, config)
+            except Exception:  # the others still go; this one is counted and retried
+                log.exception("sign-up request %s failed", request_id)
+    return queued
