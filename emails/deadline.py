@@ -7,11 +7,78 @@ is left of the time.
 """
 
 import contextlib
+import heapq
+import itertools
+import logging
+import os
 import smtplib
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Self
+
+
+class Watchdog:
+    """One daemon thread that calls each armed callback when its time comes.
+
+    Arming is a push on a heap: a thread started per delivery (``threading.Timer``)
+    cost more than the rest of sending a confirmation to a local relay.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        # A forked child has none of the parent's threads, and may have a copy of the
+        # lock taken: it starts afresh.
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._changed = threading.Condition()
+        self._due: list[tuple[float, int, Callable[[], None]]] = []
+        self._cancelled: set[int] = set()
+        self._numbers = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, delay: float, callback: Callable[[], None]) -> int:
+        """Call ``callback`` (in the watchdog's thread) in ``delay`` seconds; its number."""
+        with self._changed:
+            number = next(self._numbers)
+            heapq.heappush(self._due, (time.monotonic() + delay, number, callback))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
+                self._thread.start()
+            if self._due[0][1] == number:  # sooner than what the thread waits for
+                self._changed.notify()
+            return number
+
+    def cancel(self, number: int) -> None:
+        """Do not call what ``number`` armed (if it has not been called yet)."""
+        with self._changed:
+            self._cancelled.add(number)
+            if len(self._cancelled) > 64 and len(self._cancelled) * 2 > len(self._due):
+                # Most of the heap is cancelled (deadlines are long, sends short): drop them.
+                self._due = [d for d in self._due if d[1] not in self._cancelled]
+                heapq.heapify(self._due)
+                self._cancelled.clear()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while True:
+                    while self._due and self._due[0][1] in self._cancelled:
+                        self._cancelled.discard(heapq.heappop(self._due)[1])
+                    wait = self._due[0][0] - time.monotonic() if self._due else None
+                    if wait is not None and wait <= 0:
+                        _, _, callback = heapq.heappop(self._due)
+                        break
+                    self._changed.wait(wait)
+            try:
+                callback()
+            except Exception:  # one failing callback must not end every later deadline
+                logging.getLogger(__name__).exception("a deadline's callback failed")
+
+
+WATCHDOG = Watchdog()
 
 
 class Watch:
@@ -22,19 +89,17 @@ class Watch:
         self.ends = None if deadline is None else time.monotonic() + deadline
         self.expired = False
         self._sockets: list[socket.socket] = []
-        self._timer: threading.Timer | None = None
+        self._armed: int | None = None
         self._lock = threading.Lock()
 
     def __enter__(self) -> Self:
         if self.deadline is not None:
-            self._timer = threading.Timer(self.deadline, self._expire)
-            self._timer.daemon = True
-            self._timer.start()
+            self._armed = WATCHDOG.arm(self.deadline, self._expire)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        if self._armed is not None:
+            WATCHDOG.cancel(self._armed)
         with self._lock:
             held, self._sockets = self._sockets, []
             for sock in held:
