@@ -55,7 +55,7 @@ def test_an_address_life_keeps_its_history(tmp_path):
 
         @rule()
         def confirm(self):
-            path = self.path(lambda s: "x://h/confirm/" + confirm_token(s))
+            path = self.path(lambda s: "x://h/confirm/" + confirm_token(s.id, s.confirm_nonce))
             if path is None:
                 return
             page = self.client.get("/" + path)

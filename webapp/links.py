@@ -60,9 +60,9 @@ def public_url(endpoint: str, **values: object) -> str:
     return current_app.config["PUBLIC_URL"] + path
 
 
-def confirm_token(subscription: Subscription) -> str:
-    """The token of this subscription's current confirmation link."""
-    return make_token("confirm", [subscription.id, subscription.confirm_nonce])
+def confirm_token(subscription_id: int, nonce: str) -> str:
+    """The token of a subscription's confirmation link, for its nonce (the current one)."""
+    return make_token("confirm", [subscription_id, nonce])
 
 
 def data_token(subscriber: Subscriber) -> str:

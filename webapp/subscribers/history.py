@@ -27,18 +27,35 @@ def record_event(
     at: datetime | None = None,
 ) -> None:
     """Append one event to ``subscription``'s history, in the caller's transaction."""
-    session.execute(
-        insert(SubscriptionEvent).values(
-            subscription_id=subscription.id,
-            newsletter_id=subscription.newsletter_id,
-            kind=kind,
-            how=how,
-            at=at or utcnow(),
-            ip=consent.ip if consent else None,
-            user_agent=consent.user_agent if consent else None,
-            source=consent.source if consent else None,
-        )
+    record_event_of(session, subscription.id, subscription.newsletter_id, kind, how, consent, at)
+
+
+def record_event_of(
+    session: Session,
+    subscription_id: int,
+    newsletter_id: int,
+    kind: EventKind,
+    how: str | None = None,
+    consent: "Consent | None" = None,
+    at: datetime | None = None,
+) -> None:
+    """:func:`record_event` for a subscription known by its ids, not loaded."""
+    session.connection().execute(
+        _NEW_EVENT,
+        {
+            "subscription_id": subscription_id,
+            "newsletter_id": newsletter_id,
+            "kind": kind,
+            "how": how,
+            "at": at or utcnow(),
+            "ip": consent.ip if consent else None,
+            "user_agent": consent.user_agent if consent else None,
+            "source": consent.source if consent else None,
+        },
     )
+
+
+_NEW_EVENT = insert(SubscriptionEvent)  # built once: it runs with every change
 
 
 def iso(value: datetime | None) -> str | None:

@@ -10,6 +10,7 @@ a sign-up pays tens of microseconds for its confirmation, not milliseconds.
 from functools import lru_cache
 
 from flask import current_app
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from emails.addresses import envelope_address
@@ -19,24 +20,26 @@ from emails.slots import render_slotted
 
 from ..delivery import dkim_sign, list_id_headers, list_unsubscribe
 from ..links import confirm_token, data_token, personal_links, public_url
-from ..models import OutboxMail, Subscriber, Subscription
+from ..models import Newsletter, OutboxMail, Subscriber, Subscription
 from ..texts import TEXTS
+from .service import Due
 
 
 def _queue(
     session: Session,
-    subscriber: Subscriber,
-    subscription: Subscription | None,
+    to: tuple[int, str],
+    newsletter: Newsletter | None,
+    subscription_id: int | None,
     kind: str,
     subject: str,
     fixed: dict,
     personal: dict[str, str],
     headers: tuple[dict[str, str], dict[str, str]] = ({}, {}),
-) -> OutboxMail:
-    """Queue ``kind`` to ``subscriber``: ``fixed`` is the same for every reader of the
-    newsletter, ``personal`` fills the reader's slots; ``headers`` are (fixed, personal)."""
+) -> None:
+    """Queue ``kind`` to ``to`` (subscriber id, address): ``fixed`` is the same for every
+    reader of the newsletter, ``personal`` fills the reader's slots; ``headers`` are
+    (fixed, personal). One INSERT: no object is loaded or flushed."""
     config = current_app.config
-    newsletter = subscription.newsletter if subscription is not None else None
     if newsletter is not None:
         fixed = {"newsletter": newsletter.title, **fixed}
     template = _template(
@@ -48,18 +51,23 @@ def _queue(
         ("email", *personal),
         tuple(headers[0].items()),
     )
-    recipient = envelope_address(subscriber.email)
-    raw = template.merge(recipient, {"email": subscriber.email, **personal}, headers[1])
-    queued = OutboxMail(
-        kind=kind,
-        subscription_id=subscription.id if subscription is not None else None,
-        subscriber_id=subscriber.id,
-        sender=config["MAIL_FROM"],
-        recipient=recipient,
-        message=dkim_sign(config, raw),
+    subscriber_id, email = to
+    recipient = envelope_address(email)
+    raw = template.merge(recipient, {"email": email, **personal}, headers[1])
+    session.connection().execute(
+        _NEW_MAIL,
+        {
+            "kind": kind,
+            "subscription_id": subscription_id,
+            "subscriber_id": subscriber_id,
+            "sender": config["MAIL_FROM"],
+            "recipient": recipient,
+            "message": dkim_sign(config, raw),
+        },
     )
-    session.add(queued)
-    return queued
+
+
+_NEW_MAIL = insert(OutboxMail)  # built once: every confirmation runs it
 
 
 @lru_cache(maxsize=256)
@@ -90,31 +98,49 @@ def _template(
     )
 
 
-def queue_confirmation(session: Session, subscription: Subscription) -> OutboxMail:
+def queue_confirmation(session: Session, subscription: Subscription) -> None:
     """Queue the confirmation email of a pending subscription."""
-    title = subscription.newsletter.title
-    return _queue(
+    subscriber = subscription.subscriber
+    queue_confirmation_of(
         session,
-        subscription.subscriber,
-        subscription,
-        "confirm",
-        TEXTS.confirm_email_subject.format(newsletter=title),
-        {"expires_days": max(1, current_app.config["CONFIRM_MAX_AGE"] // 86400)},
-        {"confirm_url": public_url("pages.confirm", token=confirm_token(subscription))},
+        subscription.newsletter,
+        Due(subscription.id, subscription.confirm_nonce, subscriber.id, subscriber.email),
     )
 
 
-def queue_welcome(session: Session, subscription: Subscription) -> OutboxMail | None:
+def queue_confirmation_of(session: Session, newsletter, due: Due) -> None:
+    """Queue the confirmation email a sign-up called for (:func:`service.subscribe`);
+    ``newsletter`` is a Newsletter or a row with its ``title`` and ``from_name``."""
+    title = newsletter.title
+    _queue(
+        session,
+        (due.subscriber_id, due.email),
+        newsletter,
+        due.subscription_id,
+        "confirm",
+        TEXTS.confirm_email_subject.format(newsletter=title),
+        {"expires_days": max(1, current_app.config["CONFIRM_MAX_AGE"] // 86400)},
+        {
+            "confirm_url": public_url(
+                "pages.confirm", token=confirm_token(due.subscription_id, due.nonce)
+            )
+        },
+    )
+
+
+def queue_welcome(session: Session, subscription: Subscription) -> None:
     """Queue the welcome email of a just-confirmed subscription, if its newsletter has one."""
     newsletter = subscription.newsletter
     if not newsletter.welcome:
-        return None
+        return
     links = personal_links(subscription)
     mail_from = current_app.config["MAIL_FROM"]
-    return _queue(
+    subscriber = subscription.subscriber
+    _queue(
         session,
-        subscription.subscriber,
-        subscription,
+        (subscriber.id, subscriber.email),
+        newsletter,
+        subscription.id,
         "welcome",
         TEXTS.welcome_email_subject.format(newsletter=newsletter.title),
         {"description": newsletter.description, "cadence": newsletter.cadence},
@@ -126,12 +152,13 @@ def queue_welcome(session: Session, subscription: Subscription) -> OutboxMail | 
     )
 
 
-def queue_data_link(session: Session, subscriber: Subscriber) -> OutboxMail:
+def queue_data_link(session: Session, subscriber: Subscriber) -> None:
     """Queue the short-lived link to a reader's data (download, erase) to their address."""
     config = current_app.config
-    return _queue(
+    _queue(
         session,
-        subscriber,
+        (subscriber.id, subscriber.email),
+        None,
         None,
         "data_link",
         TEXTS.data_email_subject.format(site=config["SITE_NAME"]),

@@ -10,14 +10,14 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import bindparam, case, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from emails.addresses import Address, mailbox
 
-from ..db import utcnow
+from ..db import UTCDateTime, utcnow
 from ..models import (
     EventKind,
     Mailbox,
@@ -26,7 +26,7 @@ from ..models import (
     Subscription,
     SubscriptionStatus,
 )
-from .history import record_event
+from .history import record_event, record_event_of
 
 
 @dataclass(frozen=True)
@@ -59,97 +59,171 @@ def printable(text: str) -> str:
     return CONTROL.sub("", text)
 
 
+# A sign-up runs these once each: built once, run on the session's connection with
+# their parameters. A statement built per call, through the ORM's execute, cost several
+# times the database's own work.
+NOW = bindparam("now", type_=UTCDateTime)
+_SUBSCRIBER = select(Subscriber.id, Subscriber.email).where(
+    Subscriber.email_key == bindparam("key")
+)
+_NEW_SUBSCRIBER = insert(Subscriber).returning(Subscriber.id, Subscriber.email)
+_SUBSCRIPTION = select(Subscription.id, Subscription.status).where(
+    Subscription.subscriber_id == bindparam("subscriber_id"),
+    Subscription.newsletter_id == bindparam("newsletter_id"),
+)
+_NEW_SUBSCRIPTION = insert(Subscription).returning(Subscription.id)
+_RESTART = (
+    update(Subscription)
+    .where(
+        Subscription.id == bindparam("subscription_id"),
+        Subscription.status == SubscriptionStatus.UNSUBSCRIBED,
+    )
+    .values(
+        status=SubscriptionStatus.PENDING,
+        confirm_nonce=bindparam("nonce"),
+        confirmation_sent_at=None,
+        status_since=bindparam("at", type_=UTCDateTime),
+    )
+)
+_CLAIM = (
+    update(Subscription)
+    .where(
+        Subscription.id == bindparam("subscription_id"),
+        Subscription.status == SubscriptionStatus.PENDING,
+        or_(
+            Subscription.confirmation_sent_at.is_(None),
+            Subscription.confirmation_sent_at <= bindparam("cutoff", type_=UTCDateTime),
+        ),
+    )
+    .values(confirmation_sent_at=NOW)
+    .returning(Subscription.confirm_nonce)
+)
+_MAILBOX = {
+    name: insert(Mailbox).values(window_count=0).on_conflict_do_nothing()
+    for name, insert in (("sqlite", sqlite_insert), ("postgresql", pg_insert))
+}
+_WINDOW_OVER = or_(
+    Mailbox.window_start.is_(None),
+    Mailbox.window_start <= bindparam("day_ago", type_=UTCDateTime),
+)
+_COUNT_IN_WINDOW = (
+    update(Mailbox)
+    .where(
+        Mailbox.key == bindparam("mailbox"),
+        or_(_WINDOW_OVER, Mailbox.window_count < bindparam("cap")),
+    )
+    .values(
+        window_count=case((_WINDOW_OVER, 1), else_=Mailbox.window_count + 1),
+        window_start=case((_WINDOW_OVER, NOW), else_=Mailbox.window_start),
+    )
+)
+
+
+@dataclass(frozen=True)
+class Due:
+    """A confirmation email a sign-up calls for: the subscription, its nonce and its reader."""
+
+    subscription_id: int
+    nonce: str
+    subscriber_id: int
+    email: str
+
+
 def subscribe(
     session: Session,
-    newsletter: Newsletter,
+    newsletter_id: int,
     address: Address,
     consent: Consent,
     cooldown: int,
     daily_cap: int,
     at: datetime | None = None,
-) -> Subscription | None:
-    """Record a sign-up made ``at`` (now if None); return the subscription if a
-    confirmation email is due.
+) -> Due | None:
+    """Record a sign-up made ``at`` (now if None); what confirmation email is due, if any.
 
     New and unsubscribed addresses become pending with a fresh confirmation nonce.
     A pending one is due again only once the cooldown has passed since its last
     email, and only while the address has had fewer than ``daily_cap`` confirmation
-    emails in 24 hours; a confirmed one gets nothing. The caller answers the same in
-    every case. Concurrent sign-ups of one address may raise IntegrityError: retry.
+    emails in 24 hours; a confirmed one gets nothing. Plain statements, no objects
+    loaded: this runs once per sign-up. Concurrent sign-ups of one address may raise
+    IntegrityError: retry.
     """
+    db = session.connection()
     now = utcnow()
     at = at or now  # when the reader asked: their consent's time
-    subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == address.key))
-    subscription = None
+    subscriber = db.execute(_SUBSCRIBER, {"key": address.key}).first()
+    found = None
     if subscriber is None:
-        subscriber = Subscriber(email=address.email, email_key=address.key, created_at=at)
-        session.add(subscriber)
-        session.flush()
+        subscriber = db.execute(
+            _NEW_SUBSCRIBER,
+            {
+                "email": address.email,
+                "email_key": address.key,
+                "secret": secrets.token_hex(8),
+                "created_at": at,
+            },
+        ).one()
     else:  # a new subscriber has no subscription yet: no need to ask
-        subscription = session.scalar(
-            select(Subscription).where(
-                Subscription.subscriber_id == subscriber.id,
-                Subscription.newsletter_id == newsletter.id,
-            )
-        )
-    if subscription is None:
+        found = db.execute(
+            _SUBSCRIPTION, {"subscriber_id": subscriber.id, "newsletter_id": newsletter_id}
+        ).first()
+    if found is None:
         # New: its confirmation is due now (the unique key decides between concurrent
         # posts, and the loser finds this row within its cooldown), within the daily cap.
-        subscription = Subscription(subscriber=subscriber, newsletter=newsletter)
-        _start_pending(subscription, at)
-        subscription.confirmation_sent_at = now
-        session.add(subscription)
-        session.flush()
-        record_event(session, subscription, EventKind.SUBSCRIBED, "form", consent, at)
-        return subscription if claim_daily_slot(session, address.key, daily_cap) else None
-    elif subscription.status == SubscriptionStatus.CONFIRMED:
+        nonce = secrets.token_urlsafe(12)
+        subscription_id = db.execute(
+            _NEW_SUBSCRIPTION,
+            {
+                "subscriber_id": subscriber.id,
+                "newsletter_id": newsletter_id,
+                "status": SubscriptionStatus.PENDING,
+                "confirm_nonce": nonce,
+                "confirmation_sent_at": now,
+                "status_since": at,
+            },
+        ).scalar_one()
+        record_event_of(
+            session, subscription_id, newsletter_id, EventKind.SUBSCRIBED, "form", consent, at
+        )
+        if not claim_daily_slot(session, address.key, daily_cap):
+            return None
+        return Due(subscription_id, nonce, subscriber.id, subscriber.email)
+    subscription_id, status = found
+    if status == SubscriptionStatus.CONFIRMED:
         return None
-    elif subscription.status == SubscriptionStatus.UNSUBSCRIBED:
+    if status == SubscriptionStatus.UNSUBSCRIBED:
         # One conditional UPDATE decides which of concurrent posts starts the new cycle
         # (one nonce, one "resubscribed" in the history).
-        restarted = session.execute(
-            update(Subscription)
-            .where(
-                Subscription.id == subscription.id,
-                Subscription.status == SubscriptionStatus.UNSUBSCRIBED,
-            )
-            .values(
-                status=SubscriptionStatus.PENDING,
-                confirm_nonce=secrets.token_urlsafe(12),
-                confirmation_sent_at=None,
-                status_since=at,
-            )
-            .execution_options(synchronize_session=False)
+        restarted = db.execute(
+            _RESTART,
+            {"subscription_id": subscription_id, "nonce": secrets.token_urlsafe(12), "at": at},
         ).rowcount
         if restarted:
-            record_event(session, subscription, EventKind.RESUBSCRIBED, "form", consent, at)
-        session.refresh(subscription)
+            record_event_of(
+                session, subscription_id, newsletter_id, EventKind.RESUBSCRIBED, "form", consent, at
+            )
     cutoff = now - timedelta(seconds=cooldown)
-    if claim_confirmation(session, subscription.id, address.key, cutoff, daily_cap):
-        return subscription
-    return None
+    claimed = claim_confirmation(session, subscription_id, address.key, cutoff, daily_cap)
+    return Due(subscription_id, claimed, subscriber.id, subscriber.email) if claimed else None
 
 
 def claim_confirmation(
     session: Session, subscription_id: int, address_key: str, cutoff: datetime, daily_cap: int
-) -> bool:
-    """Decide that a pending subscription gets a confirmation email now; True if so.
+) -> str | None:
+    """Decide that a pending subscription gets a confirmation email now: its nonce if
+    so (the link's, as it is when claimed), else None.
 
     Due when none was sent since ``cutoff`` and the inbox ``address_key`` reaches has
     had fewer than ``daily_cap`` in 24 hours. Each is one conditional UPDATE, so
     concurrent posts (or a sign-up beside a staff resend) of one address send one email.
     """
-    claimed = session.execute(
-        update(Subscription)
-        .where(
-            Subscription.id == subscription_id,
-            Subscription.status == SubscriptionStatus.PENDING,
-            confirmation_due(cutoff),
-        )
-        .values(confirmation_sent_at=utcnow())
-        .execution_options(synchronize_session=False)
+    claimed = (
+        session.connection()
+        .execute(_CLAIM, {"subscription_id": subscription_id, "cutoff": cutoff, "now": utcnow()})
+        .first()
     )
-    return claimed.rowcount == 1 and claim_daily_slot(session, address_key, daily_cap)
+    if claimed is None or not claim_daily_slot(session, address_key, daily_cap):
+        return None
+    return claimed.confirm_nonce
 
 
 def confirmation_due(cutoff: datetime):
@@ -166,23 +240,15 @@ def claim_daily_slot(session: Session, address_key: str, cap: int) -> bool:
     Every spelling of one inbox (``+tags``, Gmail's dots) counts together. One
     conditional UPDATE decides: concurrent posts cannot together pass the cap.
     """
+    db = session.connection()
     key = mailbox(address_key)
-    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
-    session.execute(insert(Mailbox).values(key=key, window_count=0).on_conflict_do_nothing())
+    db.execute(_MAILBOX[db.dialect.name], {"key": key})
     now = utcnow()
-    window_over = or_(
-        Mailbox.window_start.is_(None), Mailbox.window_start <= now - timedelta(days=1)
+    counted = db.execute(
+        _COUNT_IN_WINDOW,
+        {"mailbox": key, "cap": cap, "now": now, "day_ago": now - timedelta(days=1)},
     )
-    result = session.execute(
-        update(Mailbox)
-        .where(Mailbox.key == key, or_(window_over, Mailbox.window_count < cap))
-        .values(
-            window_count=case((window_over, 1), else_=Mailbox.window_count + 1),
-            window_start=case((window_over, now), else_=Mailbox.window_start),
-        )
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1
+    return counted.rowcount == 1
 
 
 def _start_pending(subscription: Subscription, now: datetime) -> None:

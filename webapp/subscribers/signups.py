@@ -15,7 +15,7 @@ number of processes may look at the same requests and each is acted on once.
 import logging
 from datetime import timedelta
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,7 +24,7 @@ from emails.addresses import Address, InvalidAddress, normalize_address
 from ..db import utcnow
 from ..models import Newsletter, SignupRequest
 from . import service
-from .mail import queue_confirmation
+from .mail import queue_confirmation_of
 
 log = logging.getLogger(__name__)
 
@@ -32,24 +32,44 @@ LEFT_AFTER = 30  # seconds: a request this old was left by a process that stoppe
 MAX_ATTEMPTS = 5  # a request that failed this often is left alone, and logged
 
 
+# Built once: each sign-up runs them (see service.subscribe).
+_RECORD = insert(SignupRequest).returning(SignupRequest.id)
+_TAKE = (
+    delete(SignupRequest)
+    .where(SignupRequest.id == bindparam("id"))
+    .returning(
+        SignupRequest.newsletter_id,
+        SignupRequest.email,
+        SignupRequest.ip,
+        SignupRequest.user_agent,
+        SignupRequest.source,
+        SignupRequest.created_at,
+    )
+)
+_NEWSLETTER = select(Newsletter.title, Newsletter.from_name).where(Newsletter.id == bindparam("id"))
+
+
 def record_request(
     session: Session, newsletter_id: int, address: Address, consent: service.Consent
 ) -> int:
     """Record one sign-up post and commit; its id. The same work for every address."""
-    request_id = session.execute(
-        insert(SignupRequest)
-        .values(
-            newsletter_id=newsletter_id,
-            email=address.email,
-            email_key=address.key,
-            ip=consent.ip,
-            user_agent=consent.user_agent,
-            source=consent.source,
-            created_at=utcnow(),
-            attempts=0,
+    request_id = (
+        session.connection()
+        .execute(
+            _RECORD,
+            {
+                "newsletter_id": newsletter_id,
+                "email": address.email,
+                "email_key": address.key,
+                "ip": consent.ip,
+                "user_agent": consent.user_agent,
+                "source": consent.source,
+                "created_at": utcnow(),
+                "attempts": 0,
+            },
         )
-        .returning(SignupRequest.id)
-    ).scalar_one()
+        .scalar_one()
+    )
     session.commit()
     return request_id
 
@@ -81,17 +101,11 @@ def act_on_request(session: Session, request_id: int, config) -> bool:
 
 
 def _act(session: Session, request_id: int, config) -> bool:
-    request = session.get(SignupRequest, request_id)
+    db = session.connection()
+    # Taken by deleting it: if another process took it first, nothing comes back.
+    request = db.execute(_TAKE, {"id": request_id}).first()
     if request is None:
         return False
-    taken = session.execute(
-        delete(SignupRequest)
-        .where(SignupRequest.id == request_id)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if taken != 1:  # another process is acting on it
-        return False
-    newsletter = session.get(Newsletter, request.newsletter_id)
     try:
         address = normalize_address(request.email)
     except InvalidAddress:  # refused by a stricter policy since it was recorded
@@ -99,16 +113,18 @@ def _act(session: Session, request_id: int, config) -> bool:
         return False
     due = service.subscribe(
         session,
-        newsletter,
+        request.newsletter_id,
         address,
         service.Consent(request.ip, request.user_agent, request.source),
         cooldown=config["CONFIRM_COOLDOWN"],
         daily_cap=config["CONFIRM_DAILY_CAP"],
         at=request.created_at,
     )
-    if due is not None:
-        queue_confirmation(session, due)
-    return due is not None
+    if due is None:
+        return False
+    newsletter = db.execute(_NEWSLETTER, {"id": request.newsletter_id}).one()
+    queue_confirmation_of(session, newsletter, due)
+    return True
 
 
 def _count_failure(session: Session, request_id: int) -> None:
