@@ -194,10 +194,10 @@ def run_peer(
         try:
             cookie, token = csrf_pair(port)
             url = f"http://127.0.0.1:{port}{FORM}"
-            _wrk(url, connections, WARMUP, [f"w{run}-{os.getpid()}", cookie, token])
+            wrk_run(LUA, url, connections, WARMUP, [f"w{run}-{os.getpid()}", cookie, token])
             time.sleep(0.5)
             rows_before, mails_before = int(manage("bench", "count", SLUG)), mail_count()
-            wrk = _wrk(url, connections, duration, [f"r{run}-{os.getpid()}", cookie, token])
+            wrk = wrk_run(LUA, url, connections, duration, [f"r{run}-{os.getpid()}", cookie, token])
             time.sleep(0.5)  # the requests still in flight when wrk stopped
             rows = int(manage("bench", "count", SLUG)) - rows_before
             mails = None if mails_before is None else mail_count() - mails_before
@@ -238,11 +238,11 @@ def csrf_pair(port: int) -> tuple[str, str]:
     return cookie.group(1), token.group(1)
 
 
-def _wrk(url: str, connections: int, seconds: int, args: list[str]) -> dict:
-    """One wrk run with the subscribe script: the numbers of its RESULT line."""
+def wrk_run(script: Path, url: str, connections: int, seconds: int, args: list[str]) -> dict:
+    """One wrk run (1 thread) with a sign-up ``script``: the numbers of its RESULT line."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
     done = subprocess.run(
-        [*command, "-s", str(LUA), url, "--", *args],
+        [*command, "-s", str(script), url, "--", *args],
         capture_output=True,
         text=True,
         timeout=seconds + 60,

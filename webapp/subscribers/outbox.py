@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import Flask, current_app
-from sqlalchemy import insert, literal, or_, select, update
+from sqlalchemy import bindparam, insert, literal, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from emails.transport import DeliveryError, Transport
@@ -81,45 +81,93 @@ def _claimable(due_only: bool) -> list:
     return conditions
 
 
+def _claim(due_only: bool):
+    conditions = [
+        OutboxMail.id == bindparam("message_id"),
+        OutboxMail.status == OutboxStatus.QUEUED,
+        or_(OutboxMail.claimed_until.is_(None), OutboxMail.claimed_until < NOW),
+    ]
+    if due_only:
+        conditions.append(OutboxMail.next_attempt_at <= NOW)
+    return (
+        update(OutboxMail)
+        .where(*conditions)
+        .values(
+            claimed_until=bindparam("until", type_=UTCDateTime),
+            attempts=OutboxMail.attempts + 1,
+        )
+        .returning(
+            OutboxMail.kind,
+            OutboxMail.subscription_id,
+            OutboxMail.sender,
+            OutboxMail.recipient,
+            OutboxMail.message,
+            OutboxMail.attempts,
+        )
+    )
+
+
+# Built once: each message runs one claim and one record.
+NOW = bindparam("now", type_=UTCDateTime)
+_CLAIMS = {due_only: _claim(due_only) for due_only in (True, False)}
+_SENT = (
+    update(OutboxMail)
+    .where(OutboxMail.id == bindparam("message_id"))
+    .values(status=OutboxStatus.SENT, sent_at=NOW, claimed_until=None, message=b"")
+)
+_NOT_SENT = (
+    update(OutboxMail)
+    .where(OutboxMail.id == bindparam("message_id"))
+    .values(
+        status=bindparam("new_status"),
+        last_error=bindparam("error"),
+        next_attempt_at=bindparam("next_attempt", type_=UTCDateTime),
+        claimed_until=None,
+    )
+)
+
+
 def _deliver_one(sessions, transport, message_id, lease, backoff, due_only, report) -> str | None:
     with sessions() as session:
-        claimed = session.execute(
-            update(OutboxMail)
-            .where(OutboxMail.id == message_id, *_claimable(due_only))
-            .values(
-                claimed_until=utcnow() + timedelta(seconds=lease),
-                attempts=OutboxMail.attempts + 1,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if claimed.rowcount != 1:
+        db = session.connection()
+        now = utcnow()
+        message = db.execute(
+            _CLAIMS[due_only],
+            {"message_id": message_id, "now": now, "until": now + timedelta(seconds=lease)},
+        ).first()
+        if message is None:
             session.rollback()
             return None  # another sender took it
-        message = session.get_one(OutboxMail, message_id)
         session.commit()  # no transaction stays open while the relay is talked to
         try:
             transport.send(message.message, message.sender, [message.recipient])
         except DeliveryError as exc:
-            message.last_error = str(exc)[:500]
-            message.claimed_until = None
-            report.last_error = message.last_error
+            error = str(exc)[:500]
+            report.last_error = error
             if exc.permanent:
-                message.status = OutboxStatus.FAILED
+                status, next_attempt, outcome = OutboxStatus.FAILED, utcnow(), "failed"
                 report.failed += 1
-                outcome = "failed"
             else:
                 delay = min(backoff * 2 ** (message.attempts - 1), MAX_BACKOFF)
-                message.next_attempt_at = utcnow() + timedelta(seconds=delay)
+                next_attempt = utcnow() + timedelta(seconds=delay)
+                status, outcome = OutboxStatus.QUEUED, "retry"
                 report.retry += 1
-                outcome = "retry"
-            log.warning("outbox message %s not delivered: %s", message.id, exc)
+            session.connection().execute(
+                _NOT_SENT,
+                {
+                    "message_id": message_id,
+                    "new_status": status,
+                    "error": error,
+                    "next_attempt": next_attempt,
+                },
+            )
+            log.warning("outbox message %s not delivered: %s", message_id, exc)
         else:
-            message.status = OutboxStatus.SENT
-            message.sent_at = utcnow()
-            message.claimed_until = None
-            message.message = b""  # delivered; the bytes are not needed again
+            # Delivered: the bytes are not needed again.
+            sent_at = utcnow()
+            session.connection().execute(_SENT, {"message_id": message_id, "now": sent_at})
             if message.kind == "welcome" and message.subscription_id is not None:
-                _welcome_sent(session, message.subscription_id, message.sent_at)
+                _welcome_sent(session, message.subscription_id, sent_at)
             report.sent += 1
             outcome = "sent"
         session.commit()
