@@ -16,6 +16,8 @@ from sqlalchemy.types import TypeDecorator
 
 from emails.transport import private_folder
 
+from .sqlite_writers import TurnTakingConnection
+
 if TYPE_CHECKING:
     from flask import Flask
 
@@ -67,14 +69,19 @@ def make_engine(url: str) -> Engine:
     """Create the engine for ``url``; SQLite gets WAL mode and a busy timeout.
 
     WAL lets readers go on while one writer commits, and the busy timeout makes a
-    second writer (another worker process or thread) wait instead of failing.
+    second writer (another worker process or thread) wait instead of failing; the
+    writers of this code wait on a lock file instead (``sqlite_writers``).
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
-    created = create_engine(url, connect_args={"timeout": 15})
+    on_disk = bool(parsed.database) and parsed.database != ":memory:"
+    connect_args: dict = {"timeout": 15}
+    if on_disk:  # writers take turns on a lock file beside it, not by polling
+        connect_args["factory"] = TurnTakingConnection
+    created = create_engine(url, connect_args=connect_args)
 
-    if parsed.database and parsed.database != ":memory:":
+    if on_disk:
 
         @event.listens_for(created, "do_connect")
         def _private_file(_dialect, _record, _args, _kwargs) -> None:
