@@ -260,6 +260,24 @@ def test_kill_9_mid_send_then_resume_delivers_the_rest_within_the_stated_bound(t
     assert twice <= connections * (RECORD_EVERY + 1)  # the bound the README states
 
 
+def test_a_short_lease_outlived_by_a_paced_send_gives_every_reader_one_copy(tmp_path, relay):
+    # 30 readers at 4 messages/s take 7.5 s: more than twice the lease.
+    app, env = setup_list(tmp_path, relay, 30, SEND_LEASE=3)
+    done = send(env, "--yes", "--rate", "4", "--connections", "2")
+    assert done.returncode == 0, done.stderr
+    assert received_by(relay) == Counter(readers(30))  # each exactly once
+    assert statuses(app) == Counter({DeliveryStatus.SENT: 30})
+
+
+def test_a_relay_slower_than_the_lease_per_batch_gives_every_reader_one_copy(tmp_path, relay):
+    relay.handler.delay = 0.25  # 30 readers on one claim: 7.5 s, against a 3 s lease
+    app, env = setup_list(tmp_path, relay, 30, SEND_LEASE=3)
+    done = send(env, "--yes", "--connections", "2")
+    assert done.returncode == 0, done.stderr
+    assert received_by(relay) == Counter(readers(30))  # each exactly once
+    assert statuses(app) == Counter({DeliveryStatus.SENT: 30})
+
+
 def test_ctrl_c_stops_after_the_messages_in_flight_and_a_rerun_sends_the_rest(tmp_path, relay):
     app, env = setup_list(tmp_path, relay, 200)
     process = start_send(env, "--rate", "60", "--connections", "2")

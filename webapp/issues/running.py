@@ -136,7 +136,8 @@ def _sender_process(db, config, issue_id, mail, settings, stop, parent, outcomes
         sender = Sender(
             db,
             issue_id,
-            transport_from_config(config),
+            # An attempt ends within half the lease, so renewals come in time.
+            transport_from_config(config, deadline=settings.lease / 2),
             mail,
             settings,
             should_stop=lambda: stop.is_set() or os.getppid() != parent,

@@ -32,6 +32,7 @@ from .queue import (
     next_due,
     record,
     release_claims,
+    renew,
 )
 
 RECORD_EVERY = 10  # messages between two commits of results: the kill -9 bound
@@ -48,7 +49,7 @@ class SendSettings:
     retry_delay: float = 60
     max_attempts: int = 5
     pause_after: int = 10
-    lease: int = 300
+    lease: int = 300  # seconds a claim holds unless renewed; renewed every third of it
     batch: int = 100
 
     @classmethod
@@ -80,7 +81,9 @@ class SenderReport:
 class Sender:
     """One SMTP connection's worth of sending: claim, send, record, until none is left.
 
-    Results are committed in small groups (``RECORD_EVERY``). Errors in a row are held
+    Results are committed in small groups (``RECORD_EVERY``). The claims it holds are
+    renewed every third of the lease while it works, so no other sender takes back
+    a batch that takes longer than the lease. Errors in a row are held
     back: a success after them shows the relay works, and they are recorded; if they
     reach ``pause_after`` the relay is the problem, the send pauses, and their readers
     go back to the queue untouched (no address is suppressed for a relay's fault).
@@ -110,43 +113,59 @@ class Sender:
         self._errors_in_row = 0
         self._delivered = False  # a message accepted in this run: the relay works
         self._recorded_at = time.monotonic()
+        self._renewed_at = time.monotonic()
         self._next_slot = 0.0
 
     def run(self) -> SenderReport:
         """Send until nothing is due, the send is paused, or ``should_stop()`` says so."""
         with self.transport:
-            while not self.should_stop() and self.report.paused is None:
-                with self.sessions() as session:
-                    batch = claim(
-                        session,
-                        self.issue_id,
-                        self.name,
-                        self.settings.batch,
-                        self.settings.lease,
-                    )
-                    if not batch and release_claims(session, self.issue_id, expired_only=True):
-                        continue  # a sender died holding these: they are due now
-                    wait = None if batch else next_due(session, self.issue_id)
-                if not batch:
-                    if wait is None or self._held:  # nothing left to try the relay with
-                        break
-                    self._sleep(min(wait, 1.0))
-                    continue
-                for index, delivery in enumerate(batch):
-                    if self.should_stop() or self.report.paused is not None:
-                        self._results += [_back(claimed) for claimed in batch[index:]]
-                        break
-                    self._deliver(delivery)
-                    if (
-                        len(self._results) >= RECORD_EVERY
-                        or time.monotonic() - self._recorded_at > RECORD_SECONDS
-                    ):
-                        self._record()
-                self._settle_held(final=False)
-                self._record()
-            self._settle_held(final=True)
-            self._record()
+            self._run()
         return self.report
+
+    def _run(self) -> None:
+        while not self.should_stop() and self.report.paused is None:
+            with self.sessions() as session:
+                batch = claim(
+                    session, self.issue_id, self.name, self.settings.batch, self.settings.lease
+                )
+                if not batch and self._take_back(session):
+                    continue  # a sender died holding these: they are due now
+                wait = None if batch else next_due(session, self.issue_id)
+            if not batch:
+                if wait is None or self._held:  # nothing left to try the relay with
+                    break
+                self._sleep(min(wait, 1.0))
+                continue
+            for index, delivery in enumerate(batch):
+                if self.should_stop() or self.report.paused is not None:
+                    self._results += [_back(claimed) for claimed in batch[index:]]
+                    break
+                held = self._renew()
+                if held is not None and delivery.id not in held:
+                    continue  # the lease ran out (a stopped process?): another's now
+                self._deliver(delivery)
+                if (
+                    len(self._results) >= RECORD_EVERY
+                    or time.monotonic() - self._recorded_at > RECORD_SECONDS
+                ):
+                    self._record()
+            self._settle_held(final=False)
+            self._record()
+        self._settle_held(final=True)
+        self._record()
+
+    def _take_back(self, session: Session) -> bool:
+        """Put back the claims of senders whose lease ran out."""
+        return bool(release_claims(session, self.issue_id, expired_only=True))
+
+    def _renew(self) -> set[int] | None:
+        """Renew this sender's claims when a third of the lease has passed since the
+        last time; the ids it still holds then, else None."""
+        if time.monotonic() - self._renewed_at < self.settings.lease / 3:
+            return None
+        self._renewed_at = time.monotonic()
+        with self.engine.begin() as connection:
+            return renew(connection, self.issue_id, self.name, self.settings.lease)
 
     def _settle_held(self, final: bool) -> None:
         """Decide the errors held back since the last success, at the end of a batch.
@@ -260,6 +279,7 @@ class Sender:
         end = time.monotonic() + seconds
         while not self.should_stop() and (left := end - time.monotonic()) > 0:
             time.sleep(min(left, 0.2))
+            self._renew()  # a long wait (a slow pace, a relay away) keeps the claims
 
     def _record(self) -> None:
         self._recorded_at = time.monotonic()
