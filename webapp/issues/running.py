@@ -15,6 +15,8 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
 
 import click
 from flask import Flask
@@ -25,6 +27,7 @@ from ..db import engine
 from ..delivery import transport_from_config
 from ..links import reader_links
 from ..models import DeliveryStatus, Issue
+from .journal import fold_journals
 from .mail import IssueMail
 from .queue import (
     counts,
@@ -34,7 +37,7 @@ from .queue import (
     release_dead_local_claims,
     take_list,
 )
-from .sender import RECORD_EVERY, Sender, SenderReport, SendSettings
+from .sender import Sender, SenderReport, SendSettings
 
 EXIT_PAUSED = 75  # EX_TEMPFAIL: try again later
 EXIT_INTERRUPTED = 130
@@ -81,18 +84,22 @@ def run_send(app: Flask, session, issue: Issue, settings: SendSettings, yes: boo
         click.confirm(question, abort=True)
     if first:
         take_list(session, issue)
-    # Claims of a send that died: on SQLite the lock says no sender is alive; elsewhere,
-    # this host's dead senders, and others' once their lease ran out.
-    if make_url(app.config["DATABASE_URL"]).get_backend_name() == "sqlite":
+    settings = replace(settings, journal=journal_folder(app))
+    # Claims of a send that died: what its journals say it sent is recorded first; on
+    # SQLite the lock says no sender is alive; elsewhere, this host's dead senders,
+    # and others' once their lease ran out.
+    sqlite = make_url(app.config["DATABASE_URL"]).get_backend_name() == "sqlite"
+    journaled = fold_journals(session, settings.journal, issue.id, all_dead=sqlite)
+    if sqlite:
         stale = release_claims(session, issue.id, expired_only=False)
     else:
         stale = release_dead_local_claims(session, issue.id)
         stale += release_claims(session, issue.id, expired_only=True)
-    if stale:
+    if journaled or stale:
         click.echo(
-            f"{stale:,} reader(s) claimed by a send that stopped go back in the queue; "
-            f"the few it had sent but not yet recorded (at most {RECORD_EVERY + 1} per "
-            "connection) get the issue twice.",
+            f"A send that stopped had sent {journaled:,} message(s) it had not recorded "
+            f"yet: recorded now. {stale:,} reader(s) it held go back in the queue; the "
+            "message each of its connections had in flight may go out twice.",
             err=True,
         )
     before = counts(session, issue.id)
@@ -120,6 +127,11 @@ def run_send(app: Flask, session, issue: Issue, settings: SendSettings, yes: boo
         sys.exit(1)
     if after[DeliveryStatus.FAILED]:
         raise click.ClickException(f"{after[DeliveryStatus.FAILED]:,} delivery(ies) failed")
+
+
+def journal_folder(app: Flask) -> Path:
+    """Where this host's senders keep their journals: in the instance folder."""
+    return Path(app.instance_path) / "send-journals"
 
 
 def _left(found: dict[DeliveryStatus, int]) -> int:

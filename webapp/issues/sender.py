@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,6 +23,7 @@ from emails.transport import DeliveryError, Transport
 
 from ..db import utcnow
 from ..models import DeliveryStatus
+from .journal import Journal, fold_journals
 from .mail import IssueMail
 from .queue import (
     Claimed,
@@ -35,7 +37,9 @@ from .queue import (
     renew,
 )
 
-RECORD_EVERY = 10  # messages between two commits of results: the kill -9 bound
+# Messages between two commits of results; with a journal a kill -9 loses none of
+# them, without one (or when the machine goes down) they are sent again.
+RECORD_EVERY = 10
 RECORD_SECONDS = 0.5  # and at least this often, when sending is slow
 RECONNECT_WAIT = (0.5, 5.0)  # first and longest wait before trying a lost relay again
 
@@ -51,6 +55,7 @@ class SendSettings:
     pause_after: int = 10
     lease: int = 300  # seconds a claim holds unless renewed; renewed every third of it
     batch: int = 100
+    journal: Path | None = None  # folder of the senders' journals; None: no journal
 
     @classmethod
     def from_config(cls, config, **overrides) -> "SendSettings":
@@ -81,7 +86,8 @@ class SenderReport:
 class Sender:
     """One SMTP connection's worth of sending: claim, send, record, until none is left.
 
-    Results are committed in small groups (``RECORD_EVERY``). The claims it holds are
+    Results are committed in small groups (``RECORD_EVERY``), each accepted message
+    noted in the sender's journal first (see ``journal``). The claims it holds are
     renewed every third of the lease while it works, so no other sender takes back
     a batch that takes longer than the lease. Errors in a row are held
     back: a success after them shows the relay works, and they are recorded; if they
@@ -115,11 +121,20 @@ class Sender:
         self._recorded_at = time.monotonic()
         self._renewed_at = time.monotonic()
         self._next_slot = 0.0
+        self._journal: Journal | None = None
 
     def run(self) -> SenderReport:
         """Send until nothing is due, the send is paused, or ``should_stop()`` says so."""
-        with self.transport:
-            self._run()
+        if self.settings.journal is not None:
+            self._journal = Journal(self.settings.journal, self.issue_id, self.name)
+        recorded = False
+        try:
+            with self.transport:
+                self._run()
+            recorded = True
+        finally:
+            if self._journal is not None:
+                self._journal.close(recorded)
         return self.report
 
     def _run(self) -> None:
@@ -155,7 +170,10 @@ class Sender:
         self._record()
 
     def _take_back(self, session: Session) -> bool:
-        """Put back the claims of senders whose lease ran out."""
+        """Put back the claims of senders whose lease ran out, after recording what
+        this host's dead senders' journals say they sent."""
+        if self.settings.journal is not None:
+            fold_journals(session, self.settings.journal, self.issue_id, all_dead=False)
         return bool(release_claims(session, self.issue_id, expired_only=True))
 
     def _renew(self) -> set[int] | None:
@@ -231,6 +249,8 @@ class Sender:
                     self._results.append(_back(delivery))
                     return
                 continue
+            if self._journal is not None:
+                self._journal.accepted(delivery.id)
             self._errors_in_row = 0
             self._delivered = True
             self._results += [result for _, result in self._held]
@@ -288,6 +308,8 @@ class Sender:
         results, self._results = self._results, []
         with self.engine.begin() as connection:
             record(connection, self.name, results)
+        if self._journal is not None:
+            self._journal.recorded()
         self.report.sent += sum(result.status is DeliveryStatus.SENT for result in results)
 
 
