@@ -157,7 +157,9 @@ class Sender:
                     break
                 held = self._renew()
                 if held is not None and delivery.id not in held:
-                    continue  # the lease ran out (a stopped process?): another's now
+                    # The lease ran out (a stopped process, one attempt longer than
+                    # two thirds of the lease): this reader is another sender's now.
+                    continue
                 self._deliver(delivery)
                 if (
                     len(self._results) >= RECORD_EVERY
