@@ -64,7 +64,10 @@ def fold_journals(session: Session, folder: Path, issue_id: int, *, all_dead: bo
         return 0
     folded = 0
     for path in sorted(folder.glob(f"issue-{issue_id}.*{SUFFIX}")):
-        lines = path.read_bytes().split(b"\n")
+        try:
+            lines = path.read_bytes().split(b"\n")
+        except FileNotFoundError:  # its sender ended cleanly meanwhile, or another folded it
+            continue
         sender = lines[0].decode("utf-8", "replace")
         host, pid, _ = (sender.rsplit(":", 2) + ["", ""])[:3]
         if not all_dead and (host != host_name() or not pid.isdigit() or alive(int(pid))):
