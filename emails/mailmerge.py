@@ -100,6 +100,8 @@ def fold(name: str, value: str) -> bytes:
     """
     if not value.isascii() or "\r" in value or "\n" in value:
         raise HeaderError(f"{name} header value must be one line of ASCII")
+    if len(name) + len(value) <= 76:  # fits on one line: most headers, most of the time
+        return f"{name}: {value}\r\n".encode("ascii")
     line, lines = f"{name}: ", []
     for index, piece in enumerate(value.split(", ")):
         if index and len(line) + 2 + len(piece) > 78:

@@ -1,6 +1,7 @@
 """Shared test helpers: apps on a fresh instance, the form post, the CSRF reader, the
 row counter, a real SMTP server on loopback, the PostgreSQL cluster, DKIM keys."""
 
+import asyncio
 import base64
 import ipaddress
 import os
@@ -267,6 +268,7 @@ class Recorder:
     defer: dict[str, int] = field(default_factory=dict)  # recipient -> 451s before a 250
     refuse_all: str | None = None  # an answer to every recipient (a misconfigured relay)
     pipelining: bool = False  # offer PIPELINING (RFC 2920), as Postfix does
+    delay: float = 0  # seconds to wait before answering DATA (a slow relay)
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
@@ -286,6 +288,8 @@ class Recorder:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.delay:
+            await asyncio.sleep(self.delay)
         self.messages.append(
             Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
         )

@@ -1,6 +1,7 @@
 """Mail merge and DKIM: what a reader's client decodes is exactly what was rendered."""
 
 from email import message_from_bytes, policy
+from urllib.parse import quote
 
 import dkim
 import pytest
@@ -14,6 +15,7 @@ from emails.dkim import DkimError, Signer, canonical_body, canonical_header
 from emails.mailmerge import HeaderError, MergeTemplate, fold
 from emails.slots import Slotted
 from tests.helpers import dkim_key
+from webapp.delivery import list_unsubscribe
 
 # Text as templates and articles make it: any line ends, leading dots, trailing
 # spaces, long lines, "=" and non-Latin text.
@@ -151,3 +153,11 @@ def test_a_key_that_cannot_sign_is_refused_with_a_reason():
     )
     with pytest.raises(DkimError, match="not an RSA"):
         Signer(domain="news.test", selector="s1", private_key=ed)
+
+
+@pytest.mark.parametrize(
+    "token", ["eyJ1IjoxfQ.ZmFrZQ.c2ln-_", "odd token?with&chars%"], ids=["token", "other"]
+)
+def test_the_list_unsubscribe_mailto_quotes_as_urllib_does(token):
+    value = list_unsubscribe("letters@newsroom.org", f"https://newsroom.org/unsubscribe/{token}")
+    assert value.endswith(f"?subject={quote('unsubscribe ' + token)}>")

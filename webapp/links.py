@@ -10,10 +10,13 @@ Confirmation tokens expire and name the subscription's current nonce, so a link 
 before an unsubscribe stops working.
 """
 
+import hmac
+import time
 from typing import Any
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_encode, int_to_bytes
 from sqlalchemy.orm import Session
 
 from .models import Subscriber, Subscription, SubscriptionStatus
@@ -115,8 +118,8 @@ class ReaderLinks:
         # Tokens are URL-safe base64 and dots: they need no quoting after the prefix.
         self._unsubscribe = unsubscribe_prefix
         self._manage = manage_prefix
-        self._unsubscribe_tokens = serializer(secret_key, "unsubscribe")
-        self._manage_tokens = serializer(secret_key, "manage")
+        self._unsubscribe_tokens = Tokens(secret_key, "unsubscribe")
+        self._manage_tokens = Tokens(secret_key, "manage")
 
     def unsubscribe_url(self, subscription_id: int, secret: str) -> str:
         """The one-click unsubscribe link of a subscription."""
@@ -132,6 +135,32 @@ class ReaderLinks:
             "unsubscribe_url": self.unsubscribe_url(subscription_id, secret),
             "manage_url": self.manage_url(subscriber_id, secret),
         }
+
+
+class Tokens:
+    """``serializer(secret_key, purpose).dumps``, byte for byte, for many tokens.
+
+    itsdangerous derives the key and sets up the HMAC for every token, two thirds of
+    its cost; here they are made once (the HMAC's state copied for each token) and
+    the timestamp once a second. The payload is still itsdangerous's own.
+    """
+
+    def __init__(self, secret_key: str, purpose: str) -> None:
+        self._serializer = serializer(secret_key, purpose)
+        signer = self._serializer.make_signer()
+        self._mac = hmac.new(signer.derive_key(), digestmod=signer.digest_method)
+        self._sep = signer.sep
+        self._stamp: tuple[int, bytes] = (-1, b"")
+
+    def dumps(self, data: Any, now: int | None = None) -> str:
+        """The token of ``data``, signed at ``now`` (default: this second)."""
+        now = int(time.time()) if now is None else now
+        if self._stamp[0] != now:
+            self._stamp = (now, base64_encode(int_to_bytes(now)))
+        value = self._serializer.dump_payload(data) + self._sep + self._stamp[1]
+        mac = self._mac.copy()
+        mac.update(value)
+        return (value + self._sep + base64_encode(mac.digest())).decode("ascii")
 
 
 MAX_ROW_ID = 2**63 - 1  # the largest BIGINT, and SQLite's INTEGER

@@ -113,7 +113,7 @@ def release_dead_local_claims(session: Session, issue_id: int) -> int:
         )
         .distinct()
     ).all()
-    dead = [name for name in names if not _alive(int(name.split(":")[1]))]
+    dead = [name for name in names if not alive(int(name.split(":")[1]))]
     if not dead:
         session.rollback()
         return 0
@@ -132,7 +132,8 @@ def host_name() -> str:
     return socket.gethostname().replace(":", "-")
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (a zombie does not)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             # A killed sender whose parent died too may linger unreaped: a zombie is dead.
@@ -241,6 +242,26 @@ def claim(session: Session, issue_id: int, sender: str, batch: int, lease: float
     claimed = [Claimed(*row) for row in rows]
     session.rollback()  # a read; end it so no snapshot is held while sending
     return claimed
+
+
+def renew(connection: Connection, issue_id: int, owner: str, lease: float) -> set[int]:
+    """Extend ``owner``'s claims on the issue by ``lease`` seconds from now.
+
+    Returns the ids it still holds: a claim that ran out and was taken back by
+    another sender is no longer this one's to send.
+    """
+    return set(
+        connection.scalars(
+            update(Delivery)
+            .where(
+                Delivery.issue_id == issue_id,
+                Delivery.status == DeliveryStatus.SENDING,
+                Delivery.claimed_by == owner,
+            )
+            .values(claimed_until=utcnow() + timedelta(seconds=lease))
+            .returning(Delivery.id)
+        )
+    )
 
 
 def next_due(session: Session, issue_id: int) -> float | None:

@@ -1,0 +1,97 @@
+"""Each sender's journal: the deliveries the relay accepted that are not yet recorded.
+
+A sender commits its results in groups, so a ``kill -9`` would lose the results of
+the messages sent since its last commit, and the next run would send them again.
+Instead, right after the relay accepts a message, the sender appends the delivery's
+id to a file of its own with one unbuffered ``write``: the data is then in the
+system's page cache, which outlives the killed process. Each group commit empties the
+journal; the next run, or a sender taking back a dead sender's claims, folds what a
+dead sender's journal holds into the database first. Only the message in flight when
+the process dies (accepted by the relay, not yet written here) can go out twice.
+
+The journal does not survive the machine going down (nothing is synced to disk):
+then the bound is a group's worth of messages per connection.
+Part of the sending core: no Flask.
+"""
+
+import os
+from pathlib import Path
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from ..db import utcnow
+from ..models import Delivery, DeliveryStatus
+from .queue import alive, host_name
+
+SUFFIX = ".journal"
+
+
+class Journal:
+    """The journal of one sender: its name on the first line, then one id a line."""
+
+    def __init__(self, folder: Path, issue_id: int, sender: str) -> None:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path = folder / f"issue-{issue_id}.{sender.replace(':', '.')}{SUFFIX}"
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        self._header = f"{sender}\n".encode()
+        os.write(self._fd, self._header)
+
+    def accepted(self, delivery_id: int) -> None:
+        """Note a message the relay accepted: one write, in the page cache on return."""
+        os.write(self._fd, b"%d\n" % delivery_id)
+
+    def recorded(self) -> None:
+        """Everything noted so far is committed to the database: start again empty."""
+        os.ftruncate(self._fd, len(self._header))
+
+    def close(self, recorded: bool) -> None:
+        """Close the file; remove it when everything in it was recorded."""
+        os.close(self._fd)
+        if recorded:
+            self.path.unlink(missing_ok=True)
+
+
+def fold_journals(session: Session, folder: Path, issue_id: int, *, all_dead: bool) -> int:
+    """Record as sent what the journals of dead senders of the issue hold; remove them.
+
+    Only rows still claimed by the journal's sender change: one that was put back and
+    claimed since is another sender's. With ``all_dead`` (the SQLite lock is held: no
+    sender of the issue runs) every journal is folded; otherwise only those of this
+    host's senders whose process is gone. Returns how many deliveries were recorded.
+    """
+    if not folder.is_dir():
+        return 0
+    folded = 0
+    for path in sorted(folder.glob(f"issue-{issue_id}.*{SUFFIX}")):
+        try:
+            lines = path.read_bytes().split(b"\n")
+        except FileNotFoundError:  # its sender ended cleanly meanwhile, or another folded it
+            continue
+        sender = lines[0].decode("utf-8", "replace")
+        host, pid, _ = (sender.rsplit(":", 2) + ["", ""])[:3]
+        if not all_dead and (host != host_name() or not pid.isdigit() or alive(int(pid))):
+            continue
+        # The last line may be cut short by a full disk; every complete line is an id.
+        ids = [int(line) for line in lines[1:-1] if line.isdigit()]
+        for start in range(0, len(ids), 500):  # bounded parameter lists
+            folded += session.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id.in_(ids[start : start + 500]),
+                    Delivery.issue_id == issue_id,
+                    Delivery.status == DeliveryStatus.SENDING,
+                    Delivery.claimed_by == sender,
+                )
+                .values(
+                    status=DeliveryStatus.SENT,
+                    attempts=Delivery.attempts + 1,
+                    sent_at=utcnow(),
+                    claimed_by=None,
+                    claimed_until=None,
+                )
+                .execution_options(synchronize_session=False)
+            ).rowcount
+        session.commit()
+        path.unlink(missing_ok=True)
+    return folded
