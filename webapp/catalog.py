@@ -5,7 +5,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from .models import Issue, Newsletter
@@ -105,6 +105,17 @@ def newsletter_by_slug(session: Session, slug: object) -> Newsletter | None:
     if not is_slug(slug):
         return None
     return session.scalar(select(Newsletter).where(Newsletter.slug == slug))
+
+
+_ID_BY_SLUG = select(Newsletter.id).where(Newsletter.slug == bindparam("slug"))
+
+
+def newsletter_id_by_slug(session: Session, slug: object) -> int | None:
+    """The id of the newsletter with this slug, or None: :func:`newsletter_by_slug` for
+    the sign-up post, which needs no more and runs with every sign-up."""
+    if not is_slug(slug):
+        return None
+    return session.connection().execute(_ID_BY_SLUG, {"slug": slug}).scalar()
 
 
 def find_newsletter(session: Session, slug: str) -> Newsletter:

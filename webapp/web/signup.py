@@ -19,7 +19,7 @@ from flask.wrappers import Response
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from ..catalog import newsletter_by_slug
+from ..catalog import newsletter_id_by_slug
 from ..db import get_session
 from ..issues.building import seed_articles
 from ..links import manage_url
@@ -83,9 +83,9 @@ def subscribe():
     """One sign-up form's post: the same answer for every valid address, whatever its state."""
     form = SubscribeForm()
     session = get_session()
-    newsletter = newsletter_by_slug(session, form.newsletter.data)
+    newsletter_id = newsletter_id_by_slug(session, form.newsletter.data)
     valid = form.validate()
-    if valid and newsletter is None:
+    if valid and newsletter_id is None:
         form.email.errors = [TEXTS.unknown_newsletter]
         valid = False
     if valid and robot_check_enabled() and not robot_check_passes(form.altcha.data):
@@ -93,25 +93,23 @@ def subscribe():
         valid = False
     if not valid:
         return _form_error(form)
-    answer = _answer(form, newsletter)
+    answer = _answer(form, form.newsletter.data)
     if not form.is_bot:
         source = form.source.data or request.referrer
         consent = service.Consent.from_request(request, source)
-        request_id = signups.record_request(session, newsletter.id, form.address, consent)
+        request_id = signups.record_request(session, newsletter_id, form.address, consent)
         answer.call_on_close(_acting_on(request_id))
     return answer
 
 
-def _answer(form: SubscribeForm, newsletter: Newsletter) -> Response:
+def _answer(form: SubscribeForm, slug: str) -> Response:
     # The same for every valid address: it must not tell who is subscribed.
     if wants_json():
         return jsonify(ok=True, title=TEXTS.success_title, text=TEXTS.success_text)
     # The page says so from its address, not from a flashed message: the post writes
     # no session cookie, which is work (and a Set-Cookie) for every sign-up.
     endpoint, args = _origin(form.source.data)
-    return redirect(
-        url_for(endpoint, **args, subscribed=newsletter.slug, _anchor=f"nl-{newsletter.slug}")
-    )
+    return redirect(url_for(endpoint, **args, subscribed=slug, _anchor=f"nl-{slug}"))
 
 
 def _acting_on(request_id: int):
