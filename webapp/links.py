@@ -102,6 +102,7 @@ def reader_links() -> "ReaderLinks":
             unsubscribe_prefix=public_url("preferences.unsubscribe", token="x")[:-1],
             manage_prefix=public_url("preferences.manage", token="x")[:-1],
             secret_key=current_app.config["SECRET_KEY"],
+            confirm_prefix=public_url("pages.confirm", token="x")[:-1],
         )
     return links
 
@@ -114,12 +115,24 @@ class ReaderLinks:
     made, so the forked senders of a digest use the one their parent made.
     """
 
-    def __init__(self, unsubscribe_prefix: str, manage_prefix: str, secret_key: str) -> None:
+    def __init__(
+        self,
+        unsubscribe_prefix: str,
+        manage_prefix: str,
+        secret_key: str,
+        confirm_prefix: str = "",
+    ) -> None:
         # Tokens are URL-safe base64 and dots: they need no quoting after the prefix.
         self._unsubscribe = unsubscribe_prefix
         self._manage = manage_prefix
+        self._confirm = confirm_prefix
         self._unsubscribe_tokens = Tokens(secret_key, "unsubscribe")
         self._manage_tokens = Tokens(secret_key, "manage")
+        self._confirm_tokens = Tokens(secret_key, "confirm")
+
+    def confirm_url(self, subscription_id: int, nonce: str) -> str:
+        """A subscription's confirmation link, for its current nonce (one per sign-up)."""
+        return self._confirm + self._confirm_tokens.dumps([subscription_id, nonce])
 
     def unsubscribe_url(self, subscription_id: int, secret: str) -> str:
         """The one-click unsubscribe link of a subscription."""

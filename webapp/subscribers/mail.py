@@ -19,7 +19,7 @@ from emails.render import environment
 from emails.slots import render_slotted
 
 from ..delivery import dkim_sign, list_id_headers, list_unsubscribe
-from ..links import confirm_token, data_token, personal_links, public_url
+from ..links import data_token, personal_links, public_url, reader_links
 from ..models import Newsletter, OutboxMail, Subscriber, Subscription
 from ..texts import TEXTS
 from .service import Due
@@ -120,11 +120,7 @@ def queue_confirmation_of(session: Session, newsletter, due: Due) -> None:
         "confirm",
         TEXTS.confirm_email_subject.format(newsletter=title),
         {"expires_days": max(1, current_app.config["CONFIRM_MAX_AGE"] // 86400)},
-        {
-            "confirm_url": public_url(
-                "pages.confirm", token=confirm_token(due.subscription_id, due.nonce)
-            )
-        },
+        {"confirm_url": reader_links().confirm_url(due.subscription_id, due.nonce)},
     )
 
 
