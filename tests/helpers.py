@@ -269,12 +269,19 @@ class Recorder:
     refuse_all: str | None = None  # an answer to every recipient (a misconfigured relay)
     pipelining: bool = False  # offer PIPELINING (RFC 2920), as Postfix does
     delay: float = 0  # seconds to wait before answering DATA (a slow relay)
+    greetings: int = 0  # EHLOs: the connections a client opened
+    quits: int = 0
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
+        self.greetings += 1
         if self.pipelining:
             responses.insert(-1, "250-PIPELINING")
         return responses
+
+    async def handle_QUIT(self, server, session, envelope):
+        self.quits += 1
+        return "221 Bye"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.refuse_all:

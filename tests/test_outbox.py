@@ -13,6 +13,7 @@ from tests.helpers import SmtpServer, csrf_token, free_port, make_app, subscribe
 from webapp.db import session_factory
 from webapp.delivery import outbox_transport
 from webapp.models import OutboxMail, OutboxStatus, Subscription, SubscriptionStatus
+from webapp.subscribers import outbox
 from webapp.subscribers.outbox import deliver_queued
 from webapp.texts import TEXTS
 
@@ -164,6 +165,25 @@ def test_server_delivers_right_after_the_response(tmp_path, smtp_server):
     try:
         subscribe(app.test_client())
         assert len(smtp_server.handler.wait_for(1, timeout=10)) == 1
+    finally:
+        app.extensions["outbox_worker"].stop()
+
+
+def test_the_server_keeps_its_relay_connection_while_mail_comes_and_closes_it_idle(
+    tmp_path, smtp_server, monkeypatch
+):
+    monkeypatch.setattr(outbox, "IDLE_CLOSE", 0.5, raising=False)
+    app = make_app(tmp_path, **smtp_server.config(), OUTBOX_WORKER=True)
+    client = app.test_client()
+    try:
+        for n in range(3):  # one at a time: each its own pass of the worker
+            subscribe(client, email=f"reader{n}@newsroom.org")
+            assert len(smtp_server.handler.wait_for(n + 1, timeout=10)) == n + 1
+        assert smtp_server.handler.greetings == 1  # one connection for the three
+        deadline = time.monotonic() + 10
+        while smtp_server.handler.quits == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert smtp_server.handler.quits == 1  # closed once idle
     finally:
         app.extensions["outbox_worker"].stop()
 

@@ -4,8 +4,10 @@ Each message is claimed with a lease by one conditional UPDATE, so any number of
 threads, processes or hosts may drain the same outbox without sending a message twice.
 """
 
+import contextlib
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -18,10 +20,11 @@ from emails.transport import DeliveryError, Transport
 from ..db import UTCDateTime, session_factory, utcnow
 from ..delivery import outbox_transport
 from ..models import EventKind, OutboxMail, OutboxStatus, Subscription, SubscriptionEvent
-from .signups import act_on_left_requests
+from .signups import LEFT_AFTER, act_on_left_requests
 
 log = logging.getLogger(__name__)
 
+IDLE_CLOSE = 10  # seconds the worker keeps an idle relay connection open
 MAX_BACKOFF = 3600  # seconds; a message is retried at least hourly while the relay is down
 
 
@@ -43,16 +46,18 @@ def deliver_queued(
     backoff: int = 60,
     due_only: bool = True,
     batch: int = 100,
+    keep_open: bool = False,
 ) -> DeliveryReport:
     """Send queued messages until none is left or the relay fails temporarily.
 
     After a temporary failure a message waits ``backoff`` seconds, doubling with each
     attempt up to an hour; ``due_only=False`` (the operator's ``newsletter outbox send``)
     tries those too. Stops at the first temporary failure, so a relay that is down is not
-    hammered once per message.
+    hammered once per message. ``keep_open`` leaves the relay connection open for the
+    caller's next pass (the caller closes the transport).
     """
     report = DeliveryReport()
-    with transport:
+    with contextlib.nullcontext() if keep_open else transport:
         while True:
             with sessions() as session:
                 ids = session.scalars(_pending(due_only).limit(batch)).all()
@@ -236,18 +241,40 @@ class OutboxWorker:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        # The relay connection stays open while mail keeps coming (a sign-up wave
+        # would otherwise open one per message) and is closed after IDLE_CLOSE
+        # seconds without any; the transport reopens one it finds closed.
+        retry = self.config["OUTBOX_RETRY_INTERVAL"]
+        transport, last_pass, last_sweep, last_used = None, 0.0, 0.0, 0.0
         while True:
-            self._wake.wait(self.config["OUTBOX_RETRY_INTERVAL"])
+            woken = self._wake.wait(min(retry, IDLE_CLOSE) if transport else retry)
             self._wake.clear()
+            now = time.monotonic()
+            idle = not woken and now - last_used > IDLE_CLOSE
+            if transport is not None and (self._stopping or idle):
+                transport.close()
+                transport = None
             if self._stopping:
                 return
+            if not woken and now - last_pass < retry:
+                continue
+            last_pass = now
             try:
-                act_on_left_requests(self.sessions, self.config)
-                deliver_queued(
+                if now - last_sweep >= LEFT_AFTER / 2:  # requests a stopped server left
+                    act_on_left_requests(self.sessions, self.config)
+                    last_sweep = now
+                transport = transport or outbox_transport(self.config)
+                report = deliver_queued(
                     self.sessions,
-                    outbox_transport(self.config),
+                    transport,
                     lease=self.config["OUTBOX_LEASE"],
-                    backoff=self.config["OUTBOX_RETRY_INTERVAL"],
+                    backoff=retry,
+                    keep_open=True,
                 )
+                if report.sent or report.retry or report.failed:
+                    last_used = time.monotonic()
             except Exception:  # keep the thread alive whatever one pass meets
                 log.exception("outbox delivery pass failed")
+                if transport is not None:
+                    transport.close()
+                    transport = None
