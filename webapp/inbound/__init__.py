@@ -1,0 +1,1 @@
+"""Hearing back: bounces, complaints, mailto unsubscribes and replies, by mail or webhook."""
