@@ -12,6 +12,7 @@ from sqlalchemy import select
 from tests.helpers import SmtpServer, csrf_token, free_port, make_app, subscribe
 from webapp.db import session_factory
 from webapp.delivery import outbox_transport
+from webapp.inbound.verp import Verp
 from webapp.models import OutboxMail, OutboxStatus, Subscription, SubscriptionStatus
 from webapp.subscribers import outbox
 from webapp.subscribers.outbox import deliver_queued
@@ -47,8 +48,13 @@ def test_confirmation_email_reaches_the_relay_once_with_both_parts(smtp_app, smt
 
     [received] = smtp_server.messages
     assert received.recipients == ["Reader@newsroom.org"]
-    assert received.sender == "newsletter@localhost"
+    # The envelope sender names the message (VERP): a bounce to it says which one.
+    with session_factory(smtp_app)() as session:
+        message_id = session.scalar(select(OutboxMail.id))
+    assert received.sender.startswith("bounces+") and received.sender.endswith("@localhost")
+    assert Verp.from_config(smtp_app.config).read(received.sender) == ("o", message_id)
     msg = received.message
+    assert msg["From"].addresses[0].addr_spec == "newsletter@localhost"  # From stays
     assert msg["Subject"] == "Confirm your subscription to Explaining Ukraine with Kate Tsurkan"
     assert msg["To"] == "Reader@newsroom.org"
     for header in ("Date", "Message-ID", "MIME-Version", "From"):

@@ -26,6 +26,7 @@ from tests.helpers import (
     sqlite_only,
 )
 from webapp.db import session_factory
+from webapp.inbound.verp import Verp
 from webapp.issues.queue import take_list
 from webapp.links import row_for_link
 from webapp.models import (
@@ -127,6 +128,14 @@ def test_each_reader_gets_one_copy_with_their_own_links_signed_and_a_rerun_sends
             assert link in msg.get_body(("plain",)).get_content()
             assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
             assert dkim.verify(received.data, dnsfunc=lambda name, timeout=5: dns_record)
+            # The envelope sender names the reader's delivery (VERP); From stays.
+            kind, delivery_id = Verp.from_config(app.config).read(received.sender)
+            delivery = session.get(Delivery, delivery_id)
+            reader = session.get(Subscriber, delivery.subscriber_id)
+            assert kind == "d" and reader.email == received.recipients[0]
+            assert received.sender.startswith("bounces+")
+            assert received.sender.endswith("@newsroom.org")
+            assert msg["From"].addresses[0].addr_spec == "letters@newsroom.org"
     assert client.get(f"/newsletters/{NEWSLETTER}/issues/1").status_code == 200  # now public
 
     again = send(env, "--yes")

@@ -31,6 +31,7 @@ from .config import ConfigError
 from .db import engine, make_engine, session_factory
 from .dbcopy import CopyError, copy_database
 from .delivery import outbox_transport
+from .inbound.verp import Verp
 from .models import Issue, Newsletter
 from .subscribers.outbox import deliver_queued
 from .subscribers.signups import act_on_left_requests
@@ -292,6 +293,7 @@ def outbox_send(watch: bool, interval: float) -> None:
             lease=config["OUTBOX_LEASE"],
             backoff=config["OUTBOX_RETRY_INTERVAL"],
             due_only=due_only,
+            verp=Verp.from_config(config),
         )
 
     if not watch:

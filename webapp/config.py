@@ -63,11 +63,26 @@ DEFAULTS: dict[str, object] = {
     "ALTCHA_HMAC_KEY": None,
     "ALTCHA_MAX_NUMBER": 20_000,  # work per sign-up: a fraction of a second in a browser
     "ALTCHA_EXPIRES": 600,  # seconds a challenge stays valid
+    # Hearing back (newsletter inbound …). Every message goes out with the envelope
+    # sender bounces+TOKEN@domain: the base, by default bounces@ MAIL_FROM's domain.
+    "BOUNCE_ADDRESS": None,
+    "BOUNCE_SCORE_LIMIT": 3.0,  # suppressed at this score: 1 a hard bounce, 0.5 a soft one
+    "BOUNCE_SCORE_RESET_DAYS": 30,  # the score is forgotten this long after the last bounce
+    "INBOUND_KEEP_DAYS": 30,  # days a raw message heard back is kept (its outcome stays)
+    "INBOUND_MAX_BYTES": 10 * 1024 * 1024,  # larger messages are refused (552)
+    "INBOUND_IMAP_HOST": None,  # newsletter inbound fetch: the hosted mailbox
+    "INBOUND_IMAP_PORT": 993,
+    "INBOUND_IMAP_SECURITY": "ssl",
+    "INBOUND_IMAP_USERNAME": None,
+    "INBOUND_IMAP_PASSWORD": None,
+    "INBOUND_IMAP_MAILBOX": "INBOX",
+    "INBOUND_IMAP_DONE_FOLDER": "Processed",  # where handled messages are moved
 }
 
 CHOICES = {
     "MAIL_BACKEND": ("file", "smtp"),
     "SMTP_SECURITY": ("none", "starttls", "ssl"),
+    "INBOUND_IMAP_SECURITY": ("ssl", "starttls", "none"),
 }
 # Settings Flask reads itself; they keep whatever type they are given.
 FLASK_OWN = ("WTF_CSRF_TIME_LIMIT", "SESSION_COOKIE_SAMESITE", "MAX_CONTENT_LENGTH")

@@ -8,6 +8,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -71,6 +72,10 @@ class Subscriber(Model):
     # Set when the relay refused the address for good (5xx): later sends skip it.
     suppressed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     suppressed_reason: Mapped[str | None] = mapped_column(String(500))
+    # Bounces counted as Mailman does: 1 a hard one, 0.5 a soft one, at most one a day;
+    # suppressed at BOUNCE_SCORE_LIMIT, forgotten BOUNCE_SCORE_RESET_DAYS after the last.
+    bounce_score: Mapped[float] = mapped_column(Float, default=0.0)
+    last_bounce_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     subscriptions: Mapped[list["Subscription"]] = relationship(
@@ -116,8 +121,10 @@ class EventKind(enum.StrEnum):
     RESUBSCRIBED = "resubscribed"  # signed up again after leaving
     CONFIRMED = "confirmed"
     WELCOME_SENT = "welcome_sent"
-    UNSUBSCRIBED = "unsubscribed"  # how: link, one-click, manage, staff, import, …
+    UNSUBSCRIBED = "unsubscribed"  # how: link, one-click, manage, staff, import, mailto, complaint
     ERASED = "erased"  # the address was erased; kept without anything personal
+    BOUNCED = "bounced"  # how: hard or soft; the address's bounce score grew
+    SUPPRESSED = "suppressed"  # how: hard-bounce, bounce-score, complaint: no more mail
 
 
 class SubscriptionEvent(Model):
@@ -145,6 +152,10 @@ class SubscriptionEvent(Model):
     ip: Mapped[str | None] = mapped_column(String(45))
     user_agent: Mapped[str | None] = mapped_column(String(512))
     source: Mapped[str | None] = mapped_column(String(200))
+    # The message that caused it (a bounce, a complaint, a mailto unsubscribe).
+    inbound_id: Mapped[int | None] = mapped_column(
+        ForeignKey("inbound_messages.id", ondelete="SET NULL")
+    )
 
     def __repr__(self) -> str:
         return f"<SubscriptionEvent {self.id} {self.kind.value}>"
@@ -332,8 +343,42 @@ class Delivery(Model):
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(String(500))
+    # What was heard back about it: "bounced" or "complained", with the status code.
+    feedback: Mapped[str | None] = mapped_column(String(16))
+    feedback_code: Mapped[str | None] = mapped_column(String(32))
 
     issue: Mapped[Issue] = relationship()
 
     def __repr__(self) -> str:
         return f"<Delivery {self.id} {self.status.value}>"
+
+
+class InboundMessage(Model):
+    """A message heard back (a bounce, a complaint, a mailto unsubscribe, a reply) or a
+    relay's webhook event: stored before it is answered for, then classified and acted on.
+
+    The raw message is dropped after INBOUND_KEEP_DAYS; what it was and what was done stay.
+    """
+
+    __tablename__ = "inbound_messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    source: Mapped[str] = mapped_column(String(32))  # smtp, lmtp, file, imap, hook:<relay>
+    envelope_from: Mapped[str | None] = mapped_column(String(320))
+    recipient: Mapped[str | None] = mapped_column(String(320))
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    raw: Mapped[bytes | None] = mapped_column(LargeBinary)
+    kind: Mapped[str | None] = mapped_column(String(16), index=True)  # ReportKind; None: not yet
+    action: Mapped[str | None] = mapped_column(String(500))
+    code: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(String(500))
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL"), index=True
+    )
+    delivery_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="SET NULL")
+    )
+
+    def __repr__(self) -> str:
+        return f"<InboundMessage {self.id} {self.kind}>"

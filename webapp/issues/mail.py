@@ -11,6 +11,7 @@ from emails.mailmerge import MergeTemplate
 from emails.slots import Slotted
 
 from ..delivery import dkim_signer, list_id_headers, list_unsubscribe
+from ..inbound.verp import Verp
 from ..models import Issue
 
 if TYPE_CHECKING:
@@ -41,6 +42,11 @@ class IssueMail:
         )
         self.links = links
         self.signer = dkim_signer(config)
+        self.verp = Verp.from_config(config)
+
+    def envelope_sender(self, delivery_id: int) -> str:
+        """The envelope sender of one delivery: bounces+TOKEN@, so a bounce names it."""
+        return self.verp.sender("d", delivery_id)
 
     def message(self, recipient: str, links: dict[str, str]) -> bytes:
         """The message for ``recipient`` (an ASCII address) with these personal links."""

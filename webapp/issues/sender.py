@@ -245,7 +245,7 @@ class Sender:
                 self._results.append(_back(delivery))
                 return
             try:
-                self.transport.send(message, self.mail.sender, [recipient])
+                self.transport.send(message, self.mail.envelope_sender(delivery.id), [recipient])
             except DeliveryError as exc:
                 if self._error(delivery, exc):
                     return

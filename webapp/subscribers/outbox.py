@@ -19,6 +19,7 @@ from emails.transport import DeliveryError, Transport
 
 from ..db import UTCDateTime, session_factory, utcnow
 from ..delivery import outbox_transport
+from ..inbound.verp import Verp
 from ..models import EventKind, OutboxMail, OutboxStatus, Subscription, SubscriptionEvent
 from .signups import LEFT_AFTER, act_on_left_requests
 
@@ -47,6 +48,7 @@ def deliver_queued(
     due_only: bool = True,
     batch: int = 100,
     keep_open: bool = False,
+    verp: Verp | None = None,
 ) -> DeliveryReport:
     """Send queued messages until none is left or the relay fails temporarily.
 
@@ -54,7 +56,8 @@ def deliver_queued(
     attempt up to an hour; ``due_only=False`` (the operator's ``newsletter outbox send``)
     tries those too. Stops at the first temporary failure, so a relay that is down is not
     hammered once per message. ``keep_open`` leaves the relay connection open for the
-    caller's next pass (the caller closes the transport).
+    caller's next pass (the caller closes the transport). With ``verp`` each message
+    goes out from its own bounces+TOKEN@ envelope sender, else from the stored one.
     """
     report = DeliveryReport()
     with contextlib.nullcontext() if keep_open else transport:
@@ -65,7 +68,7 @@ def deliver_queued(
                 return report
             for message_id in ids:
                 outcome = _deliver_one(
-                    sessions, transport, message_id, lease, backoff, due_only, report
+                    sessions, transport, message_id, lease, backoff, due_only, report, verp
                 )
                 if outcome == "retry":
                     return report
@@ -132,7 +135,9 @@ _NOT_SENT = (
 )
 
 
-def _deliver_one(sessions, transport, message_id, lease, backoff, due_only, report) -> str | None:
+def _deliver_one(
+    sessions, transport, message_id, lease, backoff, due_only, report, verp=None
+) -> str | None:
     with sessions() as session:
         db = session.connection()
         now = utcnow()
@@ -145,7 +150,8 @@ def _deliver_one(sessions, transport, message_id, lease, backoff, due_only, repo
             return None  # another sender took it
         session.commit()  # no transaction stays open while the relay is talked to
         try:
-            transport.send(message.message, message.sender, [message.recipient])
+            sender = verp.sender("o", message_id) if verp else message.sender
+            transport.send(message.message, sender, [message.recipient])
         except DeliveryError as exc:
             error = str(exc)[:500]
             report.last_error = error
@@ -270,6 +276,7 @@ class OutboxWorker:
                     lease=self.config["OUTBOX_LEASE"],
                     backoff=retry,
                     keep_open=True,
+                    verp=Verp.from_config(self.config),
                 )
                 if report.sent or report.retry or report.failed:
                     last_used = time.monotonic()
