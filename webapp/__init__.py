@@ -17,6 +17,7 @@ def create_app(test_config: dict | None = None) -> "Flask":
 
     from . import cli, db, web
     from .config import load_config
+    from .inbound import cli as inbound_cli
     from .issues import cli as issues_cli
     from .subscribers import cli as subscribers_cli
     from .subscribers.outbox import OutboxWorker
@@ -33,4 +34,5 @@ def create_app(test_config: dict | None = None) -> "Flask":
     cli.init_app(app)
     subscribers_cli.init_app(app)
     issues_cli.init_app(app)
+    inbound_cli.init_app(app)
     return app

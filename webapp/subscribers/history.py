@@ -38,6 +38,7 @@ def record_event_of(
     how: str | None = None,
     consent: "Consent | None" = None,
     at: datetime | None = None,
+    inbound_id: int | None = None,
 ) -> None:
     """:func:`record_event` for a subscription known by its ids, not loaded."""
     session.connection().execute(
@@ -51,6 +52,7 @@ def record_event_of(
             "ip": consent.ip if consent else None,
             "user_agent": consent.user_agent if consent else None,
             "source": consent.source if consent else None,
+            "inbound_id": inbound_id,
         },
     )
 

@@ -127,8 +127,8 @@ def queue_confirmation_of(session: Session, newsletter, due: Due) -> None:
 def queue_welcome(session: Session, subscription: Subscription) -> None:
     """Queue the welcome email of a just-confirmed subscription, if its newsletter has one."""
     newsletter = subscription.newsletter
-    if not newsletter.welcome:
-        return
+    if not newsletter.welcome or subscription.subscriber.suppressed_at is not None:
+        return  # a suppressed address gets no welcome (confirming lifts it first)
     links = personal_links(subscription)
     mail_from = current_app.config["MAIL_FROM"]
     subscriber = subscription.subscriber

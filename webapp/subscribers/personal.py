@@ -16,6 +16,7 @@ from ..models import (
     Delivery,
     ErasedAddress,
     EventKind,
+    InboundMessage,
     Mailbox,
     OutboxMail,
     SignupRequest,
@@ -52,6 +53,8 @@ def erase(session: Session, address_key: str, secret_key: str, how: str = "reade
         return 0
     newsletters = [s.newsletter_id for s in subscriber.subscriptions]
     session.execute(delete(OutboxMail).where(OutboxMail.subscriber_id == subscriber.id))
+    # Bounces and replies about the address hold it too (raw and all).
+    session.execute(delete(InboundMessage).where(InboundMessage.subscriber_id == subscriber.id))
     session.delete(subscriber)  # subscriptions and their events go with it (cascade)
     session.flush()
     if newsletters:
@@ -78,6 +81,11 @@ def personal_data(session: Session, subscriber: Subscriber) -> dict:
     )
     deliveries = session.scalars(
         select(Delivery).where(Delivery.subscriber_id == subscriber.id).order_by(Delivery.id)
+    )
+    heard = session.scalars(
+        select(InboundMessage)
+        .where(InboundMessage.subscriber_id == subscriber.id)
+        .order_by(InboundMessage.id)
     )
     return {
         "email": subscriber.email,
@@ -108,9 +116,22 @@ def personal_data(session: Session, subscriber: Subscriber) -> dict:
                 "subject": d.issue.subject,
                 "status": d.status.value,
                 "sent_at": iso(d.sent_at),
+                "feedback": d.feedback,  # bounced or complained, as heard back
+                "feedback_code": d.feedback_code,
             }
             for d in deliveries
         ],
+        # Bounces, complaints and mail from the address: what they were, what was done.
+        "heard_back": [
+            {
+                "received_at": iso(m.received_at),
+                "kind": m.kind,
+                "code": m.code,
+                "action": m.action,
+            }
+            for m in heard
+        ],
+        "bounce_score": subscriber.bounce_score,
         "suppressed": {
             "at": iso(subscriber.suppressed_at),
             "reason": subscriber.suppressed_reason,

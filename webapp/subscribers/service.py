@@ -285,11 +285,16 @@ def confirm(session: Session, subscription: Subscription, nonce: str, consent: C
 
 
 def unsubscribe(
-    session: Session, subscription: Subscription, how: str, consent: Consent | None = None
+    session: Session,
+    subscription: Subscription,
+    how: str,
+    consent: Consent | None = None,
+    inbound_id: int | None = None,
 ) -> bool:
     """End a subscription at once; True if it was not already ended (idempotent).
 
-    ``how`` says which way the reader (or staff) asked: link, one-click, manage, …
+    ``how`` says which way the reader (or staff) asked: link, one-click, manage, mailto,
+    complaint; ``inbound_id`` names the message that asked, if one did.
     """
     now = utcnow()
     result = session.execute(
@@ -302,7 +307,7 @@ def unsubscribe(
         .execution_options(synchronize_session=False)
     )
     if result.rowcount == 1:
-        record_event(session, subscription, EventKind.UNSUBSCRIBED, how, consent, now)
+        record_event(session, subscription, EventKind.UNSUBSCRIBED, how, consent, now, inbound_id)
     session.refresh(subscription)
     return result.rowcount == 1
 

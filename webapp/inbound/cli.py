@@ -1,0 +1,166 @@
+"""``newsletter inbound``: take in bounces, complaints and replies, and show what came."""
+
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from sqlalchemy import select
+
+from ..cli import Duration, StaffGroup
+from ..db import session_factory, utcnow
+from ..models import InboundMessage
+from .report import ReportKind
+from .server import InboundController, InboundHandler
+from .store import drop_old_raw, take_in
+
+inbound_group = StaffGroup("inbound", help="Bounces, complaints and replies heard back.")
+
+
+def init_app(app: Flask) -> None:
+    """Attach ``newsletter inbound``."""
+    app.cli.add_command(inbound_group)
+
+
+@inbound_group.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8025, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--lmtp", is_flag=True, help="Speak LMTP (as Postfix and Exim hand mail on).")
+def inbound_serve(host: str, port: int, lmtp: bool) -> None:
+    """Take bounces, complaints and replies from the MTA, until SIGTERM.
+
+    Accepts mail for the bounce address and MAIL_FROM only; each message is stored
+    before it is answered 250, then classified and acted on.
+
+    Example: newsletter inbound serve --lmtp --port 8025
+    """
+    app = current_app._get_current_object()
+    config = app.config
+    drop_old_raw(session_factory(), config["INBOUND_KEEP_DAYS"])
+    handler = InboundHandler(app, lmtp)
+    controller = InboundController(handler, host, port, config["INBOUND_MAX_BYTES"])
+    try:
+        controller.start()
+    except (OSError, RuntimeError) as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    protocol = "LMTP" if lmtp else "SMTP"
+    click.echo(f"Taking bounces and replies by {protocol} on {host}:{port}.", err=True)
+    while not stopping.wait(3600):  # an hour at a time: old raw messages dropped
+        drop_old_raw(session_factory(), config["INBOUND_KEEP_DAYS"])
+    controller.stop()
+    click.echo("Stopped.", err=True)
+
+
+@inbound_group.command("process")
+@click.option("--recipient", help="The envelope recipient (else Delivered-To or X-Original-To).")
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, allow_dash=True))
+def inbound_process(recipient: str | None, files: tuple[str, ...]) -> None:
+    """Handle messages piped from an MTA alias (standard input: - or no FILE) or saved
+    in files, as inbound serve does.
+
+    Example: newsletter inbound process --recipient bounces@newsroom.org saved/*.eml
+    """
+    config = current_app.config
+    sessions = session_factory()
+    for name in files or ("-",):
+        raw = _read(name, config["INBOUND_MAX_BYTES"])
+        message = take_in(
+            sessions, config, raw, source="pipe" if name == "-" else "file", recipient=recipient
+        )
+        click.echo(f"{message.id}\t{message.kind}\t{message.action}")
+
+
+def _read(name: str, limit: int) -> bytes:
+    try:
+        if name == "-":
+            raw = sys.stdin.buffer.read(limit + 1)
+        else:
+            with Path(name).open("rb") as f:
+                raw = f.read(limit + 1)
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {name}: {exc.strerror}") from None
+    if len(raw) > limit:
+        raise click.ClickException(f"{name}: larger than INBOUND_MAX_BYTES ({limit:,} bytes)")
+    return raw
+
+
+class Since(click.ParamType):
+    """A date (2026-11-20), a time (2026-11-20T08:00) or a span back from now (2d)."""
+
+    name = "since"
+
+    def convert(self, value, param, ctx) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return utcnow() - Duration().convert(value, param, ctx)
+        except click.BadParameter:
+            pass
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not a date, a time or a span like 2d", param, ctx)
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@inbound_group.command("list")
+@click.option("--kind", type=click.Choice([k.value for k in ReportKind]), help="Only this kind.")
+@click.option("--since", type=Since(), help="Only since then: a date, a time or a span (2d).")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+def inbound_list(kind: str | None, since: datetime | None, limit: int) -> None:
+    """What arrived and what was done, newest first.
+
+    Example: newsletter inbound list --kind hard-bounce --since 7d
+    """
+    query = select(InboundMessage).order_by(InboundMessage.id.desc()).limit(limit)
+    if kind:
+        query = query.where(InboundMessage.kind == kind)
+    if since:
+        query = query.where(InboundMessage.received_at >= since)
+    with session_factory()() as session:
+        rows = session.scalars(query).all()
+        click.echo("id\treceived\tkind\tcode\tfrom\taction")
+        for row in rows:
+            received = row.received_at.strftime("%Y-%m-%d %H:%M")
+            click.echo(
+                f"{row.id}\t{received}\t{row.kind or '-'}\t{row.code or '-'}\t"
+                f"{row.envelope_from or '-'}\t{row.action or '-'}"
+            )
+
+
+@inbound_group.command("show")
+@click.argument("message_id", type=click.IntRange(1, 2**63 - 1), metavar="ID")
+def inbound_show(message_id: int) -> None:
+    """One message: what it was, what was done, and the raw message while it is kept.
+
+    Example: newsletter inbound show 42
+    """
+    with session_factory()() as session:
+        row = session.get(InboundMessage, message_id)
+        if row is None:
+            raise click.ClickException(f"no inbound message {message_id}")
+        for label, value in (
+            ("Received", row.received_at.isoformat()),
+            ("Source", row.source),
+            ("Envelope from", row.envelope_from),
+            ("Recipient", row.recipient),
+            ("Kind", row.kind),
+            ("Code", row.code),
+            ("Detail", row.detail),
+            ("Action", row.action),
+            ("Subscriber", row.subscriber_id),
+            ("Delivery", row.delivery_id),
+        ):
+            click.echo(f"{label}: {value if value is not None else '-'}")
+        click.echo("")
+        if row.raw is None:
+            keep = current_app.config["INBOUND_KEEP_DAYS"]
+            click.echo(f"(the raw message was dropped after {keep} days)")
+        else:
+            click.echo(row.raw.decode("utf-8", "replace"))

@@ -1,0 +1,92 @@
+"""Taking in a message heard back: stored first (committed), then classified and acted
+on. Whatever the way it came (SMTP, LMTP, a pipe, a file, IMAP), it goes through here.
+"""
+
+import logging
+from collections.abc import Mapping
+from datetime import timedelta
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..db import utcnow
+from ..models import InboundMessage
+from .acting import act
+from .classify import classify
+from .verp import Verp
+
+log = logging.getLogger(__name__)
+
+
+def store(
+    sessions: sessionmaker[Session],
+    raw: bytes,
+    *,
+    source: str,
+    envelope_from: str | None = None,
+    recipient: str | None = None,
+) -> int:
+    """Keep ``raw`` durably (committed) before anything else; its id."""
+    with sessions() as session:
+        message = InboundMessage(
+            source=source,
+            envelope_from=(envelope_from or "")[:320] or None,
+            recipient=(recipient or "")[:320] or None,
+            size=len(raw),
+            raw=raw,
+        )
+        session.add(message)
+        session.commit()
+        return message.id
+
+
+def handle(sessions: sessionmaker[Session], config: Mapping, message_id: int) -> InboundMessage:
+    """Classify a stored message and act on it, in one transaction; what it was and what
+    was done are recorded on it. Never raises for the message's sake: a failure is
+    recorded as the action, the message stays for staff to see."""
+    verp = Verp.from_config(config)
+    with sessions() as session:
+        message = session.get_one(InboundMessage, message_id)
+        report = classify(message.raw or b"", message.recipient, verp, config["MAIL_FROM"])
+        try:
+            act(session, message, report, config, verp)
+            session.commit()
+        except Exception as exc:  # noqa: BLE001  recorded, and logged with its traceback
+            session.rollback()
+            log.exception("inbound message %s: acting on it failed", message_id)
+            message = session.get_one(InboundMessage, message_id)
+            message.kind = report.kind.value
+            message.action = f"failed: {type(exc).__name__}: {exc}"[:500]
+            session.commit()
+        session.refresh(message)
+        session.expunge(message)
+        return message
+
+
+def take_in(
+    sessions: sessionmaker[Session],
+    config: Mapping,
+    raw: bytes,
+    *,
+    source: str,
+    envelope_from: str | None = None,
+    recipient: str | None = None,
+) -> InboundMessage:
+    """Store, then handle: the whole way of one message."""
+    message_id = store(
+        sessions, raw, source=source, envelope_from=envelope_from, recipient=recipient
+    )
+    return handle(sessions, config, message_id)
+
+
+def drop_old_raw(sessions: sessionmaker[Session], keep_days: int) -> int:
+    """Drop the raw bytes of messages older than ``keep_days``; what they were stays."""
+    cutoff = utcnow() - timedelta(days=keep_days)
+    with sessions() as session:
+        dropped = session.execute(
+            update(InboundMessage)
+            .where(InboundMessage.received_at < cutoff, InboundMessage.raw.is_not(None))
+            .values(raw=None)
+        ).rowcount
+        session.commit()
+        return dropped
