@@ -25,9 +25,13 @@ def record_event(
     how: str | None = None,
     consent: "Consent | None" = None,
     at: datetime | None = None,
+    inbound_id: int | None = None,
 ) -> None:
-    """Append one event to ``subscription``'s history, in the caller's transaction."""
-    record_event_of(session, subscription.id, subscription.newsletter_id, kind, how, consent, at)
+    """Append one event to ``subscription``'s history, in the caller's transaction;
+    ``inbound_id`` names the message heard back that caused it."""
+    record_event_of(
+        session, subscription.id, subscription.newsletter_id, kind, how, consent, at, inbound_id
+    )
 
 
 def record_event_of(

@@ -1,0 +1,383 @@
+"""Hearing back: each real format classified and acted on; nothing else touched."""
+
+import smtplib
+import threading
+from datetime import timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select, update
+
+from tests import inbound_samples as samples
+from tests.helpers import app_with_issue, free_port, readers, subscribe
+from webapp.db import session_factory, utcnow
+from webapp.inbound.classify import classify
+from webapp.inbound.report import ReportKind
+from webapp.inbound.server import InboundController, InboundHandler
+from webapp.inbound.store import drop_old_raw, take_in
+from webapp.inbound.verp import Verp
+from webapp.issues.queue import take_list
+from webapp.links import unsubscribe_url
+from webapp.models import (
+    Delivery,
+    InboundMessage,
+    Issue,
+    OutboxMail,
+    Subscriber,
+    Subscription,
+    SubscriptionEvent,
+    SubscriptionStatus,
+)
+from webapp.subscribers.mail import queue_welcome
+from webapp.subscribers.personal import personal_data
+
+MAIL_FROM = "letters@newsroom.org"
+
+
+@pytest.fixture
+def sent(tmp_path, smtp_server):
+    """An app whose issue 1 went to five readers: (app, {reader: their VERP sender})."""
+    app = app_with_issue(tmp_path, smtp_server, 5, MAIL_FROM=MAIL_FROM)
+    verp = Verp.from_config(app.config)
+    with session_factory(app)() as session:
+        take_list(session, session.scalars(select(Issue)).one())
+        session.commit()
+        rows = session.execute(select(Subscriber.email, Delivery.id).join(Delivery)).all()
+    return app, {email: verp.sender("d", delivery_id) for email, delivery_id in rows}
+
+
+def hear(app, raw: bytes, recipient: str | None = None) -> InboundMessage:
+    with app.app_context():
+        return take_in(session_factory(app), app.config, raw, source="file", recipient=recipient)
+
+
+def reader(app, email: str) -> Subscriber:
+    with session_factory(app)() as session:
+        return session.scalars(select(Subscriber).where(Subscriber.email == email)).one()
+
+
+def suppressed(app) -> set[str]:
+    with session_factory(app)() as session:
+        query = select(Subscriber.email).where(Subscriber.suppressed_at.is_not(None))
+        return set(session.scalars(query))
+
+
+def events(app, email: str) -> list[tuple[str, str | None, int | None]]:
+    with session_factory(app)() as session:
+        query = (
+            select(SubscriptionEvent.kind, SubscriptionEvent.how, SubscriptionEvent.inbound_id)
+            .join(Subscription)
+            .join(Subscriber)
+            .where(Subscriber.email == email)
+            .order_by(SubscriptionEvent.id)
+        )
+        return [(kind.value, how, inbound) for kind, how, inbound in session.execute(query)]
+
+
+def feedback(app, email: str) -> tuple[str | None, str | None]:
+    with session_factory(app)() as session:
+        query = select(Delivery.feedback, Delivery.feedback_code).join(Subscriber)
+        return session.execute(query.where(Subscriber.email == email)).one()
+
+
+@pytest.mark.parametrize(
+    "make, code",
+    [
+        (samples.postfix_dsn, "5.1.1"),
+        (samples.exchange_ndr, "5.1.10"),
+        (samples.gmail_dsn, "5.1.1"),
+        (samples.exim_bounce, "5.1.1"),
+        (samples.yahoo_bounce, None),
+    ],
+    ids=["postfix", "exchange", "gmail", "exim", "yahoo"],
+)
+def test_a_hard_bounce_suppresses_that_reader_at_once_and_nobody_else(sent, make, code):
+    app, senders = sent
+    gone = readers(5)[2]
+    message = hear(app, make(senders[gone], gone), recipient=senders[gone])
+    assert message.kind == ReportKind.HARD_BOUNCE
+    assert message.code == code
+    assert "suppressed" in message.action
+    assert suppressed(app) == {gone}
+    assert reader(app, gone).bounce_score == 1
+    assert feedback(app, gone) == ("bounced", code)
+    assert events(app, gone)[-2:] == [
+        ("bounced", "hard", message.id),
+        ("suppressed", "hard-bounce", message.id),
+    ]
+
+
+def test_a_bounce_found_by_the_address_alone_acts_too(sent):
+    app, senders = sent
+    gone = readers(5)[1]
+    # A relay that rewrote the envelope: no token anywhere, the DSN names the address.
+    message = hear(app, samples.postfix_dsn("bounces@newsroom.org", gone))
+    assert message.kind == ReportKind.HARD_BOUNCE and suppressed(app) == {gone}
+
+
+def test_soft_bounces_count_once_a_day_and_suppress_at_the_limit(sent):
+    app, senders = sent
+    slow = readers(5)[0]
+
+    def soft(status="4.4.7", action="delayed"):
+        raw = samples.postfix_dsn(senders[slow], slow, status=status, action=action)
+        return hear(app, raw, recipient=senders[slow])
+
+    def a_day_passes():
+        with session_factory(app)() as session:
+            subscriber = session.scalars(select(Subscriber).where(Subscriber.email == slow)).one()
+            subscriber.last_bounce_at -= timedelta(days=1, minutes=1)
+            session.commit()
+
+    first = soft()
+    assert first.kind == ReportKind.SOFT_BOUNCE and first.code == "4.4.7"
+    assert reader(app, slow).bounce_score == 0.5
+    assert "not counted" in soft(status="5.2.2", action="failed").action  # full: soft
+    assert reader(app, slow).bounce_score == 0.5  # once a day
+    for expected in (1.0, 1.5, 2.0, 2.5):
+        a_day_passes()
+        soft()
+        assert reader(app, slow).bounce_score == expected
+        assert suppressed(app) == set()
+    a_day_passes()
+    assert "suppressed" in soft().action
+    assert suppressed(app) == {slow}
+    assert events(app, slow)[-1][:2] == ("suppressed", "bounce-score")
+
+
+def test_the_score_is_forgotten_after_the_reset_days(sent):
+    app, senders = sent
+    slow = readers(5)[0]
+    raw = samples.postfix_dsn(senders[slow], slow, status="4.2.0", action="delayed")
+    hear(app, raw, recipient=senders[slow])
+    with session_factory(app)() as session:
+        session.execute(
+            update(Subscriber)
+            .where(Subscriber.email == slow)
+            .values(bounce_score=2.5, last_bounce_at=utcnow() - timedelta(days=31))
+        )
+        session.commit()
+    hear(app, raw, recipient=senders[slow])
+    assert reader(app, slow).bounce_score == 0.5 and suppressed(app) == set()
+
+
+def test_a_complaint_unsubscribes_from_every_newsletter_and_suppresses(sent):
+    app, senders = sent
+    angry = readers(5)[3]
+    client = app.test_client()
+    subscribe(client, angry, newsletter="ukraine-daily")  # pending on another list
+    message = hear(app, samples.arf_complaint(angry, senders[angry]))
+    assert message.kind == ReportKind.COMPLAINT
+    assert message.action == "complaint: unsubscribed from 2 newsletter(s), suppressed"
+    with session_factory(app)() as session:
+        statuses = session.scalars(
+            select(Subscription.status).join(Subscriber).where(Subscriber.email == angry)
+        ).all()
+    assert set(statuses) == {SubscriptionStatus.UNSUBSCRIBED}
+    assert suppressed(app) == {angry}
+    assert feedback(app, angry) == ("complained", None)
+    assert ("unsubscribed", "complaint", message.id) in events(app, angry)
+
+
+def test_a_mailto_unsubscribe_ends_that_subscription_at_once(sent):
+    app, senders = sent
+    leaving = readers(5)[4]
+    with app.app_context(), session_factory(app)() as session:
+        subscription = session.scalars(
+            select(Subscription).join(Subscriber).where(Subscriber.email == leaving)
+        ).one()
+        token = unsubscribe_url(subscription).rsplit("/", 1)[1]
+    message = hear(app, samples.mailto_unsubscribe(leaving, MAIL_FROM, token), MAIL_FROM)
+    assert message.kind == ReportKind.UNSUBSCRIBE
+    assert message.action == "unsubscribed from explaining-ukraine (mailto)"
+    assert events(app, leaving)[-1] == ("unsubscribed", "mailto", message.id)
+    assert suppressed(app) == set()  # leaving is not bouncing
+    again = hear(app, samples.mailto_unsubscribe(leaving, MAIL_FROM, token), MAIL_FROM)
+    assert again.action == "nothing: already unsubscribed"
+    forged = hear(app, samples.mailto_unsubscribe(leaving, MAIL_FROM, token[:-2] + "xx"))
+    assert forged.action == "nothing: the unsubscribe token is not ours"
+
+
+@pytest.mark.parametrize(
+    "make, kind",
+    [
+        (lambda s, to: samples.vacation(s, to), ReportKind.AUTO_REPLY),
+        (lambda s, to: samples.reader_reply(to, MAIL_FROM), ReportKind.REPLY),
+        (lambda s, to: b"Subject: hello\r\n\r\nnothing of ours", ReportKind.UNKNOWN),
+    ],
+    ids=["vacation", "reply", "unknown"],
+)
+def test_auto_replies_replies_and_the_unknown_change_nothing(sent, make, kind):
+    app, senders = sent
+    away = readers(5)[0]
+    recipient = MAIL_FROM if kind == ReportKind.REPLY else senders[away]
+    message = hear(app, make(senders[away], away), recipient=recipient)
+    assert message.kind == kind and message.action == "nothing"
+    assert suppressed(app) == set() and reader(app, away).bounce_score == 0
+    assert feedback(app, away) == (None, None)
+    assert message.raw  # kept for staff
+
+
+def test_a_forged_token_names_nobody(sent):
+    app, senders = sent
+    gone = readers(5)[2]
+    forged = senders[gone][:-20] + "aaaaaaaaaaaaa@newsroom.org"
+    message = hear(app, samples.postfix_dsn(forged, "stranger@elsewhere.org"), forged)
+    assert message.kind == ReportKind.HARD_BOUNCE
+    assert message.action == "nothing: it names none of our readers"
+    assert suppressed(app) == set()
+
+
+def test_a_suppressed_reader_gets_no_welcome(sent):
+    app, senders = sent
+    gone = readers(5)[2]
+    hear(app, samples.postfix_dsn(senders[gone], gone), recipient=senders[gone])
+    with app.app_context(), session_factory(app)() as session:
+        subscription = session.scalars(
+            select(Subscription).join(Subscriber).where(Subscriber.email == gone)
+        ).one()
+        queue_welcome(session, subscription)  # suppressed: nothing queued
+        session.commit()
+        assert session.scalar(select(OutboxMail).where(OutboxMail.kind == "welcome")) is None
+
+
+def test_the_readers_data_download_lists_what_was_heard_about_them(sent):
+    app, senders = sent
+    gone = readers(5)[2]
+    hear(app, samples.postfix_dsn(senders[gone], gone), recipient=senders[gone])
+
+    with app.app_context(), session_factory(app)() as session:
+        subscriber = session.scalars(select(Subscriber).where(Subscriber.email == gone)).one()
+        data = personal_data(session, subscriber)
+    assert data["heard_back"][0]["kind"] == "hard-bounce"
+    assert data["issues_sent"][0]["feedback"] == "bounced"
+    assert data["bounce_score"] == 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=3000), st.sampled_from([None, MAIL_FROM, "bounces+d1-x@n.org"]))
+def test_any_bytes_are_classified_without_raising(raw, recipient):
+    report = classify(raw, recipient, Verp("k", "bounces@newsroom.org"), MAIL_FROM)
+    assert isinstance(report.kind, ReportKind)
+
+
+def test_raw_messages_are_dropped_after_the_keep_days_and_their_outcome_stays(sent):
+    app, senders = sent
+    message = hear(app, samples.vacation(senders[readers(5)[0]], readers(5)[0]))
+    with session_factory(app)() as session:
+        session.execute(update(InboundMessage).values(received_at=utcnow() - timedelta(days=31)))
+        session.commit()
+    assert drop_old_raw(session_factory(app), 30) == 1
+    with session_factory(app)() as session:
+        kept = session.get(InboundMessage, message.id)
+        assert kept.raw is None and kept.kind == "auto-reply"
+
+
+def test_process_list_and_show_from_the_command_line(sent, tmp_path):
+    app, senders = sent
+    gone = readers(5)[2]
+    saved = tmp_path / "bounce.eml"
+    saved.write_bytes(samples.gmail_dsn(senders[gone], gone))
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["inbound", "process", str(saved)])
+    assert result.exit_code == 0, result.output
+    assert "hard-bounce" in result.output  # the recipient came from Delivered-To
+    listed = runner.invoke(args=["inbound", "list", "--kind", "hard-bounce", "--since", "1d"])
+    assert listed.exit_code == 0 and "5.1.1" in listed.output
+    message_id = listed.output.splitlines()[1].split("\t")[0]
+    shown = runner.invoke(args=["inbound", "show", message_id])
+    assert shown.exit_code == 0 and "Delivery Status Notification" in shown.output
+    assert "Action: hard bounce: suppressed" in shown.output
+    missing = runner.invoke(args=["inbound", "show", "999999"])
+    assert missing.exit_code == 1 and "no inbound message 999999" in missing.output
+    bad = runner.invoke(args=["inbound", "list", "--since", "yesterdayish"])
+    assert bad.exit_code == 2
+
+
+@pytest.fixture
+def inbound_server(sent):
+    app, senders = sent
+    port = free_port()
+
+    def serve(lmtp=False, max_bytes=100_000):
+        controller = InboundController(InboundHandler(app, lmtp), "127.0.0.1", port, max_bytes)
+        controller.start()
+        started.append(controller)
+        return port
+
+    started: list = []
+    yield app, senders, serve
+    for controller in started:
+        controller.stop()
+
+
+def test_the_server_takes_bounce_and_list_mail_only_and_stores_before_answering(inbound_server):
+    app, senders, serve = inbound_server
+    port = serve()
+    gone = readers(5)[2]
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as exc:
+            smtp.sendmail("", ["someone@elsewhere.org"], b"Subject: x\r\n\r\nx")
+        assert exc.value.recipients["someone@elsewhere.org"][0] == 550  # not a relay
+        smtp.sendmail("", [senders[gone]], samples.postfix_dsn(senders[gone], gone))
+    assert suppressed(app) == {gone}
+    with session_factory(app)() as session:
+        stored = session.scalars(select(InboundMessage)).one()
+    assert stored.source == "smtp" and stored.recipient == senders[gone]
+
+
+def test_the_server_refuses_a_message_over_the_size_limit(inbound_server):
+    app, senders, serve = inbound_server
+    port = serve(max_bytes=2000)
+    big = b"Subject: big\r\n\r\n" + b"x" * 5000
+    with (
+        smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp,
+        pytest.raises((smtplib.SMTPSenderRefused, smtplib.SMTPDataError)) as exc,
+    ):
+        smtp.sendmail("", [MAIL_FROM], big)  # refused at MAIL (SIZE) or after DATA
+    assert exc.value.smtp_code == 552
+    with session_factory(app)() as session:
+        assert session.scalar(select(InboundMessage)) is None
+
+
+def test_lmtp_answers_each_recipient(inbound_server):
+    app, senders, serve = inbound_server
+    port = serve(lmtp=True)
+    a, b = readers(5)[0], readers(5)[1]
+    with smtplib.LMTP("127.0.0.1", port, timeout=10) as lmtp:
+        lmtp.ehlo_or_helo_if_needed()
+        assert lmtp.mail("")[0] == 250
+        assert lmtp.rcpt(senders[a])[0] == 250 and lmtp.rcpt(senders[b])[0] == 250
+        assert lmtp.rcpt("someone@elsewhere.org")[0] == 550
+        assert lmtp.data(samples.vacation(senders[a], a))[0] == 250  # the first recipient
+        assert lmtp.getreply()[0] == 250  # and the second: one reply each (RFC 2033)
+    with session_factory(app)() as session:
+        assert len(session.scalars(select(InboundMessage)).all()) == 2
+
+
+def test_many_concurrent_clients_lose_nothing(inbound_server):
+    app, senders, serve = inbound_server
+    port = serve(lmtp=True)
+    gone = readers(5)[2]
+    raw = samples.postfix_dsn(senders[gone], gone, status="4.4.7", action="delayed")
+    errors = []
+
+    def client(n):
+        try:
+            with smtplib.LMTP("127.0.0.1", port, timeout=30) as lmtp:
+                for _ in range(25):
+                    lmtp.sendmail("", [senders[gone]], raw)
+        except Exception as exc:  # noqa: BLE001  reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    with session_factory(app)() as session:
+        assert len(session.scalars(select(InboundMessage.id)).all()) == 100
+        kinds = set(session.scalars(select(InboundMessage.kind)))
+    assert kinds == {"soft-bounce"}
