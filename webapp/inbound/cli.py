@@ -13,6 +13,7 @@ from sqlalchemy import select
 from ..cli import Duration, StaffGroup
 from ..db import session_factory, utcnow
 from ..models import InboundMessage
+from .imap import MailboxError, fetch_once
 from .report import ReportKind
 from .server import InboundController, InboundHandler
 from .store import drop_old_raw, take_in
@@ -74,6 +75,44 @@ def inbound_process(recipient: str | None, files: tuple[str, ...]) -> None:
             sessions, config, raw, source="pipe" if name == "-" else "file", recipient=recipient
         )
         click.echo(f"{message.id}\t{message.kind}\t{message.action}")
+
+
+@inbound_group.command("fetch")
+@click.option("--watch", is_flag=True, help="Keep looking, every --interval, until SIGTERM.")
+@click.option(
+    "--interval", default=60, show_default=True, type=click.IntRange(1, 86400), help="Seconds."
+)
+def inbound_fetch(watch: bool, interval: int) -> None:
+    """Take in what is ours from the hosted mailbox (NEWSLETTER_INBOUND_IMAP_*), moving it
+    to the done folder; every other message stays untouched and unread.
+
+    Example: newsletter inbound fetch --watch --interval 300
+    """
+    config = current_app.config
+    if not config["INBOUND_IMAP_HOST"]:
+        raise click.UsageError("set NEWSLETTER_INBOUND_IMAP_HOST (and _USERNAME, _PASSWORD)")
+    sessions = session_factory()
+    stopping = threading.Event()
+    if watch:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stopping.set())
+    while True:
+        try:
+            fetched = fetch_once(sessions, config)
+        except MailboxError as exc:
+            if not watch:
+                raise click.ClickException(str(exc)) from None
+            click.echo(f"Error: {exc}; trying again in {interval} s", err=True)
+        else:
+            if fetched.seen or not watch:
+                click.echo(
+                    f"{fetched.seen} in {config['INBOUND_IMAP_MAILBOX']}: {fetched.handled} "
+                    f"taken in and moved to {config['INBOUND_IMAP_DONE_FOLDER']}, "
+                    f"{fetched.left} not ours left untouched"
+                )
+        if not watch or stopping.wait(interval):
+            break
+    drop_old_raw(sessions, config["INBOUND_KEEP_DAYS"])
 
 
 def _read(name: str, limit: int) -> bytes:
