@@ -17,6 +17,7 @@ test: $(VENV)/.installed-test
 	@command -v chromium >/dev/null || echo "NOTE: Chromium not found: the browser tests will be skipped (apt-get install chromium)"
 	@command -v redis-server >/dev/null || echo "NOTE: redis-server not found: the shared rate-limit test will be skipped (apt-get install redis-server)"
 	@test -x /usr/sbin/dovecot || echo "NOTE: dovecot not found: the IMAP tests will be skipped (apt-get install dovecot-imapd)"
+	@test -x /usr/sbin/postfix || echo "NOTE: Postfix not found: the real-MTA bounce test will be skipped (apt-get install postfix; it runs as root)"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	@if command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
 		echo "The whole suite again, on a throw-away PostgreSQL cluster (TEST_DATABASE=postgresql):"; \

@@ -28,7 +28,7 @@ def need(binary: str, package: str) -> None:
         pytest.skip(f"{package} not found (apt-get install {package})")
 
 
-def wait_for_port(port: int, process: subprocess.Popen | None = None, log: Path | None = None):
+def wait_for_port(port: int, log: Path | None = None) -> None:
     """Wait (10 s at most) until something listens on 127.0.0.1:``port``."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -117,3 +117,95 @@ service anvil {{
             stderr=subprocess.DEVNULL,
         )
         shutil.rmtree(self.homes, ignore_errors=True)
+
+
+class Postfix:
+    """Debian's Postfix as the site's MTA, its queue and configuration in a folder of
+    its own: it takes mail on ``port``, relays it to ``relay_port``, and hands mail for
+    ``lmtp_domain`` (the bounce address's) over LMTP to ``lmtp_port``, as a site hands
+    bounces to ``newsletter inbound serve --lmtp``. Postfix starts as root only."""
+
+    def __init__(self, relay_port: int, lmtp_domain: str, lmtp_port: int) -> None:
+        self.port = free_port()
+        # Postfix's own processes (user postfix) must reach the queue: not under
+        # pytest's folders, which are 0700 and root's.
+        self.folder = Path(tempfile.mkdtemp(prefix="postfix-"))
+        self.folder.chmod(0o755)
+        self.etc, queue, data = self.folder / "etc", self.folder / "queue", self.folder / "data"
+        for folder in (self.etc, queue, data):
+            folder.mkdir()
+        shutil.chown(data, "postfix", "postfix")
+        self.log = self.folder / "maillog"
+        (self.etc / "main.cf").write_text(f"""
+compatibility_level = 3.6
+queue_directory = {queue}
+data_directory = {data}
+maillog_file = {self.log}
+maillog_file_prefixes = {self.folder}
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = mta.newsroom.test
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+relay_domains = {lmtp_domain}
+relayhost = [127.0.0.1]:{relay_port}
+transport_maps = inline:{{ {lmtp_domain}=lmtp:inet:127.0.0.1:{lmtp_port} }}
+smtp_dns_support_level = disabled
+smtp_host_lookup = native
+lmtp_host_lookup = native
+smtp_tls_security_level = none
+smtpd_tls_security_level = none
+biff = no
+""")
+        services = [
+            f"127.0.0.1:{self.port} inet n - n - - smtpd",
+            "pickup unix n - n 60 1 pickup",
+            "cleanup unix n - n - 0 cleanup",
+            "qmgr unix n - n 300 1 qmgr",
+            "rewrite unix - - n - - trivial-rewrite",
+            "bounce unix - - n - 0 bounce",
+            "defer unix - - n - 0 bounce",
+            "trace unix - - n - 0 bounce",
+            "verify unix - - n - 1 verify",
+            "flush unix n - n 1000? 0 flush",
+            "proxymap unix - - n - - proxymap",
+            "smtp unix - - n - - smtp",
+            "relay unix - - n - - smtp",
+            "showq unix n - n - - showq",
+            "error unix - - n - - error",
+            "retry unix - - n - - error",
+            "discard unix - - n - - discard",
+            "lmtp unix - - n - - lmtp",
+            "anvil unix - - n - 1 anvil",
+            "scache unix - - n - 1 scache",
+            "postlog unix-dgram n - n - 1 postlogd",
+        ]
+        (self.etc / "master.cf").write_text("\n".join(services) + "\n")
+
+    def config(self) -> dict:
+        """App settings that send through this MTA."""
+        return {"MAIL_BACKEND": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": self.port}
+
+    def _postfix(self, command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [POSTFIX, "-c", str(self.etc), command],
+            env={**os.environ, "MAIL_CONFIG": str(self.etc)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def start(self) -> "Postfix":
+        """Start Postfix and wait until it takes mail."""
+        if self._postfix("start").returncode != 0:
+            text = self.log.read_text() if self.log.exists() else "(no log)"
+            raise RuntimeError(f"postfix did not start\n{text}")
+        wait_for_port(self.port, log=self.log)
+        return self
+
+    def stop(self) -> None:
+        """Stop Postfix and remove its folder."""
+        self._postfix("stop")
+        shutil.rmtree(self.folder, ignore_errors=True)
