@@ -7,15 +7,15 @@ from datetime import timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select, update
+from sqlalchemy import event, select, text, update
 
 from tests import inbound_samples as samples
-from tests.helpers import app_with_issue, free_port, readers, subscribe
-from webapp.db import session_factory, utcnow
+from tests.helpers import app_with_issue, free_port, readers, sqlite_only, subscribe
+from webapp.db import engine, session_factory, utcnow
 from webapp.inbound.classify import classify
 from webapp.inbound.report import ReportKind
 from webapp.inbound.server import InboundController, InboundHandler
-from webapp.inbound.store import drop_old_raw, take_in
+from webapp.inbound.store import drop_old_raw, store, take_in
 from webapp.inbound.verp import Verp
 from webapp.issues.queue import take_list
 from webapp.links import unsubscribe_url
@@ -381,3 +381,20 @@ def test_many_concurrent_clients_lose_nothing(inbound_server):
         assert len(session.scalars(select(InboundMessage.id)).all()) == 100
         kinds = set(session.scalars(select(InboundMessage.kind)))
     assert kinds == {"soft-bounce"}
+
+
+@sqlite_only
+def test_a_stored_message_is_synced_to_disk_before_the_answer(app):
+    # The app's SQLite commits with synchronous=NORMAL (survives the process, not a
+    # power cut); the commit that keeps a message the MTA then forgets waits for the disk.
+    seen = []
+
+    @event.listens_for(engine(app), "commit")
+    def _level(connection):
+        seen.append(connection.exec_driver_sql("PRAGMA synchronous").scalar())
+
+    with app.app_context():
+        store(session_factory(app), b"Subject: x\r\n\r\nx", source="file")
+    assert seen == [2]  # FULL
+    with session_factory(app)() as session:
+        assert session.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL again

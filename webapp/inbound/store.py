@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from datetime import timedelta
 
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..db import utcnow
@@ -26,8 +26,15 @@ def store(
     envelope_from: str | None = None,
     recipient: str | None = None,
 ) -> int:
-    """Keep ``raw`` durably (committed) before anything else; its id."""
+    """Keep ``raw`` durably (committed, and on SQLite synced to disk) before anything
+    else; its id."""
     with sessions() as session:
+        # The app's SQLite runs synchronous=NORMAL: a commit survives the process, not a
+        # power cut. The MTA forgets a message once we answer 250, so this commit waits
+        # for the disk, as the MTA's own queue file did.
+        sqlite = session.get_bind().dialect.name == "sqlite"
+        if sqlite:
+            session.execute(text("PRAGMA synchronous=FULL"))
         message = InboundMessage(
             source=source,
             envelope_from=(envelope_from or "")[:320] or None,
@@ -36,7 +43,11 @@ def store(
             raw=raw,
         )
         session.add(message)
-        session.commit()
+        try:
+            session.commit()
+        finally:
+            if sqlite:
+                session.execute(text("PRAGMA synchronous=NORMAL"))  # the pooled default
         return message.id
 
 
