@@ -47,6 +47,8 @@ def value_for(column, enums: dict[str, str], row_number: int):
         return False
     if isinstance(kind, types.Integer):
         return row_number
+    if isinstance(kind, types.Float):
+        return row_number + 0.5
     if isinstance(kind, types.DateTime):
         return datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     if isinstance(kind, types.JSON):

@@ -18,6 +18,7 @@ def create_app(test_config: dict | None = None) -> "Flask":
     from . import cli, db, web
     from .config import load_config
     from .inbound import cli as inbound_cli
+    from .inbound import hooks
     from .issues import cli as issues_cli
     from .subscribers import cli as subscribers_cli
     from .subscribers.outbox import OutboxWorker
@@ -31,6 +32,7 @@ def create_app(test_config: dict | None = None) -> "Flask":
     db.init_app(app)
     app.extensions["outbox_worker"] = OutboxWorker(app) if app.config["OUTBOX_WORKER"] else None
     web.init_app(app)
+    hooks.init_app(app)
     cli.init_app(app)
     subscribers_cli.init_app(app)
     issues_cli.init_app(app)

@@ -77,6 +77,14 @@ DEFAULTS: dict[str, object] = {
     "INBOUND_IMAP_PASSWORD": None,
     "INBOUND_IMAP_MAILBOX": "INBOX",
     "INBOUND_IMAP_DONE_FOLDER": "Processed",  # where handled messages are moved
+    # POST /hooks/<relay>: each relay is off until its secret is set.
+    "HOOKS_MAX_AGE": 900,  # seconds a signed webhook's timestamp may be off (replays)
+    "HOOKS_SES_TOPIC_ARNS": None,  # comma-separated SNS topics whose messages are taken
+    "HOOKS_SES_URL": r"https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[^\s#]*",
+    "HOOKS_SENDGRID_PUBLIC_KEY": None,  # the Event Webhook's verification key
+    "HOOKS_MAILGUN_SIGNING_KEY": None,  # the account's HTTP webhook signing key
+    "HOOKS_POSTMARK_USERNAME": None,  # Basic credentials put in Postmark's webhook URL
+    "HOOKS_POSTMARK_PASSWORD": None,
 }
 
 CHOICES = {

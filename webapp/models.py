@@ -361,6 +361,8 @@ class InboundMessage(Model):
     """
 
     __tablename__ = "inbound_messages"
+    # A relay retries a webhook it thinks failed: its event id is taken in once.
+    __table_args__ = (UniqueConstraint("source", "external_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
@@ -379,6 +381,21 @@ class InboundMessage(Model):
     delivery_id: Mapped[int | None] = mapped_column(
         ForeignKey("deliveries.id", ondelete="SET NULL")
     )
+    external_id: Mapped[str | None] = mapped_column(String(200))  # a relay's event id
 
     def __repr__(self) -> str:
         return f"<InboundMessage {self.id} {self.kind}>"
+
+
+class HookToken(Model):
+    """A signature token a relay's webhook used, kept while its timestamp is fresh.
+
+    Mailgun signs a timestamp and a token but not the body, so a captured request's
+    signature could carry another body: each token is taken once.
+    """
+
+    __tablename__ = "hook_tokens"
+
+    relay: Mapped[str] = mapped_column(String(16), primary_key=True)
+    token: Mapped[str] = mapped_column(String(128), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -70,6 +70,35 @@ def act(
     return action
 
 
+def act_for_relay(
+    session: Session,
+    inbound: InboundMessage,
+    report: Report,
+    config: Mapping,
+    verp: Verp,
+    relay: str,
+) -> str:
+    """As :func:`act`, for an event of a relay whose signature was checked: its
+    unsubscribe (the relay's own link or list) names the reader by address, and ends
+    every subscription of that reader, with ``relay`` as the history's how."""
+    if report.kind != ReportKind.UNSUBSCRIBE:
+        return act(session, inbound, report, config, verp)
+    inbound.kind, inbound.code = report.kind.value, (report.code or None)
+    inbound.detail = (report.detail or "")[:500] or None
+    subscriber = find_target(session, report, verp).subscriber
+    if subscriber is None:
+        action = "nothing: it names none of our readers"
+    else:
+        inbound.subscriber_id = subscriber.id
+        ended = sum(
+            unsubscribe(session, subscription, relay, inbound_id=inbound.id)
+            for subscription in _subscriptions(session, subscriber)
+        )
+        action = f"unsubscribed from {ended} newsletter(s) ({relay})"
+    inbound.action = action
+    return action
+
+
 def find_target(session: Session, report: Report, verp: Verp) -> Target:
     """The reader a report is about: by our VERP token (the delivery or outbox message it
     names), else by the address it gives."""

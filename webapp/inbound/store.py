@@ -7,12 +7,14 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 from sqlalchemy import text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..db import utcnow
 from ..models import InboundMessage
-from .acting import act
+from .acting import act, act_for_relay
 from .classify import classify
+from .report import Report
 from .verp import Verp
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,45 @@ def take_in(
         sessions, raw, source=source, envelope_from=envelope_from, recipient=recipient
     )
     return handle(sessions, config, message_id)
+
+
+def take_in_event(
+    sessions: sessionmaker[Session],
+    config: Mapping,
+    relay: str,
+    event_id: str | None,
+    report: Report,
+    raw: bytes,
+) -> InboundMessage | None:
+    """A relay's verified webhook event: stored (committed) under its event id, then
+    acted on, as a message is. None when that event was taken in before (relays retry
+    what they think failed)."""
+    with sessions() as session:
+        message = InboundMessage(
+            source=f"hook:{relay}"[:32],
+            external_id=(event_id or None) and event_id[:200],
+            recipient=(report.address or "")[:320] or None,
+            size=len(raw),
+            raw=raw,
+        )
+        session.add(message)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            return None
+        try:
+            act_for_relay(session, message, report, config, Verp.from_config(config), relay)
+            session.commit()
+        except Exception as exc:  # noqa: BLE001  recorded, and logged with its traceback
+            session.rollback()
+            log.exception("inbound message %s: acting on it failed", message.id)
+            message.kind = report.kind.value
+            message.action = f"failed: {type(exc).__name__}: {exc}"[:500]
+            session.commit()
+        session.refresh(message)
+        session.expunge(message)
+        return message
 
 
 def drop_old_raw(sessions: sessionmaker[Session], keep_days: int) -> int:

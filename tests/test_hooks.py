@@ -1,0 +1,487 @@
+"""POST /hooks/<relay>: payloads built from each relay's documentation, signed with test
+keys the way each relay signs; the SNS certificate and subscription served on loopback."""
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import NameOID
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from tests.helpers import app_with_issue, readers
+from webapp.db import session_factory
+from webapp.inbound.verp import Verp
+from webapp.issues.queue import take_list
+from webapp.models import (
+    Delivery,
+    InboundMessage,
+    Issue,
+    Subscriber,
+    Subscription,
+    SubscriptionEvent,
+    SubscriptionStatus,
+)
+
+TOPIC = "arn:aws:sns:eu-west-1:123456789012:newsletter-feedback"
+MAILGUN_KEY = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"
+POSTMARK = ("postmark", "s3cret-hook")
+GONE = readers(5)[2]
+
+
+class Sns(BaseHTTPRequestHandler):
+    """Amazon's side on loopback: the signing certificate, and SubscribeURL's visits."""
+
+    certificate = b""
+    visits: list[str] = []
+
+    def do_GET(self):  # noqa: N802  the name http.server calls
+        Sns.visits.append(self.path)
+        body = Sns.certificate if self.path.endswith(".pem") else b"<ConfirmSubscriptionResponse/>"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def sns():
+    """The SNS key and an HTTP server on loopback serving its certificate."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    Sns.certificate = cert.public_bytes(serialization.Encoding.PEM)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sns)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield key, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def relays(tmp_path, smtp_server, sns):
+    """An app whose issue 1 went to five readers, with every relay's hook configured."""
+    sns_key, sns_url = sns
+    sendgrid_key = ec.generate_private_key(ec.SECP256R1())
+    public = sendgrid_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    app = app_with_issue(
+        tmp_path,
+        smtp_server,
+        5,
+        MAIL_FROM="letters@newsroom.org",
+        HOOKS_SES_TOPIC_ARNS=f"arn:aws:sns:eu-west-1:123456789012:other, {TOPIC}",
+        HOOKS_SES_URL=sns_url.replace(".", r"\.") + r"/[^\s#]*",
+        HOOKS_SENDGRID_PUBLIC_KEY=base64.b64encode(public).decode(),
+        HOOKS_MAILGUN_SIGNING_KEY=MAILGUN_KEY,
+        HOOKS_POSTMARK_USERNAME=POSTMARK[0],
+        HOOKS_POSTMARK_PASSWORD=POSTMARK[1],
+    )
+    with session_factory(app)() as session:
+        take_list(session, session.scalars(select(Issue)).one())
+        session.commit()
+        rows = session.execute(select(Subscriber.email, Delivery.id).join(Delivery)).all()
+    verp = Verp.from_config(app.config)
+    Sns.visits = []
+    return Relays(app, sns_key, sns_url, sendgrid_key, {e: verp.sender("d", d) for e, d in rows})
+
+
+class Relays:
+    """Builds each relay's request for an event, signed as that relay signs it."""
+
+    def __init__(self, app, sns_key, sns_url, sendgrid_key, senders):
+        self.app, self.client = app, app.test_client()
+        self.sns_key, self.sns_url, self.sendgrid_key = sns_key, sns_url, sendgrid_key
+        self.senders = senders
+
+    def post(self, relay: str, body: bytes, headers: dict | None = None):
+        return self.client.post(
+            f"/hooks/{relay}", data=body, headers=headers or {}, content_type="application/json"
+        )
+
+    # Amazon SES through SNS
+
+    def sns_message(self, message: dict, kind="Notification", when=None, version="1", **extra):
+        sns = {
+            "Type": kind,
+            "MessageId": str(uuid.uuid4()),
+            "TopicArn": TOPIC,
+            "Message": json.dumps(message),
+            "Timestamp": (when or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+            "SignatureVersion": version,
+            "SigningCertURL": f"{self.sns_url}/SimpleNotificationService-test.pem",
+            **extra,
+        }
+        fields = {
+            "Notification": ["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"],
+        }.get(
+            kind,
+            ["Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"],
+        )
+        signed = "".join(f"{k}\n{sns[k]}\n" for k in fields if k in sns).encode()
+        digest = hashes.SHA1() if version == "1" else hashes.SHA256()
+        signature = self.sns_key.sign(signed, padding.PKCS1v15(), digest)
+        sns["Signature"] = base64.b64encode(signature).decode()
+        return sns
+
+    def ses(self, kind: str, email: str, **extra) -> tuple[bytes, dict]:
+        mail = {"source": self.senders.get(email, "bounces@newsroom.org"), "destination": [email]}
+        if kind == "hard":
+            recipient = {"emailAddress": email, "action": "failed", "status": "5.1.1"}
+            recipient["diagnosticCode"] = "smtp; 550 5.1.1 user unknown"
+            note = {"bounceType": "Permanent", "bounceSubType": "General"}
+            note["bouncedRecipients"] = [recipient]
+            message = {"notificationType": "Bounce", "bounce": note, "mail": mail}
+        elif kind == "soft":
+            note = {"bounceType": "Transient", "bounceSubType": "MailboxFull"}
+            note["bouncedRecipients"] = [{"emailAddress": email, "status": "4.2.2"}]
+            message = {"notificationType": "Bounce", "bounce": note, "mail": mail}
+        else:
+            note = {"complainedRecipients": [{"emailAddress": email}]}
+            note["complaintFeedbackType"] = "abuse"
+            message = {"notificationType": "Complaint", "complaint": note, "mail": mail}
+        return json.dumps(self.sns_message(message, **extra)).encode(), {}
+
+    # SendGrid
+
+    def sendgrid_sign(self, body: bytes, when: int | None = None, key=None) -> dict:
+        stamp = str(when or int(time.time()))
+        signature = (key or self.sendgrid_key).sign(
+            stamp.encode() + body, ec.ECDSA(hashes.SHA256())
+        )
+        return {
+            "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+            "X-Twilio-Email-Event-Webhook-Timestamp": stamp,
+        }
+
+    def sendgrid(self, kind: str, email: str, event_id: str | None = None) -> tuple[bytes, dict]:
+        event = {
+            "email": email,
+            "timestamp": int(time.time()),
+            "sg_event_id": event_id or uuid.uuid4().hex,
+            "sg_message_id": "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0",
+        }
+        event.update(
+            {
+                "hard": {"event": "bounce", "type": "bounce", "status": "5.1.1"},
+                "soft": {"event": "deferred", "response": "400 try again later", "attempt": "1"},
+                "complaint": {"event": "spamreport"},
+                "unsubscribe": {"event": "unsubscribe"},
+            }[kind]
+        )
+        delivered = {"email": readers(5)[0], "event": "delivered", "sg_event_id": "x"}
+        body = json.dumps([delivered, event]).encode()
+        return body, self.sendgrid_sign(body)
+
+    # Mailgun
+
+    def mailgun_signature(self, when: int | None = None, token: str | None = None, key=MAILGUN_KEY):
+        stamp, token = str(when or int(time.time())), token or uuid.uuid4().hex * 2
+        digest = hmac.new(key.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
+        return {"timestamp": stamp, "token": token, "signature": digest}
+
+    def mailgun(self, kind: str, email: str, signature: dict | None = None) -> tuple[bytes, dict]:
+        data = {"id": uuid.uuid4().hex, "timestamp": time.time(), "recipient": email}
+        data["envelope"] = {"sender": self.senders.get(email, "bounces@newsroom.org")}
+        if kind == "hard":
+            data.update(event="failed", severity="permanent", reason="bounce")
+            data["delivery-status"] = {
+                "code": 550,
+                "enhanced-code": "5.1.1",
+                "message": "No such user",
+            }
+        elif kind == "soft":
+            data.update(event="failed", severity="temporary", reason="generic")
+            data["delivery-status"] = {"code": 452, "message": "Mailbox full"}
+        else:
+            data["event"] = {"complaint": "complained", "unsubscribe": "unsubscribed"}[kind]
+        payload = {"signature": signature or self.mailgun_signature(), "event-data": data}
+        return json.dumps(payload).encode(), {}
+
+    # Postmark
+
+    def postmark(self, kind: str, email: str, credentials=POSTMARK) -> tuple[bytes, dict]:
+        record = {"ID": int(time.time() * 1000) % 10**9, "MessageID": str(uuid.uuid4())}
+        if kind in ("hard", "soft"):
+            bounce_type = "HardBounce" if kind == "hard" else "SoftBounce"
+            code = 1 if kind == "hard" else 4096
+            record.update(RecordType="Bounce", Type=bounce_type, TypeCode=code, Email=email)
+            record["Details"] = (
+                "smtp;550 5.1.1 The email account that you tried to reach does not exist"
+            )
+        elif kind == "complaint":
+            record.update(
+                RecordType="SpamComplaint", Type="SpamComplaint", TypeCode=512, Email=email
+            )
+        else:
+            record.update(RecordType="SubscriptionChange", Recipient=email, SuppressSending=True)
+            record.update(SuppressionReason="ManualSuppression", ChangedAt="2026-11-25T07:00:00Z")
+        auth = base64.b64encode(":".join(credentials).encode()).decode()
+        return json.dumps(record).encode(), {"Authorization": f"Basic {auth}"}
+
+    def build(self, relay: str, kind: str, email: str = GONE) -> tuple[bytes, dict]:
+        return getattr(self, relay)(kind, email)
+
+    # What the database says
+
+    def suppressed(self) -> set[str]:
+        with session_factory(self.app)() as session:
+            query = select(Subscriber.email).where(Subscriber.suppressed_at.is_not(None))
+            return set(session.scalars(query))
+
+    def reader(self, email: str = GONE) -> Subscriber:
+        with session_factory(self.app)() as session:
+            return session.scalars(select(Subscriber).where(Subscriber.email == email)).one()
+
+    def inbound(self) -> list[InboundMessage]:
+        with session_factory(self.app)() as session:
+            return list(session.scalars(select(InboundMessage).order_by(InboundMessage.id)))
+
+    def events(self, email: str = GONE) -> list[tuple[str, str, int | None]]:
+        with session_factory(self.app)() as session:
+            query = (
+                select(SubscriptionEvent.kind, SubscriptionEvent.how, SubscriptionEvent.inbound_id)
+                .join(Subscription)
+                .join(Subscriber)
+                .where(Subscriber.email == email)
+                .order_by(SubscriptionEvent.id)
+            )
+            return [(kind.value, how, inbound) for kind, how, inbound in session.execute(query)]
+
+    def statuses(self, email: str = GONE) -> set[SubscriptionStatus]:
+        with session_factory(self.app)() as session:
+            query = select(Subscription.status).join(Subscriber).where(Subscriber.email == email)
+            return set(session.scalars(query))
+
+    def feedback(self, email: str = GONE):
+        with session_factory(self.app)() as session:
+            query = select(Delivery.feedback, Delivery.feedback_code).join(Subscriber)
+            return session.execute(query.where(Subscriber.email == email)).one()
+
+
+ALL = ["ses", "sendgrid", "mailgun", "postmark"]
+
+
+@pytest.mark.parametrize("relay", ALL)
+def test_a_hard_bounce_suppresses_that_reader_only(relays, relay):
+    answer = relays.post(relay, *relays.build(relay, "hard"))
+    assert answer.status_code == 200, answer.text
+    assert answer.text == "1 of 1 event(s) taken in.\n"
+    assert relays.suppressed() == {GONE}
+    (message,) = relays.inbound()
+    assert (message.source, message.kind) == (f"hook:{relay}", "hard-bounce")
+    assert relays.events()[-2:] == [
+        ("bounced", "hard", message.id),
+        ("suppressed", "hard-bounce", message.id),
+    ]
+    if relay in ("ses", "mailgun"):  # they report our envelope sender: the delivery is known
+        assert relays.feedback() == ("bounced", "5.1.1" if relay == "ses" else "550")
+
+
+@pytest.mark.parametrize("relay", ALL)
+def test_a_soft_bounce_adds_half_a_point(relays, relay):
+    assert relays.post(relay, *relays.build(relay, "soft")).status_code == 200
+    assert relays.reader().bounce_score == 0.5
+    assert relays.suppressed() == set()
+    assert relays.inbound()[0].kind == "soft-bounce"
+
+
+@pytest.mark.parametrize("relay", ALL)
+def test_a_complaint_unsubscribes_and_suppresses(relays, relay):
+    assert relays.post(relay, *relays.build(relay, "complaint")).status_code == 200
+    assert relays.statuses() == {SubscriptionStatus.UNSUBSCRIBED}
+    assert relays.suppressed() == {GONE}
+    assert ("unsubscribed", "complaint", relays.inbound()[0].id) in relays.events()
+
+
+@pytest.mark.parametrize("relay", ["sendgrid", "mailgun", "postmark"])
+def test_a_relays_unsubscribe_ends_every_subscription_of_the_reader(relays, relay):
+    assert relays.post(relay, *relays.build(relay, "unsubscribe")).status_code == 200
+    assert relays.statuses() == {SubscriptionStatus.UNSUBSCRIBED}
+    assert relays.events()[-1] == ("unsubscribed", relay, relays.inbound()[0].id)
+    assert relays.suppressed() == set()  # leaving is not bouncing
+
+
+def _tampered_body(relays, relay):
+    body, headers = relays.build(relay, "hard")
+    return body.replace(GONE.encode(), readers(5)[3].encode()), headers
+
+
+def _stale(relays, relay):
+    old = datetime.now(UTC) - timedelta(hours=2)
+    if relay == "ses":
+        return relays.ses("hard", GONE, when=old)
+    if relay == "sendgrid":
+        body = relays.sendgrid("hard", GONE)[0]
+        return body, relays.sendgrid_sign(body, when=int(old.timestamp()))
+    return relays.mailgun("hard", GONE, relays.mailgun_signature(when=int(old.timestamp())))
+
+
+def _wrong_key(relays, relay):
+    if relay == "ses":
+        body = json.loads(relays.ses("hard", GONE)[0])
+        other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        body["Signature"] = base64.b64encode(
+            other.sign(b"anything", padding.PKCS1v15(), hashes.SHA1())
+        ).decode()
+        return json.dumps(body).encode(), {}
+    if relay == "sendgrid":
+        body = relays.sendgrid("hard", GONE)[0]
+        return body, relays.sendgrid_sign(body, key=ec.generate_private_key(ec.SECP256R1()))
+    if relay == "mailgun":
+        return relays.mailgun("hard", GONE, relays.mailgun_signature(key="key-not-ours"))
+    return relays.postmark("hard", GONE, credentials=("postmark", "guess"))
+
+
+def _other_topic(relays, relay):
+    body = json.loads(relays.ses("hard", GONE)[0])
+    body["TopicArn"] = "arn:aws:sns:eu-west-1:999999999999:someone-else"
+    return json.dumps(body).encode(), {}
+
+
+def _certificate_elsewhere(relays, relay):
+    body = json.loads(relays.ses("hard", GONE)[0])
+    body["SigningCertURL"] = "http://127.0.0.2:9/forged.pem"
+    return json.dumps(body).encode(), {}
+
+
+def _unsigned(relays, relay):
+    return relays.build(relay, "hard")[0], {}
+
+
+@pytest.mark.parametrize(
+    "relay, make",
+    [(relay, _tampered_body) for relay in ("ses", "sendgrid")]
+    + [(relay, _stale) for relay in ("ses", "sendgrid", "mailgun")]
+    + [(relay, _wrong_key) for relay in ALL]
+    + [("ses", _other_topic), ("ses", _certificate_elsewhere)]
+    + [(relay, _unsigned) for relay in ("sendgrid", "postmark")],
+    ids=lambda value: value if isinstance(value, str) else value.__name__.strip("_"),
+)
+def test_a_request_failing_its_check_is_refused_and_changes_nothing(relays, relay, make):
+    answer = relays.post(relay, *make(relays, relay))
+    assert answer.status_code == 401, answer.text
+    if relay == "postmark":
+        assert answer.headers["WWW-Authenticate"].startswith("Basic")
+    assert relays.inbound() == [] and relays.suppressed() == set()
+    assert relays.reader().bounce_score == 0
+
+
+def test_a_mailgun_token_is_taken_once(relays):
+    # Mailgun signs the timestamp and token, not the body: a captured signature put on
+    # another body must not pass.
+    signature = relays.mailgun_signature()
+    first = relays.post("mailgun", *relays.mailgun("soft", readers(5)[0], signature))
+    assert first.status_code == 200
+    again = relays.post("mailgun", *relays.mailgun("hard", GONE, signature))
+    assert again.status_code == 401
+    assert relays.suppressed() == set() and len(relays.inbound()) == 1
+
+
+def test_a_retried_event_is_taken_in_once(relays):
+    body, _ = relays.sendgrid("soft", GONE, event_id="sg-event-1")
+    for _ in range(2):
+        answer = relays.post("sendgrid", body, relays.sendgrid_sign(body))
+    assert answer.status_code == 200 and answer.text == "0 of 1 event(s) taken in.\n"
+    assert len(relays.inbound()) == 1
+    assert [e for e in relays.events() if e[0] == "bounced"] == [
+        ("bounced", "soft", relays.inbound()[0].id)
+    ]
+
+
+def test_an_sns_subscription_is_confirmed_by_one_visit(relays):
+    subscribe = f"{relays.sns_url}/?Action=ConfirmSubscription&TopicArn={TOPIC}&Token=2336412f37"
+    message = relays.sns_message(
+        "You have chosen to subscribe to the topic.",
+        kind="SubscriptionConfirmation",
+        Token="2336412f37",
+        SubscribeURL=subscribe,
+    )
+    answer = relays.post("ses", json.dumps(message).encode())
+    assert answer.status_code == 200
+    # The certificate is fetched once per process (an earlier test may have).
+    confirmations = [path for path in Sns.visits if not path.endswith(".pem")]
+    assert confirmations == [subscribe.removeprefix(relays.sns_url)]
+    assert relays.inbound() == []
+
+
+def test_signature_version_2_is_checked_too(relays):
+    body = relays.ses("hard", GONE, version="2")[0]
+    assert relays.post("ses", body).status_code == 200
+    assert relays.suppressed() == {GONE}
+
+
+@pytest.mark.parametrize("relay", ["sendgrid", "postmark"])
+def test_a_checked_body_that_is_not_json_is_a_400(relays, relay):
+    body = b"{not json"
+    headers = (
+        relays.sendgrid_sign(body) if relay == "sendgrid" else relays.postmark("hard", GONE)[1]
+    )
+    assert relays.post(relay, body, headers).status_code == 400
+
+
+def test_relays_not_configured_are_not_found(tmp_path, smtp_server):
+    app = app_with_issue(tmp_path, smtp_server, 1)
+    client = app.test_client()
+    for relay in [*ALL, "nosuchrelay"]:
+        assert client.post(f"/hooks/{relay}", data=b"{}").status_code == 404
+
+
+def test_an_oversized_body_is_a_413(relays):
+    answer = relays.post(
+        "postmark", b"[" + b"0," * 600_000 + b"0]", relays.postmark("hard", GONE)[1]
+    )
+    assert answer.status_code == 413
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    relay=st.sampled_from(ALL),
+    body=st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            lambda inner: (
+                st.lists(inner, max_size=4)
+                | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+            ),
+            max_leaves=12,
+        ).map(lambda value: json.dumps(value).encode()),
+    ),
+)
+def test_no_body_gives_a_5xx(relays, relay, body):
+    # Signed or credentialed where that is the relay's scheme, so the body is read.
+    headers = {}
+    if relay == "sendgrid":
+        headers = relays.sendgrid_sign(body)
+    elif relay == "postmark":
+        headers = relays.postmark("hard", GONE)[1]
+    answer = relays.post(relay, body, headers)
+    assert answer.status_code in (200, 400, 401), answer.text

@@ -1,0 +1,56 @@
+"""``POST /hooks/<relay>``: what relays that report by webhook say about our readers.
+
+Amazon SES (through SNS), SendGrid, Mailgun and Postmark, each checked by that relay's
+own scheme with its secret from the configuration. A relay that is not configured is
+not found (404); a request that fails its check is refused (401) and changes nothing; a
+checked request that cannot be read is a 400. Each event is stored under the relay's
+event id (a retried event is taken once) and acted on as a message heard back is.
+"""
+
+import logging
+
+from flask import Blueprint, abort, current_app, request
+
+from ...db import session_factory
+from ..store import take_in_event
+from . import mailgun, postmark, sendgrid, ses
+from .base import Malformed, Refused
+
+log = logging.getLogger(__name__)
+bp = Blueprint("hooks", __name__)
+RELAYS = {"ses": ses, "sendgrid": sendgrid, "mailgun": mailgun, "postmark": postmark}
+MAX_BODY = 1024 * 1024  # a SendGrid batch is at most a few hundred KB
+
+
+@bp.post("/hooks/<relay>")
+def hook(relay: str):
+    """Check, store and act on one webhook request."""
+    config = current_app.config
+    module = RELAYS.get(relay)
+    if module is None or not module.configured(config):
+        abort(404)
+    if (request.content_length or 0) > MAX_BODY:
+        abort(413)
+    body = request.stream.read(MAX_BODY + 1)
+    if len(body) > MAX_BODY:
+        abort(413)
+    try:
+        module.verify(request, body, config)
+        events = module.events(body, config)
+    except Refused as exc:
+        log.warning("webhook %s refused: %s", relay, exc)
+        headers = {"WWW-Authenticate": 'Basic realm="hooks"'} if relay == "postmark" else {}
+        return "The request's signature or credentials do not check.\n", 401, headers
+    except Malformed as exc:
+        return f"{exc}.\n", 400
+    sessions = session_factory()
+    taken = 0
+    for event in events:
+        if take_in_event(sessions, config, relay, event.event_id, event.report, event.raw):
+            taken += 1
+    return f"{taken} of {len(events)} event(s) taken in.\n", 200
+
+
+def init_app(app) -> None:
+    """Mount the webhooks."""
+    app.register_blueprint(bp)

@@ -1,0 +1,107 @@
+"""Mailgun's webhooks: failed (permanent or temporary), complained, unsubscribed.
+
+Mailgun signs ``timestamp + token`` with the account's webhook signing key (HMAC-SHA256,
+hex), and not the body. So besides the signature and a fresh timestamp, each token is
+taken once (the ``hook_tokens`` table): a captured request's signature cannot carry
+another body.
+"""
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+
+from ...db import session_factory, utcnow
+from ...models import HookToken
+from ..classify import SOFT_PERMANENT
+from ..report import Report, ReportKind
+from .base import Event, Malformed, Refused, fresh, json_body, text
+
+
+def configured(config: Mapping) -> bool:
+    """Whether Mailgun's signing key is set."""
+    return bool(config["HOOKS_MAILGUN_SIGNING_KEY"])
+
+
+def verify(request, body: bytes, config: Mapping) -> None:
+    """A valid signature over a fresh timestamp and a token not used before, or Refused."""
+    payload = json_body(body)
+    signature = payload.get("signature") if isinstance(payload, dict) else None
+    if not isinstance(signature, dict):
+        raise Refused("no signature")
+    timestamp, token, given = (signature.get(k) for k in ("timestamp", "token", "signature"))
+    if not all(isinstance(v, str) and v for v in (timestamp, token, given)):
+        raise Refused("an incomplete signature")
+    key = config["HOOKS_MAILGUN_SIGNING_KEY"].encode()
+    expected = hmac.new(key, (timestamp + token).encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected.encode(), given.encode()):
+        raise Refused("the signature does not match")
+    try:
+        moment = datetime.fromtimestamp(int(timestamp), UTC)
+    except (ValueError, OverflowError, OSError):
+        raise Refused("a timestamp that is not one") from None
+    if not fresh(moment, config["HOOKS_MAX_AGE"]):
+        raise Refused("a stale timestamp")
+    _take_token(token[:128], config["HOOKS_MAX_AGE"])
+
+
+def _take_token(token: str, max_age: int) -> None:
+    with session_factory()() as session:
+        # Tokens older than the window can no longer pass the timestamp check.
+        cutoff = utcnow() - timedelta(seconds=2 * max_age)
+        session.execute(
+            delete(HookToken).where(HookToken.relay == "mailgun", HookToken.seen_at < cutoff)
+        )
+        session.add(HookToken(relay="mailgun", token=token))
+        try:
+            session.commit()
+        except IntegrityError:
+            raise Refused("a token used before") from None
+
+
+def events(body: bytes, config: Mapping) -> list[Event]:
+    """The event-data as at most one event."""
+    data = json_body(body).get("event-data")
+    if not isinstance(data, dict):
+        raise Malformed("no event-data")
+    kind = _kind(data)
+    if kind is None:
+        return []  # delivered, opened, clicked, accepted: nothing to act on
+    address = text(data.get("recipient"))
+    if address is None:
+        raise Malformed("the event names no recipient")
+    status = data.get("delivery-status") if isinstance(data.get("delivery-status"), dict) else {}
+    code = status.get("code")
+    detail = text(status.get("description"), 200) or text(status.get("message"), 200) or ""
+    envelope = data.get("envelope") if isinstance(data.get("envelope"), dict) else {}
+    report = Report(
+        kind,
+        address=address,
+        token=text(envelope.get("sender")),  # our VERP sender, naming the delivery
+        code=str(code) if code else None,
+        detail=detail or text(data.get("reason"), 200) or "",
+    )
+    return [Event(text(data.get("id"), 200), report, json.dumps(data).encode())]
+
+
+def _kind(data: dict) -> ReportKind | None:
+    event = data.get("event")
+    if event == "failed":
+        if data.get("severity") == "temporary":
+            return ReportKind.SOFT_BOUNCE
+        status = (
+            data.get("delivery-status") if isinstance(data.get("delivery-status"), dict) else {}
+        )
+        enhanced = str(status.get("enhanced-code") or "")
+        return (
+            ReportKind.SOFT_BOUNCE if SOFT_PERMANENT.fullmatch(enhanced) else ReportKind.HARD_BOUNCE
+        )
+    if event == "complained":
+        return ReportKind.COMPLAINT
+    if event == "unsubscribed":
+        return ReportKind.UNSUBSCRIBE
+    return None

@@ -1,0 +1,80 @@
+"""Postmark's webhooks: bounce, spam complaint and subscription change records.
+
+Postmark does not sign its webhooks; its documented protection is HTTP Basic
+credentials in the webhook's URL (``https://user:password@…/hooks/postmark``), checked
+here against HOOKS_POSTMARK_USERNAME and _PASSWORD in constant time.
+"""
+
+import hmac
+import json
+from collections.abc import Mapping
+
+from ..report import Report, ReportKind
+from .base import Event, Malformed, Refused, json_body, text
+
+HARD = {"HardBounce", "BadEmailAddress", "ManuallyDeactivated"}
+SOFT = {"SoftBounce", "Transient", "DnsError", "Blocked", "DMARCPolicy", "Unknown"}
+COMPLAINT = {"SpamNotification", "SpamComplaint"}
+SUPPRESSION = {
+    "HardBounce": ReportKind.HARD_BOUNCE,
+    "SpamComplaint": ReportKind.COMPLAINT,
+    "ManualSuppression": ReportKind.UNSUBSCRIBE,
+}
+
+
+def configured(config: Mapping) -> bool:
+    """Whether Postmark's credentials are set."""
+    return bool(config["HOOKS_POSTMARK_USERNAME"] and config["HOOKS_POSTMARK_PASSWORD"])
+
+
+def verify(request, body: bytes, config: Mapping) -> None:
+    """The request's Basic credentials are the configured ones, or Refused."""
+    auth = request.authorization
+    if auth is None or auth.type != "basic":
+        raise Refused("no Basic credentials")
+    user_ok = hmac.compare_digest(
+        (auth.username or "").encode(), config["HOOKS_POSTMARK_USERNAME"].encode()
+    )
+    password_ok = hmac.compare_digest(
+        (auth.password or "").encode(), config["HOOKS_POSTMARK_PASSWORD"].encode()
+    )
+    if not (user_ok and password_ok):
+        raise Refused("wrong credentials")
+
+
+def events(body: bytes, config: Mapping) -> list[Event]:
+    """The record as at most one event."""
+    record = json_body(body)
+    if not isinstance(record, dict):
+        raise Malformed("a Postmark record is a JSON object")
+    kind = _kind(record)
+    if kind is None:
+        return []  # deliveries, opens, clicks: nothing to act on
+    address = text(record.get("Email")) or text(record.get("Recipient"))
+    if address is None:
+        raise Malformed("the record names no address")
+    code = record.get("TypeCode")
+    detail = text(record.get("Details"), 200) or text(record.get("Description"), 200) or ""
+    report = Report(kind, address=address, code=str(code) if code else None, detail=detail)
+    record_id = record.get("ID") or record.get("MessageID")
+    event_id = f"{record.get('RecordType')}:{record_id}:{record.get('ChangedAt', '')}"
+    return [Event(event_id if record_id else None, report, json.dumps(record).encode())]
+
+
+def _kind(record: dict) -> ReportKind | None:
+    record_type, bounce_type = record.get("RecordType"), record.get("Type")
+    if record_type == "Bounce":
+        if bounce_type in HARD:
+            return ReportKind.HARD_BOUNCE
+        if bounce_type in SOFT:
+            return ReportKind.SOFT_BOUNCE
+        if bounce_type in COMPLAINT:
+            return ReportKind.COMPLAINT
+        if bounce_type == "Unsubscribe":
+            return ReportKind.UNSUBSCRIBE
+        return None  # auto-responders, address changes, challenges: nothing
+    if record_type == "SpamComplaint":
+        return ReportKind.COMPLAINT
+    if record_type == "SubscriptionChange" and record.get("SuppressSending") is True:
+        return SUPPRESSION.get(record.get("SuppressionReason"), ReportKind.UNSUBSCRIBE)
+    return None
