@@ -13,9 +13,11 @@ import css_inline
 from .articles import Article, FeedItem
 from .mailmerge import MergeTemplate
 from .render import environment
-from .slots import Slotted, render_slotted
+from .slots import Markers, Slotted, render_slotted
 
 PERSONAL = ["unsubscribe_url", "manage_url"]
+OPEN_PIXEL = "open_url"  # the slot of the open pixel's address, when opens are tracked
+SAMPLE_LINK = "https://" + "x" * 200  # as long as a real personal or tracked link
 GMAIL_CLIP_BYTES = 102 * 1024  # Gmail hides the rest of a message larger than this
 SIZE_BUDGET = 95 * 1024  # leaves room for headers, DKIM and the personal links
 EXCERPT_PARAGRAPHS = 2
@@ -35,6 +37,8 @@ class DigestContent:
     feed: list[FeedItem]
     web_url: str  # the issue's web version; articles are anchors in it
     reason: str  # why the reader gets this email
+    track_clicks: bool = False  # each link a slot of its own (``link0``…), see ``links``
+    track_opens: bool = False  # an open pixel in the HTML part (slot ``open_url``)
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,23 @@ class RenderedDigest:
     text: Slotted
     size: int  # bytes of a whole message with sample personal links
     notes: list[str] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)  # tracked link N (slot linkN) goes here
+
+
+class Tracker:
+    """Tracked links of one rendering: each distinct URL gets a position and a slot,
+    ``link0``, ``link1``…, the same in both parts; untracked, a URL stays itself."""
+
+    def __init__(self, markers: Markers, on: bool) -> None:
+        self.markers, self.on = markers, on
+        self.urls: list[str] = []
+
+    def __call__(self, url: str) -> str:
+        if not self.on:
+            return url
+        if url not in self.urls:
+            self.urls.append(url)
+        return self.markers[f"link{self.urls.index(url)}"]
 
 
 @cache
@@ -87,24 +108,31 @@ def _shown(article: Article, paragraphs: int | None) -> dict:
     }
 
 
-def render_parts(content: DigestContent, layout: Layout = Layout()) -> tuple[Slotted, Slotted]:
-    """Render the HTML and text parts once, with personal slots."""
+def render_parts(
+    content: DigestContent, layout: Layout = Layout()
+) -> tuple[Slotted, Slotted, list[str]]:
+    """Render the HTML and text parts once, with personal slots and tracked links."""
     env = environment()
     context = _context(content, layout)
+    markers = Markers()
+    link = Tracker(markers, content.track_clicks)
+    pixel = markers[OPEN_PIXEL] if content.track_opens else None
 
-    def html(markers):
-        page = env.get_template("digest.html").render(context, **markers)
+    def html(slots):
+        page = env.get_template("digest.html").render(context, link=link, open_pixel=pixel, **slots)
         return _inliner().inline(page)
 
-    def text(markers):
-        return env.get_template("digest.txt").render(context, **markers)
+    def text(slots):
+        return env.get_template("digest.txt").render(context, link=link, **slots)
 
-    return render_slotted(html, PERSONAL, html=True), render_slotted(text, PERSONAL, html=False)
+    html_part = render_slotted(html, PERSONAL, html=True, markers=markers)
+    text_part = render_slotted(text, PERSONAL, html=False, markers=markers)
+    return html_part, text_part, link.urls
 
 
 def sample_size(html: Slotted, text: Slotted, subject: str) -> int:
     """Bytes of a whole message with links as long as real ones."""
-    sample = {name: "https://" + "x" * 200 for name in PERSONAL}
+    sample = {name: SAMPLE_LINK for part in (html, text) for name in part.parts[1::2]}
     template = MergeTemplate(
         subject=subject,
         sender="newsletter@" + "x" * 40,
@@ -150,7 +178,7 @@ def render_digest(content: DigestContent, budget: int = SIZE_BUDGET) -> Rendered
         )
     )
     for layout, note in plans:
-        html, text = render_parts(content, layout)
+        html, text, links = render_parts(content, layout)
         size = sample_size(html, text, content.subject)
         if size <= budget:
             notes = (
@@ -158,9 +186,9 @@ def render_digest(content: DigestContent, budget: int = SIZE_BUDGET) -> Rendered
                 if note is None
                 else [f"The full issue would exceed {budget // 1024} KB: {note}."]
             )
-            return RenderedDigest(html, text, size, notes)
+            return RenderedDigest(html, text, size, notes, links)
     # A single paragraph over the budget: cut the lead's text itself.
     lead = replace(content.lead, paragraphs=[content.lead.paragraphs[0][:2000] + "…"])
-    html, text = render_parts(replace(content, lead=lead), plans[-1][0])
+    html, text, links = render_parts(replace(content, lead=lead), plans[-1][0])
     size = sample_size(html, text, content.subject)
-    return RenderedDigest(html, text, size, ["The lead paragraph alone was too long: cut."])
+    return RenderedDigest(html, text, size, ["The lead paragraph alone was too long: cut."], links)

@@ -40,15 +40,33 @@ class Slotted:
         return cls(tuple(data["parts"]), bool(data["html"]))
 
 
+class Markers:
+    """The slot markers of one rendering, by slot name: named ahead (the personal links)
+    or made while the templates run (tracked links, one per distinct URL)."""
+
+    def __init__(self) -> None:
+        self.token = secrets.token_hex(8)
+        self.names: list[str] = []
+
+    def __getitem__(self, name: str) -> str:
+        if name not in self.names:
+            self.names.append(name)
+        return f"slot{self.token}{name.replace('_', '')}end"
+
+
 def render_slotted(
-    render: Callable[[Mapping[str, str]], str], names: list[str], html: bool
+    render: Callable[[Mapping[str, str]], str],
+    names: list[str],
+    html: bool,
+    markers: Markers | None = None,
 ) -> Slotted:
-    """Call ``render`` with a marker per slot name and split its output at the markers."""
-    token = secrets.token_hex(8)
-    markers = {name: f"slot{token}{name.replace('_', '')}end" for name in names}
-    text = render(markers)
+    """Call ``render`` with a marker per slot name and split its output at the markers,
+    and at those of any slot ``markers`` made while it ran."""
+    markers = markers or Markers()
+    text = render({name: markers[name] for name in names})
     parts: list[str] = [text]
-    for name, marker in markers.items():
+    for name in list(markers.names):
+        marker = markers[name]
         split: list[str] = []
         for index, part in enumerate(parts):
             if index % 2:

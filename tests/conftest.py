@@ -12,6 +12,9 @@ import pytest
 from hypothesis import settings
 
 from tests.helpers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    REQUIRE_BROWSER,
     REQUIRE_REDIS,
     SmtpServer,
     dispose_apps,
@@ -127,3 +130,18 @@ def smtp_server():
     server = SmtpServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright; skipped (or failed in CI) without it."""
+    if not CHROMIUM:
+        if REQUIRE_BROWSER:
+            pytest.fail("Chromium is required (NEWSLETTER_REQUIRE_BROWSER) but was not found")
+        pytest.skip("Chromium not found: install it (apt-get install chromium) for browser tests")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -6,6 +6,7 @@ import base64
 import ipaddress
 import os
 import re
+import shutil
 import socket
 import ssl
 import sys
@@ -37,6 +38,18 @@ TEST_DATABASE = os.environ.get("TEST_DATABASE", "sqlite")
 # Read before the tests clear NEWSLETTER_* from the environment.
 REQUIRE_POSTGRES = bool(os.environ.get("NEWSLETTER_REQUIRE_POSTGRES"))
 REQUIRE_REDIS = bool(os.environ.get("NEWSLETTER_REQUIRE_REDIS"))
+REQUIRE_BROWSER = bool(os.environ.get("NEWSLETTER_REQUIRE_BROWSER"))
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium")
+# Started by root in CI and with no network: flags as the machine's notes prescribe.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 sqlite_only = pytest.mark.skipif(
     TEST_DATABASE != "sqlite", reason="about SQLite itself; runs in the SQLite pass"
 )

@@ -2,7 +2,6 @@
 email at /outbox, click its link, press the button and see the confirmation."""
 
 import os
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -17,33 +16,6 @@ from webapp.models import Subscriber, Subscription, SubscriptionStatus
 from webapp.texts import TEXTS
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium")
-# Started by root in CI and with no network: flags as the machine's notes prescribe.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM:
-        if os.environ.get("NEWSLETTER_REQUIRE_BROWSER"):
-            pytest.fail("Chromium is required (NEWSLETTER_REQUIRE_BROWSER) but was not found")
-        pytest.skip("Chromium not found: install it (apt-get install chromium) for browser tests")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
 
 @pytest.fixture
 def live_server(tmp_path):

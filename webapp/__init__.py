@@ -20,6 +20,7 @@ def create_app(test_config: dict | None = None) -> "Flask":
     from .inbound import cli as inbound_cli
     from .inbound import hooks
     from .issues import cli as issues_cli
+    from .reports import cli as reports_cli
     from .subscribers import cli as subscribers_cli
     from .subscribers.outbox import OutboxWorker
 
@@ -36,5 +37,6 @@ def create_app(test_config: dict | None = None) -> "Flask":
     cli.init_app(app)
     subscribers_cli.init_app(app)
     issues_cli.init_app(app)
+    reports_cli.init_app(app)
     inbound_cli.init_app(app)
     return app

@@ -9,7 +9,7 @@ import re
 import signal
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -28,11 +28,12 @@ from .catalog import (
     seed_catalog,
 )
 from .config import ConfigError
-from .db import engine, make_engine, session_factory
+from .db import engine, make_engine, session_factory, utcnow
 from .dbcopy import CopyError, copy_database
 from .delivery import outbox_transport
 from .inbound.verp import Verp
 from .models import Issue, Newsletter
+from .reports.clicks import fold_clicks
 from .subscribers.outbox import deliver_queued
 from .subscribers.signups import act_on_left_requests
 
@@ -287,6 +288,7 @@ def outbox_send(watch: bool, interval: float) -> None:
 
     def deliver(due_only: bool):
         act_on_left_requests(session_factory(), config)  # sign-ups a stopped server left
+        fold_clicks(session_factory(), config["CLICK_KEEP_DAYS"])  # readers' clicks kept no longer
         return deliver_queued(
             session_factory(),
             outbox_transport(config),
@@ -351,3 +353,22 @@ def main() -> None:
             err=True,
         )
         sys.exit(70)  # EX_SOFTWARE
+
+
+class Since(click.ParamType):
+    """A date (2026-11-20), a time (2026-11-20T08:00) or a span back from now (2d)."""
+
+    name = "since"
+
+    def convert(self, value, param, ctx) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return utcnow() - Duration().convert(value, param, ctx)
+        except click.BadParameter:
+            pass
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not a date, a time or a span like 2d", param, ctx)
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

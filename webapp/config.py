@@ -77,6 +77,9 @@ DEFAULTS: dict[str, object] = {
     "INBOUND_IMAP_PASSWORD": None,
     "INBOUND_IMAP_MAILBOX": "INBOX",
     "INBOUND_IMAP_DONE_FOLDER": "Processed",  # where handled messages are moved
+    "TRACK_CLICKS": True,  # a digest's links go through /r/TOKEN, counted per issue
+    "TRACK_OPENS": False,  # an open pixel; Apple's Mail Privacy Protection inflates opens
+    "CLICK_KEEP_DAYS": 30,  # days a reader's clicks are kept; then only link totals remain
     # POST /hooks/<relay>: each relay is off until its secret is set.
     "HOOKS_MAX_AGE": 900,  # seconds a signed webhook's timestamp may be off (replays)
     "HOOKS_SES_TOPIC_ARNS": None,  # comma-separated SNS topics whose messages are taken

@@ -10,7 +10,10 @@ Confirmation tokens expire and name the subscription's current nonce, so a link 
 before an unsubscribe stops working.
 """
 
+import base64
+import hashlib
 import hmac
+import re
 import time
 from typing import Any
 
@@ -19,6 +22,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode, int_to_bytes
 from sqlalchemy.orm import Session
 
+from .inbound.verp import base36
 from .models import Subscriber, Subscription, SubscriptionStatus
 
 
@@ -107,6 +111,18 @@ def reader_links() -> "ReaderLinks":
     return links
 
 
+def tracked_links() -> "Tracked":
+    """The app's maker and reader of tracked-link tokens, made once."""
+    tracked = current_app.extensions.get("tracked_links")
+    if tracked is None:
+        tracked = current_app.extensions["tracked_links"] = Tracked(
+            current_app.config["SECRET_KEY"],
+            public_url("tracking.click", token="x")[:-1],
+            public_url("tracking.pixel", token="x")[:-1],
+        )
+    return tracked
+
+
 class ReaderLinks:
     """Makes readers' personal links from plain ids, the URL prefixes worked out once.
 
@@ -134,18 +150,26 @@ class ReaderLinks:
         """A subscription's confirmation link, for its current nonce (one per sign-up)."""
         return self._confirm + self._confirm_tokens.dumps([subscription_id, nonce])
 
-    def unsubscribe_url(self, subscription_id: int, secret: str) -> str:
-        """The one-click unsubscribe link of a subscription."""
-        return self._unsubscribe + self._unsubscribe_tokens.dumps([subscription_id, secret])
+    def unsubscribe_url(
+        self, subscription_id: int, secret: str, issue_id: int | None = None
+    ) -> str:
+        """The one-click unsubscribe link of a subscription; in a digest it names the
+        issue too, so that the unsubscribe is counted against it."""
+        data = (
+            [subscription_id, secret] if issue_id is None else [subscription_id, secret, issue_id]
+        )
+        return self._unsubscribe + self._unsubscribe_tokens.dumps(data)
 
     def manage_url(self, subscriber_id: int, secret: str) -> str:
         """The preferences link of a subscriber."""
         return self._manage + self._manage_tokens.dumps([subscriber_id, secret])
 
-    def for_reader(self, subscription_id: int, subscriber_id: int, secret: str) -> dict[str, str]:
+    def for_reader(
+        self, subscription_id: int, subscriber_id: int, secret: str, issue_id: int | None = None
+    ) -> dict[str, str]:
         """Both personal links, by slot name."""
         return {
-            "unsubscribe_url": self.unsubscribe_url(subscription_id, secret),
+            "unsubscribe_url": self.unsubscribe_url(subscription_id, secret, issue_id),
             "manage_url": self.manage_url(subscriber_id, secret),
         }
 
@@ -179,6 +203,68 @@ class Tokens:
 MAX_ROW_ID = 2**63 - 1  # the largest BIGINT, and SQLite's INTEGER
 
 
+def issue_of_unsubscribe(token: str) -> int | None:
+    """The issue a genuine unsubscribe token came in, if it came in a digest."""
+    try:
+        data = read_token("unsubscribe", token)
+    except (TokenInvalid, TokenExpired):
+        return None
+    if isinstance(data, list) and len(data) == 3:
+        issue_id = data[2]
+        if type(issue_id) is int and 0 < issue_id <= MAX_ROW_ID:
+            return issue_id
+    return None
+
+
+class Tracked:
+    """Tracked links (``/r/TOKEN``) and the open pixel (``/o/TOKEN``) of one issue's
+    readers. TOKEN names the issue, the link's position and the reader, with a keyed
+    hash: ``ISSUE.POSITION.READER.MAC`` in base 36 (``o`` for the pixel), short, cheap
+    to make twenty times a message, and worthless when altered. The target is not in
+    it: the redirect looks it up from the issue."""
+
+    def __init__(self, secret_key: str, click_prefix: str, open_prefix: str) -> None:
+        key = hmac.new(secret_key.encode(), b"newsletter.tracked", hashlib.sha256).digest()
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+        self._click, self._open = click_prefix, open_prefix
+
+    def _sign(self, text: str) -> str:
+        mac = self._mac.copy()
+        mac.update(text.encode())
+        return base64.urlsafe_b64encode(mac.digest()[:12]).decode()
+
+    def token(self, issue_id: int, position: int | None, subscriber_id: int) -> str:
+        """The token of link ``position`` (None: the open pixel) for one reader."""
+        where = "o" if position is None else base36(position)
+        text = f"{base36(issue_id)}.{where}.{base36(subscriber_id)}"
+        return f"{text}.{self._sign(text)}"
+
+    def read(self, token: str) -> tuple[int, int | None, int] | None:
+        """(issue id, position or None, subscriber id) of a genuine token, else None."""
+        found = TRACKED_TOKEN.fullmatch(token)
+        if found is None or not hmac.compare_digest(self._sign(found[1]), found[2]):
+            return None
+        issue, where, reader = found[1].split(".")
+        numbers = [int(issue, 36), None if where == "o" else int(where, 36), int(reader, 36)]
+        if any(n is not None and not n <= MAX_ROW_ID for n in numbers):
+            return None
+        return numbers[0], numbers[1], numbers[2]
+
+    def for_reader(self, issue_id: int, subscriber_id: int, links: int, opens: bool) -> dict:
+        """The slots ``link0``… (and ``open_url``) of one reader's message."""
+        values = {
+            f"link{n}": self._click + self.token(issue_id, n, subscriber_id) for n in range(links)
+        }
+        if opens:
+            values["open_url"] = self._open + self.token(issue_id, None, subscriber_id)
+        return values
+
+
+TRACKED_TOKEN = re.compile(
+    r"([0-9a-z]{1,13}\.(?:o|[0-9a-z]{1,4})\.[0-9a-z]{1,13})\.([A-Za-z0-9_-]{16})"
+)
+
+
 def row_for_link(
     session: Session, purpose: str, token: str, max_age: int | None = None
 ) -> Subscription | Subscriber:
@@ -191,7 +277,8 @@ def row_for_link(
     ended or started again since it was sent).
     """
     try:
-        row_id, proof = read_token(purpose, token, max_age)
+        # A digest's unsubscribe link also names its issue (see issue_of_unsubscribe).
+        row_id, proof, *_ = read_token(purpose, token, max_age)
     except (TypeError, ValueError):  # genuine JSON of another shape
         raise TokenInvalid from None
     # Only keys a row can have: a bool is an int to Python, and past 2**63 - 1 no

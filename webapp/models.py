@@ -156,6 +156,8 @@ class SubscriptionEvent(Model):
     inbound_id: Mapped[int | None] = mapped_column(
         ForeignKey("inbound_messages.id", ondelete="SET NULL")
     )
+    # The issue whose link or List-Unsubscribe header it came from (an unsubscribe).
+    issue_id: Mapped[int | None] = mapped_column(ForeignKey("issues.id", ondelete="SET NULL"))
 
     def __repr__(self) -> str:
         return f"<SubscriptionEvent {self.id} {self.kind.value}>"
@@ -288,6 +290,10 @@ class Issue(Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Set when the issue is first sent; only sent issues are public on the web.
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Clicks and opens of readers whose rows were folded away after CLICK_KEEP_DAYS.
+    folded_clicks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    folded_clickers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    folded_openers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     newsletter: Mapped[Newsletter] = relationship()
 
@@ -399,3 +405,41 @@ class HookToken(Model):
     relay: Mapped[str] = mapped_column(String(16), primary_key=True)
     token: Mapped[str] = mapped_column(String(128), primary_key=True)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class IssueLink(Model):
+    """A tracked link of an issue, by its position, as the issue was built: ``/r/TOKEN``
+    redirects to ``url`` looked up here, never to anything read from the request."""
+
+    __tablename__ = "issue_links"
+
+    issue_id: Mapped[int] = mapped_column(
+        ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    # Totals of the click rows folded away after CLICK_KEEP_DAYS.
+    folded_clicks: Mapped[int] = mapped_column(Integer, default=0)
+    folded_clickers: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Click(Model):
+    """One reader following one tracked link of an issue (``position``), or loading its
+    open pixel (``position`` None). Kept CLICK_KEEP_DAYS for unique counts, then folded
+    into the link's and the issue's totals; erased with the reader.
+
+    ``scanner`` marks a hit that was a link scanner's, not the reader's (every link of
+    one message within seconds): kept for the burst's sake, never counted.
+    """
+
+    __tablename__ = "clicks"
+    __table_args__ = (Index("ix_clicks_issue_subscriber", "issue_id", "subscriber_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"))
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int | None] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    scanner: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from emails.addresses import InvalidAddress, normalize_address
 
 from ..db import utcnow
-from ..links import LinkGone, TokenExpired, TokenInvalid, row_for_link
+from ..links import LinkGone, TokenExpired, TokenInvalid, issue_of_unsubscribe, row_for_link
 from ..models import (
     Delivery,
     EventKind,
@@ -171,7 +171,8 @@ def _unsubscribe_by_mail(session: Session, inbound: InboundMessage, report: Repo
     except (TokenInvalid, TokenExpired, LinkGone):
         return "nothing: the unsubscribe token is not ours"
     inbound.subscriber_id = subscription.subscriber_id
-    if unsubscribe(session, subscription, "mailto", inbound_id=inbound.id):
+    issue_id = issue_of_unsubscribe(report.token or "")
+    if unsubscribe(session, subscription, "mailto", inbound_id=inbound.id, issue_id=issue_id):
         return f"unsubscribed from {subscription.newsletter.slug} (mailto)"
     return "nothing: already unsubscribed"
 

@@ -3,15 +3,15 @@
 import signal
 import sys
 import threading
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import click
 from flask import Flask, current_app
 from sqlalchemy import select
 
-from ..cli import Duration, StaffGroup
-from ..db import session_factory, utcnow
+from ..cli import Since, StaffGroup
+from ..db import session_factory
 from ..models import InboundMessage
 from .imap import MailboxError, fetch_once
 from .report import ReportKind
@@ -127,25 +127,6 @@ def _read(name: str, limit: int) -> bytes:
     if len(raw) > limit:
         raise click.ClickException(f"{name}: larger than INBOUND_MAX_BYTES ({limit:,} bytes)")
     return raw
-
-
-class Since(click.ParamType):
-    """A date (2026-11-20), a time (2026-11-20T08:00) or a span back from now (2d)."""
-
-    name = "since"
-
-    def convert(self, value, param, ctx) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        try:
-            return utcnow() - Duration().convert(value, param, ctx)
-        except click.BadParameter:
-            pass
-        try:
-            moment = datetime.fromisoformat(str(value))
-        except ValueError:
-            self.fail(f"{value!r} is not a date, a time or a span like 2d", param, ctx)
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @inbound_group.command("list")

@@ -43,7 +43,7 @@ class Verp:
         """The token naming row ``row_id`` of ``kind`` (``d`` or ``o``)."""
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}")
-        text = kind + _base36(row_id)
+        text = kind + base36(row_id)
         return f"{text}-{self._sign(text)}"
 
     def sender(self, kind: str, row_id: int) -> str:
@@ -74,7 +74,8 @@ class Verp:
         )
 
 
-def _base36(number: int) -> str:
+def base36(number: int) -> str:
+    """``number`` (not negative) in base 36, lower case: short ids in tokens."""
     if number < 0:
         raise ValueError("ids are positive")
     digits = "0123456789abcdefghijklmnopqrstuvwxyz"

@@ -13,7 +13,7 @@ from emails.articles import Article, ArticleError, FeedItem, read_article
 from emails.digest import DigestContent, render_digest
 
 from ..links import public_url
-from ..models import Issue, Newsletter
+from ..models import Issue, IssueLink, Newsletter
 
 PREHEADER_CHARS = 140
 
@@ -95,6 +95,8 @@ def build_issue(session: Session, newsletter: Newsletter, articles: list[Article
             f"You receive this email because you subscribed to {newsletter.title} "
             f"from {config['SITE_NAME']}."
         ),
+        track_clicks=config["TRACK_CLICKS"],
+        track_opens=config["TRACK_OPENS"],
     )
     rendered = render_digest(content)
     issue = Issue(
@@ -105,6 +107,7 @@ def build_issue(session: Session, newsletter: Newsletter, articles: list[Article
         content={
             "articles": [a.to_dict() for a in articles],
             "feed": [item.__dict__ for item in content.feed],
+            "links": rendered.links,  # tracked link N goes here
         },
         html=rendered.html.to_json(),
         text=rendered.text.to_json(),
@@ -113,6 +116,9 @@ def build_issue(session: Session, newsletter: Newsletter, articles: list[Article
     )
     session.add(issue)
     session.flush()
+    session.add_all(
+        IssueLink(issue_id=issue.id, position=n, url=url) for n, url in enumerate(rendered.links)
+    )
     return issue
 
 

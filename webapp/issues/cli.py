@@ -16,8 +16,9 @@ from emails.transport import DeliveryError
 from ..cli import StaffGroup, issue_arg, newsletter_arg
 from ..db import session_factory
 from ..delivery import transport_from_config
-from ..links import personal_links, preview_links, reader_links
+from ..links import personal_links, preview_links, reader_links, tracked_links
 from ..models import Delivery, DeliveryStatus, Issue, Newsletter, Subscriber, Subscription
+from ..reports.numbers import issue_numbers
 from .building import build_issue, page_furniture, read_articles, seed_article_paths
 from .mail import IssueMail
 from .queue import eligible_readers
@@ -70,7 +71,8 @@ def build(newsletter: str, articles: tuple[Path, ...]) -> None:
 @digest_group.command("list")
 @click.argument("newsletter", required=False)
 def list_issues(newsletter: str | None) -> None:
-    """List issues with their number, state, size and subject.
+    """List issues with their number, state, size, subject and, once sent, how many
+    it was delivered to and the share of those who clicked.
 
     Example: newsletter digest list explaining-ukraine
     """
@@ -80,9 +82,16 @@ def list_issues(newsletter: str | None) -> None:
             query = query.where(Issue.newsletter_id == newsletter_arg(session, newsletter).id)
         issues = session.scalars(query).all()
         for issue in issues:
+            results = ""
+            if issue.sent_at is not None:
+                numbers = issue_numbers(session, issue)
+                clicked = numbers["rates"]["click"]
+                rate = "-" if clicked is None else f"{100 * clicked:.1f}%"
+                results = f"{numbers['delivered']:>7,} delivered {rate:>6} clicked  "
             click.echo(
                 f"{issue.newsletter.slug:<24} {issue.number:>5}  {issue.state:<6} "
-                f"{issue.created_at:%Y-%m-%d %H:%M}  {issue.size / 1024:6.1f} KB  {issue.subject}"
+                f"{issue.created_at:%Y-%m-%d %H:%M}  {issue.size / 1024:6.1f} KB  "
+                f"{results}{issue.subject}"
             )
         click.echo(f"{len(issues)} issue(s).")
 
@@ -252,7 +261,7 @@ def _send_tests(issue: Issue, addresses: tuple[str, ...]) -> None:
 
 
 def _dry_run(session, issue: Issue) -> None:
-    mail = IssueMail(issue, current_app.config, reader_links())
+    mail = IssueMail(issue, current_app.config, reader_links(), tracked_links())
     if issue.sent_at is None:
         query = eligible_readers(issue).add_columns(Subscriber.email, Subscriber.secret)
     else:

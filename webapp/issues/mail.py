@@ -15,18 +15,29 @@ from ..inbound.verp import Verp
 from ..models import Issue
 
 if TYPE_CHECKING:
-    from ..links import ReaderLinks
+    from ..links import ReaderLinks, Tracked
+
+# What fills the open pixel's slot where nobody is tracked (previews, test copies).
+NO_PIXEL = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"
 
 
 class IssueMail:
     """One issue ready for any reader.
 
     Every reader's message carries the issue's headers, their own unsubscribe and
-    manage links (in the parts and in List-Unsubscribe), and a DKIM signature when
-    configured.
+    manage links (in the parts and in List-Unsubscribe, naming the issue), the issue's
+    links tracked for them when it was built with tracking and ``tracked`` is given
+    (else the links themselves, as in previews and test copies), and a DKIM signature
+    when configured.
     """
 
-    def __init__(self, issue: Issue, config: Mapping, links: "ReaderLinks") -> None:
+    def __init__(
+        self,
+        issue: Issue,
+        config: Mapping,
+        links: "ReaderLinks",
+        tracked: "Tracked | None" = None,
+    ) -> None:
         newsletter = issue.newsletter
         self.sender = config["MAIL_FROM"]
         self.template = MergeTemplate(
@@ -43,6 +54,14 @@ class IssueMail:
         self.links = links
         self.signer = dkim_signer(config)
         self.verp = Verp.from_config(config)
+        self.issue_id, self.tracked = issue.id, tracked
+        targets = (issue.content or {}).get("links", [])
+        self.link_count = len(targets)
+        self.opens = "open_url" in Slotted.from_json(issue.html).parts[1::2]
+        # Untracked, each slot is its target (and the pixel nothing).
+        self.untracked = {f"link{n}": url for n, url in enumerate(targets)}
+        if self.opens:
+            self.untracked["open_url"] = NO_PIXEL
 
     def envelope_sender(self, delivery_id: int) -> str:
         """The envelope sender of one delivery: bounces+TOKEN@, so a bounce names it."""
@@ -52,7 +71,7 @@ class IssueMail:
         """The message for ``recipient`` (an ASCII address) with these personal links."""
         raw = self.template.merge(
             recipient,
-            links,
+            {**self.untracked, **links},
             {"List-Unsubscribe": list_unsubscribe(self.sender, links["unsubscribe_url"])},
         )
         return raw if self.signer is None else self.signer.sign(raw)
@@ -61,5 +80,9 @@ class IssueMail:
         self, recipient: str, subscription_id: int, subscriber_id: int, secret: str
     ) -> bytes:
         """The message for one subscriber, from plain ids (no ORM objects on the hot path)."""
-        links = self.links.for_reader(subscription_id, subscriber_id, secret)
+        links = self.links.for_reader(subscription_id, subscriber_id, secret, self.issue_id)
+        if self.tracked is not None and (self.link_count or self.opens):
+            links.update(
+                self.tracked.for_reader(self.issue_id, subscriber_id, self.link_count, self.opens)
+            )
         return self.message(recipient, links)

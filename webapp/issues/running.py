@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 
 from ..db import engine
 from ..delivery import transport_from_config
-from ..links import reader_links
+from ..links import reader_links, tracked_links
 from ..models import DeliveryStatus, Issue
 from .journal import fold_journals
 from .mail import IssueMail
@@ -165,7 +165,7 @@ def _sender_process(db, config, issue_id, mail, settings, stop, parent, outcomes
 def _run_senders(app, issue, settings, session, before):
     issue_id = issue.id
     # Made here, once: the forked senders inherit it and need no app to use it.
-    mail = IssueMail(issue, app.config, reader_links())
+    mail = IssueMail(issue, app.config, reader_links(), tracked_links())
     config = dict(app.config)
     context = multiprocessing.get_context("fork")
     stop, outcomes = context.Event(), context.SimpleQueue()

@@ -26,11 +26,21 @@ def record_event(
     consent: "Consent | None" = None,
     at: datetime | None = None,
     inbound_id: int | None = None,
+    issue_id: int | None = None,
 ) -> None:
     """Append one event to ``subscription``'s history, in the caller's transaction;
-    ``inbound_id`` names the message heard back that caused it."""
+    ``inbound_id`` names the message heard back that caused it, ``issue_id`` the issue
+    whose link it came from."""
     record_event_of(
-        session, subscription.id, subscription.newsletter_id, kind, how, consent, at, inbound_id
+        session,
+        subscription.id,
+        subscription.newsletter_id,
+        kind,
+        how,
+        consent,
+        at,
+        inbound_id,
+        issue_id,
     )
 
 
@@ -43,6 +53,7 @@ def record_event_of(
     consent: "Consent | None" = None,
     at: datetime | None = None,
     inbound_id: int | None = None,
+    issue_id: int | None = None,
 ) -> None:
     """:func:`record_event` for a subscription known by its ids, not loaded."""
     session.connection().execute(
@@ -57,6 +68,7 @@ def record_event_of(
             "user_agent": consent.user_agent if consent else None,
             "source": consent.source if consent else None,
             "inbound_id": inbound_id,
+            "issue_id": issue_id,
         },
     )
 

@@ -21,6 +21,7 @@ from ..db import UTCDateTime, session_factory, utcnow
 from ..delivery import outbox_transport
 from ..inbound.verp import Verp
 from ..models import EventKind, OutboxMail, OutboxStatus, Subscription, SubscriptionEvent
+from ..reports.clicks import fold_clicks
 from .signups import LEFT_AFTER, act_on_left_requests
 
 log = logging.getLogger(__name__)
@@ -268,6 +269,7 @@ class OutboxWorker:
             try:
                 if now - last_sweep >= LEFT_AFTER / 2:  # requests a stopped server left
                     act_on_left_requests(self.sessions, self.config)
+                    fold_clicks(self.sessions, self.config["CLICK_KEEP_DAYS"])
                     last_sweep = now
                 transport = transport or outbox_transport(self.config)
                 report = deliver_queued(

@@ -13,10 +13,13 @@ from emails.addresses import mailbox
 
 from ..db import utcnow
 from ..models import (
+    Click,
     Delivery,
     ErasedAddress,
     EventKind,
     InboundMessage,
+    Issue,
+    IssueLink,
     Mailbox,
     OutboxMail,
     SignupRequest,
@@ -130,6 +133,26 @@ def personal_data(session: Session, subscriber: Subscriber) -> dict:
                 "action": m.action,
             }
             for m in heard
+        ],
+        # Tracked clicks and opens, kept CLICK_KEEP_DAYS; after that only totals remain.
+        "clicks": [
+            {
+                "newsletter": issue.newsletter.slug,
+                "issue": issue.number,
+                "link": url if click.position is not None else "(open pixel)",
+                "at": iso(click.at),
+                "counted": not click.scanner,
+            }
+            for click, issue, url in session.execute(
+                select(Click, Issue, IssueLink.url)
+                .join(Issue, Issue.id == Click.issue_id)
+                .outerjoin(
+                    IssueLink,
+                    (IssueLink.issue_id == Click.issue_id) & (IssueLink.position == Click.position),
+                )
+                .where(Click.subscriber_id == subscriber.id)
+                .order_by(Click.id)
+            )
         ],
         "bounce_score": subscriber.bounce_score,
         "suppressed": {

@@ -290,11 +290,13 @@ def unsubscribe(
     how: str,
     consent: Consent | None = None,
     inbound_id: int | None = None,
+    issue_id: int | None = None,
 ) -> bool:
     """End a subscription at once; True if it was not already ended (idempotent).
 
     ``how`` says which way the reader (or staff) asked: link, one-click, manage, mailto,
-    complaint; ``inbound_id`` names the message that asked, if one did.
+    complaint; ``inbound_id`` names the message that asked, if one did; ``issue_id``
+    the issue whose unsubscribe link or header was used, counted against it.
     """
     now = utcnow()
     result = session.execute(
@@ -307,7 +309,9 @@ def unsubscribe(
         .execution_options(synchronize_session=False)
     )
     if result.rowcount == 1:
-        record_event(session, subscription, EventKind.UNSUBSCRIBED, how, consent, now, inbound_id)
+        record_event(
+            session, subscription, EventKind.UNSUBSCRIBED, how, consent, now, inbound_id, issue_id
+        )
     session.refresh(subscription)
     return result.rowcount == 1
 

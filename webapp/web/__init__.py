@@ -4,7 +4,7 @@ defences of it all, and the captured-mail viewer of development installations.""
 from flask import Flask
 
 from ..texts import TEXTS
-from . import archive, captured, notices, preferences, security, signup
+from . import archive, captured, notices, preferences, security, signup, tracking
 
 
 def init_app(app: Flask) -> None:
@@ -13,6 +13,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(signup.bp)
     app.register_blueprint(archive.bp)
     app.register_blueprint(preferences.bp)
+    app.register_blueprint(tracking.bp)
     security.init_app(app)
     if app.config["MAIL_BACKEND"] == "file":
         app.register_blueprint(captured.bp)

@@ -20,7 +20,7 @@ from flask import (
 
 from ..catalog import newsletter_by_slug
 from ..db import get_session
-from ..links import manage_url
+from ..links import issue_of_unsubscribe, manage_url
 from ..models import Subscriber, Subscription, SubscriptionStatus
 from ..subscribers import personal, service
 from ..subscribers.mail import queue_data_link, queue_welcome
@@ -49,7 +49,8 @@ def unsubscribe_post(token: str):
     session = get_session()
     # The page's button says so; anything else posting here is a mail client's one-click.
     how = "link" if request.form.get("via") == "page" else "one-click"
-    service.unsubscribe(session, subscription, how, service.Consent.from_request(request))
+    consent = service.Consent.from_request(request)
+    service.unsubscribe(session, subscription, how, consent, issue_id=issue_of_unsubscribe(token))
     session.commit()
     return _unsubscribed_page(subscription)
 
