@@ -17,6 +17,7 @@ from webapp.texts import TEXTS
 
 pytestmark = pytest.mark.browser
 
+
 @pytest.fixture
 def live_server(tmp_path):
     """The app served over HTTP on a loopback port, mail captured, outbox worker running."""
