@@ -29,7 +29,8 @@ CSP = (
     "object-src 'none'"
 )
 TOKEN_PATH = re.compile(
-    r"(/(?:confirm|unsubscribe|manage|data)/)([A-Za-z0-9_\-.]{6})[A-Za-z0-9_\-.]{0,2000}"
+    # Tracked links (/r/, /o/) name a reader too.
+    r"(/(?:confirm|unsubscribe|manage|data|r|o)/)([A-Za-z0-9_\-.]{6})[A-Za-z0-9_\-.]{0,2000}"
 )
 bp = Blueprint("security", __name__)
 # An address in a log line: its local part (apostrophes and the rest of atext) is masked.
