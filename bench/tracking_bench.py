@@ -5,7 +5,8 @@
 2. A tracked click, ``GET /r/TOKEN`` (token checked, target looked up, the click stored
    with the scanner check, 302), under gunicorn with 2 workers on SQLite, wrk with 16
    connections for 10 s over 20,000 readers' tokens; beside a bare Flask 302 on the
-   same server. Every click answered 302 must be a row in the database.
+   same server. Every click answered 302 must be a row in the database (and at most
+   one more per connection: the requests wrk left in flight at its end).
 
     python bench/tracking_bench.py        (or: make bench)
 """
@@ -109,7 +110,9 @@ def clicks(env: dict, tmp: Path) -> dict[str, list[dict]]:
     with sqlite3.connect(database) as db:
         stored = db.execute("SELECT count(*) FROM clicks").fetchone()[0]
     answered = sum(r["ok"] for r in results["tracked"])
-    if stored != answered:
+    # wrk stops counting at the end of its time; up to one request per connection was
+    # still on its way then, and the server stored it.
+    if not answered <= stored <= answered + CONNECTIONS * RUNS:
         sys.exit(f"{answered:,} clicks answered but {stored:,} stored")
     results["stored"] = stored
     return results
@@ -117,15 +120,16 @@ def clicks(env: dict, tmp: Path) -> dict[str, list[dict]]:
 
 def main() -> None:
     _, sink, tools_env = postfix_tools()
+    print(f"Tracking benchmark (SQLite, this machine; medians of {RUNS} interleaved runs)")
     with tempfile.TemporaryDirectory(prefix="tracking-bench-") as tmp:
         rates, env = sends(sink, tools_env, Path(tmp))
+        off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
+        print(
+            f"digest send, {READERS:,} readers, 4 connections: tracking off {off:,.0f} msg/s, "
+            f"on {on:,.0f} msg/s: {on / off:.2f} of untracked",
+            flush=True,
+        )
         click_results = clicks(env, Path(tmp))
-    off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
-    print(f"Tracking benchmark (SQLite, this machine; medians of {RUNS} interleaved runs)")
-    print(
-        f"digest send, {READERS:,} readers, 4 connections: tracking off {off:,.0f} msg/s, "
-        f"on {on:,.0f} msg/s: {on / off:.2f} of untracked"
-    )
 
     def rate(r):
         return r["requests"] / (r["duration_us"] / 1e6)
