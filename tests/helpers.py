@@ -28,7 +28,16 @@ from sqlalchemy import func, select
 from webapp import create_app, migrations
 from webapp.catalog import read_catalog, seed_catalog
 from webapp.db import engine, session_factory
-from webapp.models import OutboxMail
+from webapp.inbound.verp import Verp
+from webapp.issues.queue import take_list
+from webapp.models import (
+    Delivery,
+    Issue,
+    OutboxMail,
+    Subscriber,
+    Subscription,
+    SubscriptionEvent,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD_ADDRESS = "reader@newsroom.org"
@@ -227,13 +236,11 @@ def dkim_key(folder: Path) -> tuple[Path, bytes]:
     return path, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
 
 
-def tls_certificate(folder: Path) -> tuple[Path, Path]:
-    """Write ``cert.pem`` and ``key.pem`` into ``folder``: a certificate for 127.0.0.1
-    that is its own CA, which a client trusts when SSL_CERT_FILE names it."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+def self_signed(key, common_name: str, ip: str | None = None) -> x509.Certificate:
+    """A certificate for ``key`` that is its own CA, valid from an hour ago for a day."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.now(UTC)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -241,13 +248,19 @@ def tls_certificate(folder: Path) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(hours=1))
         .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
     )
+    if ip is not None:
+        address = x509.IPAddress(ipaddress.ip_address(ip))
+        builder = builder.add_extension(x509.SubjectAlternativeName([address]), critical=False)
+    return builder.sign(key, hashes.SHA256())
+
+
+def tls_certificate(folder: Path) -> tuple[Path, Path]:
+    """Write ``cert.pem`` and ``key.pem`` into ``folder``: a certificate for 127.0.0.1
+    that is its own CA, which a client trusts when SSL_CERT_FILE names it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = self_signed(key, "127.0.0.1", ip="127.0.0.1")
     folder.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -397,3 +410,26 @@ def stop_postgres() -> None:
     """Stop the session's cluster, if one was started."""
     if _cluster is not None:
         _cluster.stop()
+
+
+def history(app, email: str) -> list[tuple[str, str | None, int | None]]:
+    """(kind, how, inbound message) of every event of ``email``'s subscriptions, in order."""
+    with session_factory(app)() as session:
+        query = (
+            select(SubscriptionEvent.kind, SubscriptionEvent.how, SubscriptionEvent.inbound_id)
+            .join(Subscription)
+            .join(Subscriber)
+            .where(Subscriber.email == email)
+            .order_by(SubscriptionEvent.id)
+        )
+        return [(kind.value, how, inbound) for kind, how, inbound in session.execute(query)]
+
+
+def sent_to_readers(app) -> dict[str, str]:
+    """Take issue 1's list as a send does; {reader: the VERP sender of their delivery}."""
+    verp = Verp.from_config(app.config)
+    with session_factory(app)() as session:
+        take_list(session, session.scalars(select(Issue)).one())
+        session.commit()
+        rows = session.execute(select(Subscriber.email, Delivery.id).join(Delivery)).all()
+    return {email: verp.sender("d", delivery_id) for email, delivery_id in rows}

@@ -12,25 +12,19 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from tests.helpers import app_with_issue, readers
+from tests.helpers import app_with_issue, history, readers, self_signed, sent_to_readers
 from webapp.db import session_factory
-from webapp.inbound.verp import Verp
-from webapp.issues.queue import take_list
 from webapp.models import (
     Delivery,
     InboundMessage,
-    Issue,
     Subscriber,
     Subscription,
-    SubscriptionEvent,
     SubscriptionStatus,
 )
 
@@ -62,18 +56,7 @@ class Sns(BaseHTTPRequestHandler):
 def sns():
     """The SNS key and an HTTP server on loopback serving its certificate."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    cert = self_signed(key, "sns.amazonaws.com")
     Sns.certificate = cert.public_bytes(serialization.Encoding.PEM)
     server = ThreadingHTTPServer(("127.0.0.1", 0), Sns)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -102,13 +85,9 @@ def relays(tmp_path, smtp_server, sns):
         HOOKS_POSTMARK_USERNAME=POSTMARK[0],
         HOOKS_POSTMARK_PASSWORD=POSTMARK[1],
     )
-    with session_factory(app)() as session:
-        take_list(session, session.scalars(select(Issue)).one())
-        session.commit()
-        rows = session.execute(select(Subscriber.email, Delivery.id).join(Delivery)).all()
-    verp = Verp.from_config(app.config)
+    senders = sent_to_readers(app)
     Sns.visits = []
-    return Relays(app, sns_key, sns_url, sendgrid_key, {e: verp.sender("d", d) for e, d in rows})
+    return Relays(app, sns_key, sns_url, sendgrid_key, senders)
 
 
 class Relays:
@@ -262,16 +241,8 @@ class Relays:
         with session_factory(self.app)() as session:
             return list(session.scalars(select(InboundMessage).order_by(InboundMessage.id)))
 
-    def events(self, email: str = GONE) -> list[tuple[str, str, int | None]]:
-        with session_factory(self.app)() as session:
-            query = (
-                select(SubscriptionEvent.kind, SubscriptionEvent.how, SubscriptionEvent.inbound_id)
-                .join(Subscription)
-                .join(Subscriber)
-                .where(Subscriber.email == email)
-                .order_by(SubscriptionEvent.id)
-            )
-            return [(kind.value, how, inbound) for kind, how, inbound in session.execute(query)]
+    def events(self, email: str = GONE) -> list[tuple[str, str | None, int | None]]:
+        return history(self.app, email)
 
     def statuses(self, email: str = GONE) -> set[SubscriptionStatus]:
         with session_factory(self.app)() as session:

@@ -13,13 +13,11 @@ import pytest
 from sqlalchemy import select
 
 from tests import inbound_samples as samples
-from tests.helpers import NEWSLETTER_BIN, app_with_issue, command_env, readers
+from tests.helpers import NEWSLETTER_BIN, app_with_issue, command_env, readers, sent_to_readers
 from tests.mailservers import DOVECOT, Dovecot, need
 from webapp.db import session_factory
-from webapp.inbound.verp import Verp
-from webapp.issues.queue import take_list
 from webapp.links import unsubscribe_url
-from webapp.models import Delivery, InboundMessage, Issue, Subscriber, Subscription
+from webapp.models import InboundMessage, Subscriber, Subscription
 
 MAIL_FROM = "letters@newsroom.org"
 
@@ -52,12 +50,7 @@ def sent(tmp_path, smtp_server, mailbox):
     imap = dict(HOST="127.0.0.1", PORT=server.port, USERNAME=user, PASSWORD=Dovecot.PASSWORD)
     settings = {f"INBOUND_IMAP_{key}": value for key, value in imap.items()}
     app = app_with_issue(tmp_path, smtp_server, 5, MAIL_FROM=MAIL_FROM, **settings)
-    verp = Verp.from_config(app.config)
-    with session_factory(app)() as session:
-        take_list(session, session.scalars(select(Issue)).one())
-        session.commit()
-        rows = session.execute(select(Subscriber.email, Delivery.id).join(Delivery)).all()
-    return app, {email: verp.sender("d", delivery_id) for email, delivery_id in rows}
+    return app, sent_to_readers(app)
 
 
 def unsubscribe_token(app, email: str) -> str:

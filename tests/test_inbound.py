@@ -10,23 +10,28 @@ from hypothesis import strategies as st
 from sqlalchemy import event, select, text, update
 
 from tests import inbound_samples as samples
-from tests.helpers import app_with_issue, free_port, readers, sqlite_only, subscribe
+from tests.helpers import (
+    app_with_issue,
+    free_port,
+    history,
+    readers,
+    sent_to_readers,
+    sqlite_only,
+    subscribe,
+)
 from webapp.db import engine, session_factory, utcnow
 from webapp.inbound.classify import classify
 from webapp.inbound.report import ReportKind
 from webapp.inbound.server import InboundController, InboundHandler
 from webapp.inbound.store import drop_old_raw, store, take_in
 from webapp.inbound.verp import Verp
-from webapp.issues.queue import take_list
 from webapp.links import unsubscribe_url
 from webapp.models import (
     Delivery,
     InboundMessage,
-    Issue,
     OutboxMail,
     Subscriber,
     Subscription,
-    SubscriptionEvent,
     SubscriptionStatus,
 )
 from webapp.subscribers.mail import queue_welcome
@@ -39,12 +44,7 @@ MAIL_FROM = "letters@newsroom.org"
 def sent(tmp_path, smtp_server):
     """An app whose issue 1 went to five readers: (app, {reader: their VERP sender})."""
     app = app_with_issue(tmp_path, smtp_server, 5, MAIL_FROM=MAIL_FROM)
-    verp = Verp.from_config(app.config)
-    with session_factory(app)() as session:
-        take_list(session, session.scalars(select(Issue)).one())
-        session.commit()
-        rows = session.execute(select(Subscriber.email, Delivery.id).join(Delivery)).all()
-    return app, {email: verp.sender("d", delivery_id) for email, delivery_id in rows}
+    return app, sent_to_readers(app)
 
 
 def hear(app, raw: bytes, recipient: str | None = None) -> InboundMessage:
@@ -61,18 +61,6 @@ def suppressed(app) -> set[str]:
     with session_factory(app)() as session:
         query = select(Subscriber.email).where(Subscriber.suppressed_at.is_not(None))
         return set(session.scalars(query))
-
-
-def events(app, email: str) -> list[tuple[str, str | None, int | None]]:
-    with session_factory(app)() as session:
-        query = (
-            select(SubscriptionEvent.kind, SubscriptionEvent.how, SubscriptionEvent.inbound_id)
-            .join(Subscription)
-            .join(Subscriber)
-            .where(Subscriber.email == email)
-            .order_by(SubscriptionEvent.id)
-        )
-        return [(kind.value, how, inbound) for kind, how, inbound in session.execute(query)]
 
 
 def feedback(app, email: str) -> tuple[str | None, str | None]:
@@ -102,7 +90,7 @@ def test_a_hard_bounce_suppresses_that_reader_at_once_and_nobody_else(sent, make
     assert suppressed(app) == {gone}
     assert reader(app, gone).bounce_score == 1
     assert feedback(app, gone) == ("bounced", code)
-    assert events(app, gone)[-2:] == [
+    assert history(app, gone)[-2:] == [
         ("bounced", "hard", message.id),
         ("suppressed", "hard-bounce", message.id),
     ]
@@ -143,7 +131,7 @@ def test_soft_bounces_count_once_a_day_and_suppress_at_the_limit(sent):
     a_day_passes()
     assert "suppressed" in soft().action
     assert suppressed(app) == {slow}
-    assert events(app, slow)[-1][:2] == ("suppressed", "bounce-score")
+    assert history(app, slow)[-1][:2] == ("suppressed", "bounce-score")
 
 
 def test_the_score_is_forgotten_after_the_reset_days(sent):
@@ -177,7 +165,7 @@ def test_a_complaint_unsubscribes_from_every_newsletter_and_suppresses(sent):
     assert set(statuses) == {SubscriptionStatus.UNSUBSCRIBED}
     assert suppressed(app) == {angry}
     assert feedback(app, angry) == ("complained", None)
-    assert ("unsubscribed", "complaint", message.id) in events(app, angry)
+    assert ("unsubscribed", "complaint", message.id) in history(app, angry)
 
 
 def test_a_mailto_unsubscribe_ends_that_subscription_at_once(sent):
@@ -191,7 +179,7 @@ def test_a_mailto_unsubscribe_ends_that_subscription_at_once(sent):
     message = hear(app, samples.mailto_unsubscribe(leaving, MAIL_FROM, token), MAIL_FROM)
     assert message.kind == ReportKind.UNSUBSCRIBE
     assert message.action == "unsubscribed from explaining-ukraine (mailto)"
-    assert events(app, leaving)[-1] == ("unsubscribed", "mailto", message.id)
+    assert history(app, leaving)[-1] == ("unsubscribed", "mailto", message.id)
     assert suppressed(app) == set()  # leaving is not bouncing
     again = hear(app, samples.mailto_unsubscribe(leaving, MAIL_FROM, token), MAIL_FROM)
     assert again.action == "nothing: already unsubscribed"

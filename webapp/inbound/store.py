@@ -61,19 +61,7 @@ def handle(sessions: sessionmaker[Session], config: Mapping, message_id: int) ->
     with sessions() as session:
         message = session.get_one(InboundMessage, message_id)
         report = classify(message.raw or b"", message.recipient, verp, config["MAIL_FROM"])
-        try:
-            act(session, message, report, config, verp)
-            session.commit()
-        except Exception as exc:  # noqa: BLE001  recorded, and logged with its traceback
-            session.rollback()
-            log.exception("inbound message %s: acting on it failed", message_id)
-            message = session.get_one(InboundMessage, message_id)
-            message.kind = report.kind.value
-            message.action = f"failed: {type(exc).__name__}: {exc}"[:500]
-            session.commit()
-        session.refresh(message)
-        session.expunge(message)
-        return message
+        return _acted(session, message, report, lambda: act(session, message, report, config, verp))
 
 
 def take_in(
@@ -117,18 +105,33 @@ def take_in_event(
         except IntegrityError:
             session.rollback()
             return None
-        try:
-            act_for_relay(session, message, report, config, Verp.from_config(config), relay)
-            session.commit()
-        except Exception as exc:  # noqa: BLE001  recorded, and logged with its traceback
-            session.rollback()
-            log.exception("inbound message %s: acting on it failed", message.id)
-            message.kind = report.kind.value
-            message.action = f"failed: {type(exc).__name__}: {exc}"[:500]
-            session.commit()
-        session.refresh(message)
-        session.expunge(message)
-        return message
+        verp = Verp.from_config(config)
+        return _acted(
+            session,
+            message,
+            report,
+            lambda: act_for_relay(session, message, report, config, verp, relay),
+        )
+
+
+def _acted(session: Session, message: InboundMessage, report: Report, acting) -> InboundMessage:
+    """Run ``acting`` and commit; a failure is rolled back and recorded as the action
+    (and logged with its traceback), the message kept for staff. Never raises for the
+    message's sake."""
+    message_id = message.id
+    try:
+        acting()
+        session.commit()
+    except Exception as exc:  # noqa: BLE001  recorded, and logged with its traceback
+        session.rollback()
+        log.exception("inbound message %s: acting on it failed", message_id)
+        message = session.get_one(InboundMessage, message_id)
+        message.kind = report.kind.value
+        message.action = f"failed: {type(exc).__name__}: {exc}"[:500]
+        session.commit()
+    session.refresh(message)
+    session.expunge(message)
+    return message
 
 
 def drop_old_raw(sessions: sessionmaker[Session], keep_days: int) -> int:
