@@ -6,14 +6,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean translations
 
-run: $(VENV)/.installed
+CATALOGS := $(patsubst %.po,%.mo,$(wildcard webapp/translations/*/LC_MESSAGES/messages.po))
+
+run: $(VENV)/.installed $(CATALOGS)
 	$(BIN)/newsletter db upgrade
 	$(BIN)/newsletter seed
 	$(BIN)/newsletter serve
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test $(CATALOGS)
 	@command -v chromium >/dev/null || echo "NOTE: Chromium not found: the browser tests will be skipped (apt-get install chromium)"
 	@command -v redis-server >/dev/null || echo "NOTE: redis-server not found: the shared rate-limit test will be skipped (apt-get install redis-server)"
 	@test -x /usr/sbin/dovecot || echo "NOTE: dovecot not found: the IMAP tests will be skipped (apt-get install dovecot-imapd)"
@@ -33,6 +35,17 @@ bench: $(VENV)/.installed-test
 	@command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk (for the load benchmark)"; exit 1; }
 	$(BIN)/python bench/subscribe_bench.py
 	$(BIN)/python bench/tracking_bench.py
+
+# After changing a text (texts.toml, a template, a .po file): extract the messages into
+# the template and every language's .po (translators fill in what is new), and compile.
+translations: $(VENV)/.installed
+	$(BIN)/pybabel -q extract -F babel.cfg -k _l -o webapp/translations/messages.pot --no-location --omit-header --sort-output .
+	$(BIN)/pybabel -q update -i webapp/translations/messages.pot -d webapp/translations --width 100
+	$(BIN)/pybabel compile -d webapp/translations
+
+# A compiled catalog, from its .po file: built by `make run` and `make test` themselves.
+%.mo: %.po $(VENV)/.installed
+	$(BIN)/pybabel compile -i $< -o $@
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check webapp emails tests bench

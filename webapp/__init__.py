@@ -15,7 +15,7 @@ def create_app(test_config: dict | None = None) -> "Flask":
     """
     from flask import Flask
 
-    from . import cli, db, web
+    from . import cli, db, i18n, web
     from .config import load_config
     from .inbound import cli as inbound_cli
     from .inbound import hooks
@@ -31,6 +31,7 @@ def create_app(test_config: dict | None = None) -> "Flask":
     load_config(app, test_config)
 
     db.init_app(app)
+    i18n.init_app(app)
     app.extensions["outbox_worker"] = OutboxWorker(app) if app.config["OUTBOX_WORKER"] else None
     web.init_app(app)
     hooks.init_app(app)

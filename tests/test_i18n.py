@@ -1,0 +1,136 @@
+"""Ukrainian: every message translated with its placeholders, pages under /uk/ in
+Ukrainian with a switch to English, and the sign-up form answering in the page's language."""
+
+import re
+
+import pytest
+from babel.messages.extract import extract_from_dir
+from babel.messages.frontend import parse_mapping_cfg
+from babel.messages.pofile import read_po
+from flask_babel import force_locale
+
+from tests.helpers import ROOT, csrf_token, subscribe
+from webapp.texts import TEXTS
+
+CATALOG = ROOT / "webapp" / "translations" / "uk" / "LC_MESSAGES" / "messages.po"
+PLACEHOLDER = re.compile(r"\{\w+\}|%\(\w+\)s")
+
+
+def extracted() -> set[str]:
+    """Every message the code, the templates and texts.toml use, extracted afresh."""
+    with (ROOT / "babel.cfg").open() as f:
+        method_map, options_map = parse_mapping_cfg(f)
+    found = set()
+    for _, _, message, _, _ in extract_from_dir(
+        ROOT,
+        method_map,
+        options_map,
+        keywords={"_": None, "gettext": None, "ngettext": (1, 2), "_l": None},
+    ):
+        found.add(message if isinstance(message, str) else message[0])
+    return found
+
+
+def test_every_message_has_a_ukrainian_translation_that_keeps_its_placeholders():
+    with CATALOG.open("rb") as f:
+        catalog = read_po(f, locale="uk")
+    translated = {}
+    for message in catalog:
+        if not message.id:
+            continue
+        key = message.id if isinstance(message.id, str) else message.id[0]
+        forms = message.string if isinstance(message.string, tuple) else (message.string,)
+        assert not message.fuzzy, f"fuzzy translation of {key!r}"
+        translated[key] = forms
+    missing = extracted() - set(translated)
+    assert not missing, f"not in the Ukrainian catalog (run make translations): {sorted(missing)}"
+    for key, forms in translated.items():
+        for form in forms:
+            assert form, f"no Ukrainian translation of {key!r}"
+            assert sorted(PLACEHOLDER.findall(form)) == sorted(PLACEHOLDER.findall(key)), (
+                f"{key!r} -> {form!r} changes its placeholders"
+            )
+
+
+def test_the_ukrainian_plural_forms_come_from_cldr(app):
+    with app.test_request_context("/uk/"), force_locale("uk"):
+        from flask_babel import ngettext
+
+        forms = [ngettext("%(num)s min read", "%(num)s min read", n) for n in (1, 2, 5, 11, 21, 22)]
+    assert forms == [
+        "1 хвилина читання",
+        "2 хвилини читання",
+        "5 хвилин читання",
+        "11 хвилин читання",
+        "21 хвилина читання",
+        "22 хвилини читання",
+    ]
+
+
+@pytest.mark.parametrize(
+    "path, language, other, other_href",
+    [("/", "en", "Українська", "/uk/"), ("/uk/", "uk", "English", "/")],
+)
+def test_each_page_says_its_language_and_links_the_other(client, path, language, other, other_href):
+    page = client.get(path).text
+    assert f'<html lang="{language}">' in page
+    switch = re.search(r'<a class="language-switch[^"]*" href="([^"]*)"[^>]*>([^<]*)</a>', page)
+    assert switch.groups() == (other_href, other)
+
+
+def test_english_stays_verbatim_and_ukrainian_is_ukrainian(client):
+    english, ukrainian = client.get("/").text, client.get("/uk/").text
+    assert TEXTS.english("email_placeholder") in english
+    assert TEXTS.english("success_title") in english  # the seed's spelling, typo and all
+    assert "Введіть свою електронну адресу, щоб підписатися" in ukrainian
+    assert 'action="/uk/subscribe"' in ukrainian
+    assert TEXTS.english("email_placeholder") not in ukrainian
+
+
+def test_accept_language_suggests_but_never_redirects(client):
+    answer = client.get("/", headers={"Accept-Language": "uk-UA,uk;q=0.9,en;q=0.5"})
+    assert answer.status_code == 200 and '<html lang="en">' in answer.text
+    assert 'class="language-switch suggested" href="/uk/"' in answer.text
+    plain = client.get("/", headers={"Accept-Language": "en-GB"})
+    assert 'class="language-switch" href="/uk/"' in plain.text
+
+
+def _post_uk(client, email, json=False):
+    data = {
+        "email": email,
+        "newsletter": "explaining-ukraine",
+        "source": "/",
+        "website": "",
+        "csrf_token": csrf_token(client, "/uk/"),
+    }
+    headers = {"Accept": "application/json"} if json else {}
+    return client.post("/uk/subscribe", data=data, headers=headers)
+
+
+def test_the_ukrainian_form_answers_in_ukrainian_with_and_without_javascript(client):
+    bad = _post_uk(client, "not-an-address")
+    assert "Будь ласка, введіть правильну електронну адресу" in bad.text
+    assert '<html lang="uk">' in bad.text
+    bad_json = _post_uk(client, "not-an-address", json=True)
+    assert bad_json.json["errors"]["email"] == "Будь ласка, введіть правильну електронну адресу"
+    good_json = _post_uk(client, "olena@newsroom.org", json=True)
+    assert good_json.json == {
+        "ok": True,
+        "title": "Ви успішно підписалися",
+        "text": "Дякуємо, що підписалися на цю розсилку. Ми надіслали вам лист для підтвердження.",
+    }
+    good = _post_uk(client, "mykola@newsroom.org")
+    assert good.status_code == 302
+    assert good.headers["Location"].startswith("/uk/?subscribed=explaining-ukraine")
+    page = client.get(good.headers["Location"]).text
+    assert "Ви успішно підписалися" in page
+
+
+def test_english_sign_up_answers_stay_english(client):
+    answer = subscribe(client, email="not-an-address", json=True)
+    assert answer.json["errors"]["email"] == TEXTS.english("invalid_email")
+
+
+def test_a_missing_page_under_uk_is_a_ukrainian_notice(client):
+    answer = client.get("/uk/no-such-page")
+    assert answer.status_code == 404 and "Сторінку не знайдено" in answer.text
