@@ -16,6 +16,7 @@ from tests.helpers import (
     CHROMIUM_ARGS,
     REQUIRE_BROWSER,
     REQUIRE_REDIS,
+    ROOT,
     SmtpServer,
     dispose_apps,
     free_port,
@@ -145,3 +146,17 @@ def browser():
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_catalogs():
+    """The translation catalogs compiled from their .po files, as `make` does, so that a
+    bare `pytest` tests the translations as they are written."""
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+
+    for po in (ROOT / "webapp" / "translations").glob("*/LC_MESSAGES/messages.po"):
+        mo = po.with_suffix(".mo")
+        if not mo.exists() or mo.stat().st_mtime < po.stat().st_mtime:
+            with po.open("rb") as source, mo.open("wb") as target:
+                write_mo(target, read_po(source, locale=po.parts[-3]))
