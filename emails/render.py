@@ -1,21 +1,32 @@
-"""Rendering mail from paired templates: ``NAME.txt`` and ``NAME.html`` from one context."""
+"""Rendering mail from paired templates: ``NAME.txt`` and ``NAME.html`` from one context,
+in a language: the templates' texts are gettext messages, translated with Babel from
+the catalogs in ``catalogs`` (no Flask here)."""
 
 from functools import cache
 
+from babel.support import NullTranslations, Translations
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 
 @cache
-def environment() -> Environment:
-    """The Jinja environment for mail: HTML autoescaped, undefined names are errors."""
-    return Environment(
+def environment(language: str = "en", catalogs: str | None = None) -> Environment:
+    """The Jinja environment for mail in ``language``: HTML autoescaped, undefined names
+    are errors, ``_``/``ngettext`` from the catalogs (English as written without them)."""
+    env = Environment(
         loader=PackageLoader("emails", "templates"),
         autoescape=select_autoescape(["html"]),
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        extensions=["jinja2.ext.i18n"],
     )
+    translations = (
+        Translations.load(catalogs, [language]) if catalogs and language != "en" else None
+    )
+    env.install_gettext_translations(translations or NullTranslations(), newstyle=True)
+    env.globals["lang"] = language
+    return env
 
 
 def render_pair(name: str, **context: object) -> tuple[str, str]:

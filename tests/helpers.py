@@ -210,7 +210,7 @@ def confirm_path(app, index: int = -1) -> str:
     with session_factory(app)() as session:
         message = session.scalars(select(OutboxMail).order_by(OutboxMail.id)).all()[index]
         text = message_from_bytes(message.message, policy=policy.default).get_body(("plain",))
-    return re.search(r"https?://[^/\s]+(/confirm/\S+)", text.get_content()).group(1)
+    return re.search(r"https?://[^/\s]+((?:/uk)?/confirm/\S+)", text.get_content()).group(1)
 
 
 def press_confirm(client, path):

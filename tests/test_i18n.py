@@ -2,14 +2,19 @@
 Ukrainian with a switch to English, and the sign-up form answering in the page's language."""
 
 import re
+from email import message_from_bytes, policy
 
 import pytest
 from babel.messages.extract import extract_from_dir
 from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
 from flask_babel import force_locale
+from sqlalchemy import select
 
-from tests.helpers import ROOT, csrf_token, subscribe
+from tests.helpers import ROOT, confirm_path, csrf_token, press_confirm, subscribe
+from webapp.db import session_factory
+from webapp.links import manage_url
+from webapp.models import OutboxMail, Subscriber
 from webapp.texts import TEXTS
 
 CATALOG = ROOT / "webapp" / "translations" / "uk" / "LC_MESSAGES" / "messages.po"
@@ -134,3 +139,69 @@ def test_english_sign_up_answers_stay_english(client):
 def test_a_missing_page_under_uk_is_a_ukrainian_notice(client):
     answer = client.get("/uk/no-such-page")
     assert answer.status_code == 404 and "Сторінку не знайдено" in answer.text
+
+
+def _mails(app) -> list:
+    with session_factory(app)() as session:
+        rows = session.scalars(select(OutboxMail).order_by(OutboxMail.id)).all()
+        return [message_from_bytes(row.message, policy=policy.default) for row in rows]
+
+
+def test_a_reader_who_signs_up_in_ukrainian_is_written_to_and_answered_in_ukrainian(app, client):
+    assert _post_uk(client, "olena@newsroom.org").status_code == 302
+    (confirmation,) = _mails(app)
+    assert confirmation["Subject"] == "Підтвердьте підписку на Explaining Ukraine with Kate Tsurkan"
+    text = confirmation.get_body(("plain",)).get_content()
+    assert "Будь ласка, підтвердьте підписку" in text and "Посилання дійсне 7 днів." in text
+    assert '<html lang="uk">' in confirmation.get_body(("html",)).get_content()
+    path = confirm_path(app)
+    assert path.startswith("/uk/confirm/")
+    page = client.get(path).text
+    assert '<html lang="uk">' in page and "Підтвердити підписку" in page
+    done = press_confirm(client, path)
+    assert done.status_code == 302 and done.headers["Location"].startswith("/uk/confirm/")
+    assert "Ви підписалися" in client.get(done.headers["Location"]).text
+    welcome = _mails(app)[-1]
+    assert welcome["Subject"] == "Вітаємо в Explaining Ukraine with Kate Tsurkan"
+    body = welcome.get_body(("plain",)).get_content()
+    assert "Ви підписані, olena@newsroom.org. Дякуємо." in body
+    assert "/uk/manage/" in body and "/uk/unsubscribe/" in body
+    with session_factory(app)() as session:
+        reader = session.scalars(select(Subscriber)).one()
+        assert reader.language == "uk"
+
+
+def test_an_english_sign_up_stays_english_in_mail(app, client):
+    subscribe(client, email="kate@newsroom.org")
+    (confirmation,) = _mails(app)
+    assert (
+        confirmation["Subject"]
+        == "Confirm your subscription to Explaining Ukraine with Kate Tsurkan"
+    )
+    assert "The link is valid for 7 days." in confirmation.get_body(("plain",)).get_content()
+    assert "/uk/" not in confirm_path(app)
+
+
+def test_the_manage_page_changes_the_readers_language(app, client):
+    subscribe(client, email="taras@newsroom.org")
+    press_confirm(client, confirm_path(app))
+    with app.app_context(), session_factory(app)() as session:
+        reader = session.scalars(select(Subscriber)).one()
+        path = manage_url(reader).split("://", 1)[1].partition("/")[2].join(["/", ""])
+    assert path.startswith("/manage/")
+    token = csrf_token(client, path)
+    answer = client.post(path, data={"csrf_token": token, "action": "language", "language": "uk"})
+    assert answer.status_code == 302 and answer.headers["Location"].startswith("/uk/manage/")
+    page = client.get(answer.headers["Location"]).text
+    assert '<html lang="uk">' in page and "Збережено. Наші листи до вас будуть цією мовою." in page
+    with session_factory(app)() as session:
+        assert session.scalars(select(Subscriber)).one().language == "uk"
+    bad = client.post(
+        answer.headers["Location"],
+        data={
+            "csrf_token": csrf_token(client, answer.headers["Location"]),
+            "action": "language",
+            "language": "xx",
+        },
+    )
+    assert bad.status_code == 400

@@ -79,8 +79,12 @@ def fill_every_table(db) -> dict[str, int]:
                     if column.foreign_keys:
                         parent = next(iter(column.foreign_keys)).column
                         row[column.name] = first.get(parent.table.name, {}).get(parent.name)
-                    elif column.primary_key and isinstance(column.type, types.Integer):
-                        continue  # the database numbers it
+                    elif (
+                        column.primary_key
+                        and isinstance(column.type, types.Integer)
+                        and len(table.primary_key.columns) == 1
+                    ):
+                        continue  # the database numbers it (a part of a composite key it does not)
                     else:
                         row[column.name] = value_for(column, enums, 1)
                 connection.execute(insert(table).values(row))

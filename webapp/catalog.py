@@ -9,6 +9,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from .models import Issue, Newsletter
+from .texts import LANGUAGES
 
 SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -67,6 +68,9 @@ def read_catalog(path: Path) -> list[dict]:
                 raise CatalogError(f"{path}: {slug}.{field} holds a control character")
         if not isinstance(entry.get("welcome", False), bool):
             raise CatalogError(f"{path}: {slug}.welcome must be true or false")
+        if entry.get("language", "en") not in LANGUAGES:
+            known = ", ".join(LANGUAGES)
+            raise CatalogError(f"{path}: {slug}.language must be one of {known}")
     return entries
 
 
@@ -77,6 +81,7 @@ def seed_catalog(session: Session, entries: list[dict]) -> SeedReport:
     for position, entry in enumerate(entries):
         values: dict = {field: entry.get(field, "").strip() for field in FIELDS}
         values["welcome"] = entry.get("welcome", False)
+        values["language"] = entry.get("language", "en")
         values["position"] = position
         newsletter = existing.get(entry["slug"])
         if newsletter is None:

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from .inbound.verp import base36
 from .models import Subscriber, Subscription, SubscriptionStatus
+from .texts import DEFAULT_LANGUAGE
 
 
 class TokenInvalid(Exception):
@@ -58,13 +59,15 @@ def read_token(purpose: str, token: str, max_age: int | None = None) -> Any:
         raise TokenInvalid from None
 
 
-def public_url(endpoint: str, **values: object) -> str:
-    """An absolute link for mail, based on ``PUBLIC_URL`` rather than the request's host.
+def public_url(endpoint: str, language: str = DEFAULT_LANGUAGE, **values: object) -> str:
+    """An absolute link for mail, based on ``PUBLIC_URL`` rather than the request's host,
+    to the page in ``language`` (``/uk/…`` for Ukrainian).
 
     Built from the URL map itself, so it works in CLI commands, outside any request.
     """
     path = current_app.url_map.bind("localhost").build(endpoint, values)
-    return current_app.config["PUBLIC_URL"] + path
+    prefix = "" if language == DEFAULT_LANGUAGE else f"/{language}"
+    return current_app.config["PUBLIC_URL"] + prefix + path
 
 
 def confirm_token(subscription_id: int, nonce: str) -> str:
@@ -79,18 +82,21 @@ def data_token(subscriber: Subscriber) -> str:
 
 def unsubscribe_url(subscription: Subscription) -> str:
     """The one-click link that ends this subscription."""
-    return reader_links().unsubscribe_url(subscription.id, subscription.subscriber.secret)
+    subscriber = subscription.subscriber
+    return reader_links(subscriber.language).unsubscribe_url(subscription.id, subscriber.secret)
 
 
 def manage_url(subscriber: Subscriber) -> str:
-    """The link to this subscriber's preferences page."""
-    return reader_links().manage_url(subscriber.id, subscriber.secret)
+    """The link to this subscriber's preferences page, in their language."""
+    return reader_links(subscriber.language).manage_url(subscriber.id, subscriber.secret)
 
 
 def personal_links(subscription: Subscription) -> dict[str, str]:
-    """The links that differ per reader in a newsletter's mail."""
+    """The links that differ per reader in a newsletter's mail, to pages in the
+    reader's language."""
     subscriber = subscription.subscriber
-    return reader_links().for_reader(subscription.id, subscriber.id, subscriber.secret)
+    links = reader_links(subscriber.language)
+    return links.for_reader(subscription.id, subscriber.id, subscriber.secret)
 
 
 def preview_links() -> dict[str, str]:
@@ -98,15 +104,17 @@ def preview_links() -> dict[str, str]:
     return reader_links().for_reader(0, 0, "preview")
 
 
-def reader_links() -> "ReaderLinks":
-    """The app's link maker, made once: its prefixes and signers depend only on config."""
-    links = current_app.extensions.get("reader_links")
+def reader_links(language: str = DEFAULT_LANGUAGE) -> "ReaderLinks":
+    """The app's link maker to pages in ``language``, made once: its prefixes and signers
+    depend only on config."""
+    key = f"reader_links.{language}"
+    links = current_app.extensions.get(key)
     if links is None:
-        links = current_app.extensions["reader_links"] = ReaderLinks(
-            unsubscribe_prefix=public_url("preferences.unsubscribe", token="x")[:-1],
-            manage_prefix=public_url("preferences.manage", token="x")[:-1],
+        links = current_app.extensions[key] = ReaderLinks(
+            unsubscribe_prefix=public_url("preferences.unsubscribe", language, token="x")[:-1],
+            manage_prefix=public_url("preferences.manage", language, token="x")[:-1],
             secret_key=current_app.config["SECRET_KEY"],
-            confirm_prefix=public_url("pages.confirm", token="x")[:-1],
+            confirm_prefix=public_url("pages.confirm", language, token="x")[:-1],
         )
     return links
 

@@ -50,6 +50,8 @@ class Newsletter(Model):
     cadence: Mapped[str] = mapped_column(String(200), default="")
     from_name: Mapped[str] = mapped_column(String(200), default="")
     welcome: Mapped[bool] = mapped_column(Boolean, default=False)  # mail a welcome on confirm
+    # Its issues are built in this language (an i18n.LANGUAGES code).
+    language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
     position: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -72,6 +74,8 @@ class Subscriber(Model):
     # Set when the relay refused the address for good (5xx): later sends skip it.
     suppressed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     suppressed_reason: Mapped[str | None] = mapped_column(String(500))
+    # The reader's language: the page they signed up on, or what they chose since.
+    language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
     # Bounces counted as Mailman does: 1 a hard one, 0.5 a soft one, at most one a day;
     # suppressed at BOUNCE_SCORE_LIMIT, forgotten BOUNCE_SCORE_RESET_DAYS after the last.
     bounce_score: Mapped[float] = mapped_column(Float, default=0.0)
@@ -200,6 +204,7 @@ class SignupRequest(Model):
     ip: Mapped[str | None] = mapped_column(String(45))
     user_agent: Mapped[str | None] = mapped_column(String(512))
     source: Mapped[str | None] = mapped_column(String(200))
+    language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Times acting on it failed; a request that keeps failing is left alone and logged.
     attempts: Mapped[int] = mapped_column(Integer, default=0)

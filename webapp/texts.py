@@ -10,6 +10,10 @@ import tomllib
 from importlib import resources
 from types import MappingProxyType
 
+# The languages of pages and mail: English at the site's root, the others under /<code>/.
+LANGUAGES = {"en": "English", "uk": "Українська"}
+DEFAULT_LANGUAGE = "en"
+
 
 class Texts:
     """Read-only attribute access to the texts of one TOML file."""

@@ -10,6 +10,7 @@ a sign-up pays tens of microseconds for its confirmation, not milliseconds.
 from functools import lru_cache
 
 from flask import current_app
+from flask_babel import force_locale
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
@@ -19,9 +20,10 @@ from emails.render import environment
 from emails.slots import render_slotted
 
 from ..delivery import dkim_sign, list_id_headers, list_unsubscribe
+from ..i18n import CATALOGS
 from ..links import data_token, personal_links, public_url, reader_links
 from ..models import Newsletter, OutboxMail, Subscriber, Subscription
-from ..texts import TEXTS
+from ..texts import DEFAULT_LANGUAGE, TEXTS
 from .service import Due
 
 
@@ -35,10 +37,12 @@ def _queue(
     fixed: dict,
     personal: dict[str, str],
     headers: tuple[dict[str, str], dict[str, str]] = ({}, {}),
+    language: str = DEFAULT_LANGUAGE,
 ) -> None:
-    """Queue ``kind`` to ``to`` (subscriber id, address): ``fixed`` is the same for every
-    reader of the newsletter, ``personal`` fills the reader's slots; ``headers`` are
-    (fixed, personal). One INSERT: no object is loaded or flushed."""
+    """Queue ``kind`` to ``to`` (subscriber id, address) in the reader's ``language``:
+    ``fixed`` is the same for every reader of the newsletter, ``personal`` fills the
+    reader's slots; ``headers`` are (fixed, personal). One INSERT: no object is loaded
+    or flushed."""
     config = current_app.config
     if newsletter is not None:
         fixed = {"newsletter": newsletter.title, **fixed}
@@ -50,6 +54,7 @@ def _queue(
         tuple(sorted({"site_name": config["SITE_NAME"], **fixed}.items())),
         ("email", *personal),
         tuple(headers[0].items()),
+        language,
     )
     subscriber_id, email = to
     recipient = envelope_address(email)
@@ -79,10 +84,11 @@ def _template(
     fixed: tuple,
     slots: tuple[str, ...],
     headers: tuple,
+    language: str,
 ) -> MergeTemplate:
     # Everything a template depends on is in its key: a newsletter renamed in the
-    # catalog, or another site name, makes another template.
-    env, context = environment(), dict(fixed)
+    # catalog, another site name or another language makes another template.
+    env, context = environment(language, CATALOGS), dict(fixed)
 
     def part(name: str, html: bool):
         template = env.get_template(f"{kind}.{name}")
@@ -104,7 +110,13 @@ def queue_confirmation(session: Session, subscription: Subscription) -> None:
     queue_confirmation_of(
         session,
         subscription.newsletter,
-        Due(subscription.id, subscription.confirm_nonce, subscriber.id, subscriber.email),
+        Due(
+            subscription.id,
+            subscription.confirm_nonce,
+            subscriber.id,
+            subscriber.email,
+            subscriber.language,
+        ),
     )
 
 
@@ -112,15 +124,19 @@ def queue_confirmation_of(session: Session, newsletter, due: Due) -> None:
     """Queue the confirmation email a sign-up called for (:func:`service.subscribe`);
     ``newsletter`` is a Newsletter or a row with its ``title`` and ``from_name``."""
     title = newsletter.title
+    with force_locale(due.language):
+        subject = TEXTS.confirm_email_subject.format(newsletter=title)
+    links = reader_links(due.language)
     _queue(
         session,
         (due.subscriber_id, due.email),
         newsletter,
         due.subscription_id,
         "confirm",
-        TEXTS.confirm_email_subject.format(newsletter=title),
+        subject,
         {"expires_days": max(1, current_app.config["CONFIRM_MAX_AGE"] // 86400)},
-        {"confirm_url": reader_links().confirm_url(due.subscription_id, due.nonce)},
+        {"confirm_url": links.confirm_url(due.subscription_id, due.nonce)},
+        language=due.language,
     )
 
 
@@ -132,32 +148,39 @@ def queue_welcome(session: Session, subscription: Subscription) -> None:
     links = personal_links(subscription)
     mail_from = current_app.config["MAIL_FROM"]
     subscriber = subscription.subscriber
+    with force_locale(subscriber.language):
+        subject = TEXTS.welcome_email_subject.format(newsletter=newsletter.title)
     _queue(
         session,
         (subscriber.id, subscriber.email),
         newsletter,
         subscription.id,
         "welcome",
-        TEXTS.welcome_email_subject.format(newsletter=newsletter.title),
+        subject,
         {"description": newsletter.description, "cadence": newsletter.cadence},
         links,
         (
             list_id_headers(mail_from, newsletter.slug, newsletter.title),
             {"List-Unsubscribe": list_unsubscribe(mail_from, links["unsubscribe_url"])},
         ),
+        language=subscriber.language,
     )
 
 
 def queue_data_link(session: Session, subscriber: Subscriber) -> None:
     """Queue the short-lived link to a reader's data (download, erase) to their address."""
     config = current_app.config
+    with force_locale(subscriber.language):
+        subject = TEXTS.data_email_subject.format(site=config["SITE_NAME"])
+    data_url = public_url("preferences.data", subscriber.language, token=data_token(subscriber))
     _queue(
         session,
         (subscriber.id, subscriber.email),
         None,
         None,
         "data_link",
-        TEXTS.data_email_subject.format(site=config["SITE_NAME"]),
+        subject,
         {"minutes": max(1, config["DATA_LINK_MAX_AGE"] // 60)},
-        {"data_url": public_url("preferences.data", token=data_token(subscriber))},
+        {"data_url": data_url},
+        language=subscriber.language,
     )

@@ -63,8 +63,13 @@ def printable(text: str) -> str:
 # their parameters. A statement built per call, through the ORM's execute, cost several
 # times the database's own work.
 NOW = bindparam("now", type_=UTCDateTime)
-_SUBSCRIBER = select(Subscriber.id, Subscriber.email).where(
+_SUBSCRIBER = select(Subscriber.id, Subscriber.email, Subscriber.language).where(
     Subscriber.email_key == bindparam("key")
+)
+_LANGUAGE = (
+    update(Subscriber)
+    .where(Subscriber.id == bindparam("subscriber_id"))
+    .values(language=bindparam("language"))
 )
 _NEW_SUBSCRIBER = insert(Subscriber).returning(Subscriber.id, Subscriber.email)
 _SUBSCRIPTION = select(Subscription.id, Subscription.status).where(
@@ -127,6 +132,7 @@ class Due:
     nonce: str
     subscriber_id: int
     email: str
+    language: str = "en"  # the reader's: their confirmation comes in it
 
 
 def subscribe(
@@ -137,8 +143,10 @@ def subscribe(
     cooldown: int,
     daily_cap: int,
     at: datetime | None = None,
+    language: str = "en",
 ) -> Due | None:
-    """Record a sign-up made ``at`` (now if None); what confirmation email is due, if any.
+    """Record a sign-up made ``at`` (now if None) on a page in ``language`` (the reader's
+    language from then on); what confirmation email is due, if any.
 
     New and unsubscribed addresses become pending with a fresh confirmation nonce.
     A pending one is due again only once the cooldown has passed since its last
@@ -160,9 +168,12 @@ def subscribe(
                 "email_key": address.key,
                 "secret": secrets.token_hex(8),
                 "created_at": at,
+                "language": language,
             },
         ).one()
     else:  # a new subscriber has no subscription yet: no need to ask
+        if subscriber.language != language:
+            db.execute(_LANGUAGE, {"subscriber_id": subscriber.id, "language": language})
         found = db.execute(
             _SUBSCRIPTION, {"subscriber_id": subscriber.id, "newsletter_id": newsletter_id}
         ).first()
@@ -186,7 +197,7 @@ def subscribe(
         )
         if not claim_daily_slot(session, address.key, daily_cap):
             return None
-        return Due(subscription_id, nonce, subscriber.id, subscriber.email)
+        return Due(subscription_id, nonce, subscriber.id, subscriber.email, language)
     subscription_id, status = found
     if status == SubscriptionStatus.CONFIRMED:
         return None
@@ -203,7 +214,8 @@ def subscribe(
             )
     cutoff = now - timedelta(seconds=cooldown)
     claimed = claim_confirmation(session, subscription_id, address.key, cutoff, daily_cap)
-    return Due(subscription_id, claimed, subscriber.id, subscriber.email) if claimed else None
+    due = Due(subscription_id, claimed, subscriber.id, subscriber.email, language)
+    return due if claimed else None
 
 
 def claim_confirmation(

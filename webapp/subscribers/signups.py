@@ -43,6 +43,7 @@ _TAKE = (
         SignupRequest.ip,
         SignupRequest.user_agent,
         SignupRequest.source,
+        SignupRequest.language,
         SignupRequest.created_at,
     )
 )
@@ -50,9 +51,14 @@ _NEWSLETTER = select(Newsletter.title, Newsletter.from_name).where(Newsletter.id
 
 
 def record_request(
-    session: Session, newsletter_id: int, address: Address, consent: service.Consent
+    session: Session,
+    newsletter_id: int,
+    address: Address,
+    consent: service.Consent,
+    language: str = "en",
 ) -> int:
-    """Record one sign-up post and commit; its id. The same work for every address."""
+    """Record one sign-up post (made on a page in ``language``) and commit; its id. The
+    same work for every address."""
     request_id = (
         session.connection()
         .execute(
@@ -64,6 +70,7 @@ def record_request(
                 "ip": consent.ip,
                 "user_agent": consent.user_agent,
                 "source": consent.source,
+                "language": language,
                 "created_at": utcnow(),
                 "attempts": 0,
             },
@@ -119,6 +126,7 @@ def _act(session: Session, request_id: int, config) -> bool:
         cooldown=config["CONFIRM_COOLDOWN"],
         daily_cap=config["CONFIRM_DAILY_CAP"],
         at=request.created_at,
+        language=request.language,
     )
     if due is None:
         return False

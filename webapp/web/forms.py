@@ -54,4 +54,5 @@ class ManageForm(FlaskForm):
 
     action = HiddenField()
     newsletter = HiddenField()
+    language = HiddenField()  # a select on the page: any text arrives, the view checks it
     erase_confirm = BooleanField(TEXTS.manage_erase_confirm)

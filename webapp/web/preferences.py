@@ -17,6 +17,7 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import force_locale
 
 from ..catalog import newsletter_by_slug
 from ..db import get_session
@@ -25,7 +26,7 @@ from ..models import Subscriber, Subscription, SubscriptionStatus
 from ..subscribers import personal, service
 from ..subscribers.mail import queue_data_link, queue_welcome
 from ..subscribers.outbox import wake_worker
-from ..texts import TEXTS
+from ..texts import LANGUAGES, TEXTS
 from .forms import ManageForm
 from .notices import linked, notice
 from .signup import newsletters
@@ -88,7 +89,8 @@ def _manage_page(subscriber: Subscriber, form: ManageForm, error: str | None = N
 
 @bp.post("/manage/<token>")
 def manage_post(token: str):
-    """Subscribe, leave one, leave all, ask for a link to one's data, sign out every link.
+    """Subscribe, leave one, leave all, ask for a link to one's data, sign out every link,
+    choose the language of the mail.
 
     Downloading and erasing are not done from here: a manage link travels with every
     forwarded email, so they need a short-lived link mailed to the address.
@@ -130,6 +132,13 @@ def manage_post(token: str):
                 if subscription.newsletter_id == newsletter.id:
                     service.unsubscribe(session, subscription, "manage", consent)
             flash(TEXTS.manage_left.format(newsletter=newsletter.title), "manage")
+    elif action == "language" and form.language.data in LANGUAGES:
+        subscriber.language = form.language.data
+        session.commit()
+        with force_locale(subscriber.language):  # said on the page in the new language
+            flash(TEXTS.manage_language_changed, "manage")
+        # The page, and the mail from now on, in the language chosen.
+        return redirect(manage_url(subscriber).replace(current_app.config["PUBLIC_URL"], "", 1))
     else:
         return _manage_page(subscriber, form, TEXTS.server_error_text, 400)
     session.commit()

@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..catalog import newsletter_id_by_slug
 from ..db import get_session
+from ..i18n import page_language
 from ..issues.building import seed_articles
 from ..links import manage_url
 from ..models import Newsletter, Subscription, SubscriptionStatus
@@ -97,7 +98,9 @@ def subscribe():
     if not form.is_bot:
         source = form.source.data or request.referrer
         consent = service.Consent.from_request(request, source)
-        request_id = signups.record_request(session, newsletter_id, form.address, consent)
+        request_id = signups.record_request(
+            session, newsletter_id, form.address, consent, page_language()
+        )
         answer.call_on_close(_acting_on(request_id))
     return answer
 
