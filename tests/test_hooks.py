@@ -456,3 +456,44 @@ def test_no_body_gives_a_5xx(relays, relay, body):
         headers = relays.postmark("hard", GONE)[1]
     answer = relays.post(relay, body, headers)
     assert answer.status_code in (200, 400, 401), answer.text
+
+
+@pytest.mark.parametrize(
+    "relay, body",
+    [
+        ("ses", {"Type": []}),
+        ("ses", {"Type": "Notification", "TopicArn": []}),
+        ("ses", {"Type": "Notification", "TopicArn": {"a": 1}}),
+        ("ses", {"Type": "Notification", "TopicArn": TOPIC, "SignatureVersion": ["1"]}),
+        ("postmark", {"RecordType": "Bounce", "Type": ["HardBounce"], "Email": GONE}),
+        ("postmark", {"RecordType": ["Bounce"], "Email": GONE}),
+        (
+            "postmark",
+            {
+                "RecordType": "SubscriptionChange",
+                "SuppressSending": True,
+                "SuppressionReason": {},
+                "Recipient": GONE,
+            },
+        ),
+        ("sendgrid", [{"event": [], "email": GONE}, {"event": {"a": 1}, "email": GONE}]),
+        ("mailgun", None),
+    ],
+)
+def test_a_list_or_an_object_where_a_name_belongs_is_no_5xx(relays, relay, body):
+    # Found by review: set and dict lookups of a JSON list raised TypeError (a 500).
+    if relay == "mailgun":
+        raw, headers = relays.mailgun("hard", GONE)
+        payload = json.loads(raw)
+        payload["event-data"]["event"], payload["event-data"]["severity"] = [], {}
+        raw = json.dumps(payload).encode()
+    else:
+        raw = json.dumps(body).encode()
+        headers = {}
+        if relay == "sendgrid":
+            headers = relays.sendgrid_sign(raw)
+        elif relay == "postmark":
+            headers = relays.postmark("hard", GONE)[1]
+    answer = relays.post(relay, raw, headers)
+    assert answer.status_code in (200, 400, 401), answer.text
+    assert relays.suppressed() == set()

@@ -284,3 +284,12 @@ def test_the_html_report_draws_its_charts_in_chromium(sent, browser, tmp_path):
     assert "No. 1" in row and "3 (50.0%)" in row  # three of six clicked
     page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
     page.close()
+
+
+def test_every_position_is_a_link_and_only_the_pixel_is_the_pixel(app):
+    # Position 24 is "o" in base 36: it once read back as the open pixel.
+    with app.app_context():
+        tracked = tracked_links()
+        for position in range(200):
+            assert tracked.read(tracked.token(7, position, 3)) == (7, position, 3)
+        assert tracked.read(tracked.token(7, None, 3)) == (7, None, 3)

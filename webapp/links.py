@@ -227,7 +227,7 @@ def issue_of_unsubscribe(token: str) -> int | None:
 class Tracked:
     """Tracked links (``/r/TOKEN``) and the open pixel (``/o/TOKEN``) of one issue's
     readers. TOKEN names the issue, the link's position and the reader, with a keyed
-    hash: ``ISSUE.POSITION.READER.MAC`` in base 36 (``o`` for the pixel), short, cheap
+    hash: ``ISSUE.POSITION.READER.MAC`` in base 36 (``-`` for the pixel), short, cheap
     to make twenty times a message, and worthless when altered. The target is not in
     it: the redirect looks it up from the issue."""
 
@@ -243,7 +243,8 @@ class Tracked:
 
     def token(self, issue_id: int, position: int | None, subscriber_id: int) -> str:
         """The token of link ``position`` (None: the open pixel) for one reader."""
-        where = "o" if position is None else base36(position)
+        # "-" for the pixel: a position is base 36, where "o" is 24.
+        where = "-" if position is None else base36(position)
         text = f"{base36(issue_id)}.{where}.{base36(subscriber_id)}"
         return f"{text}.{self._sign(text)}"
 
@@ -253,7 +254,7 @@ class Tracked:
         if found is None or not hmac.compare_digest(self._sign(found[1]), found[2]):
             return None
         issue, where, reader = found[1].split(".")
-        numbers = [int(issue, 36), None if where == "o" else int(where, 36), int(reader, 36)]
+        numbers = [int(issue, 36), None if where == "-" else int(where, 36), int(reader, 36)]
         if any(n is not None and not n <= MAX_ROW_ID for n in numbers):
             return None
         return numbers[0], numbers[1], numbers[2]
@@ -269,7 +270,7 @@ class Tracked:
 
 
 TRACKED_TOKEN = re.compile(
-    r"([0-9a-z]{1,13}\.(?:o|[0-9a-z]{1,4})\.[0-9a-z]{1,13})\.([A-Za-z0-9_-]{16})"
+    r"([0-9a-z]{1,13}\.(?:-|[0-9a-z]{1,4})\.[0-9a-z]{1,13})\.([A-Za-z0-9_-]{16})"
 )
 
 

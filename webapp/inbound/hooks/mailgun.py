@@ -89,9 +89,9 @@ def events(body: bytes, config: Mapping) -> list[Event]:
 
 
 def _kind(data: dict) -> ReportKind | None:
-    event = data.get("event")
+    event = text(data.get("event"))  # a list or an object names no event
     if event == "failed":
-        if data.get("severity") == "temporary":
+        if text(data.get("severity")) == "temporary":
             return ReportKind.SOFT_BOUNCE
         status = (
             data.get("delivery-status") if isinstance(data.get("delivery-status"), dict) else {}

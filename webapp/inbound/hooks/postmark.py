@@ -62,7 +62,8 @@ def events(body: bytes, config: Mapping) -> list[Event]:
 
 
 def _kind(record: dict) -> ReportKind | None:
-    record_type, bounce_type = record.get("RecordType"), record.get("Type")
+    # Only text is looked up: a list or an object where a name belongs names nothing.
+    record_type, bounce_type = text(record.get("RecordType")), text(record.get("Type"))
     if record_type == "Bounce":
         if bounce_type in HARD:
             return ReportKind.HARD_BOUNCE
@@ -76,5 +77,5 @@ def _kind(record: dict) -> ReportKind | None:
     if record_type == "SpamComplaint":
         return ReportKind.COMPLAINT
     if record_type == "SubscriptionChange" and record.get("SuppressSending") is True:
-        return SUPPRESSION.get(record.get("SuppressionReason"), ReportKind.UNSUBSCRIBE)
+        return SUPPRESSION.get(text(record.get("SuppressionReason")), ReportKind.UNSUBSCRIBE)
     return None

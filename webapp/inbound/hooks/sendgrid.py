@@ -90,7 +90,7 @@ def events(body: bytes, config: Mapping) -> list[Event]:
 
 
 def _kind(item: dict) -> ReportKind | None:
-    event = item.get("event")
+    event = text(item.get("event"))  # a list or an object names no event
     if event == "bounce":
         status = str(item.get("status") or "")
         if item.get("type") == "blocked" or not status.startswith("5"):

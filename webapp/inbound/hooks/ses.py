@@ -52,11 +52,11 @@ def _topics(config: Mapping) -> set[str]:
 def verify(request, body: bytes, config: Mapping) -> None:
     """An SNS message of a configured topic, fresh, signed with an SNS certificate."""
     message = json_body(body)
-    if not isinstance(message, dict) or message.get("Type") not in FIELDS:
+    if not isinstance(message, dict) or text(message.get("Type")) not in FIELDS:
         raise Malformed("not an SNS message")
-    if message.get("TopicArn") not in _topics(config):
+    if text(message.get("TopicArn"), 1000) not in _topics(config):
         raise Refused(f"topic {str(message.get('TopicArn'))[:200]!r} is not configured")
-    digest = HASHES.get(str(message.get("SignatureVersion")))
+    digest = HASHES.get(text(message.get("SignatureVersion")) or "")
     if digest is None:
         raise Refused("an unknown SignatureVersion")
     url = message.get("SigningCertURL")
