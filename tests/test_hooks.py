@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tests.helpers import app_with_issue, history, readers, self_signed, sent_to_readers
 from webapp.db import session_factory
@@ -497,3 +497,35 @@ def test_a_list_or_an_object_where_a_name_belongs_is_no_5xx(relays, relay, body)
     answer = relays.post(relay, raw, headers)
     assert answer.status_code in (200, 400, 401), answer.text
     assert relays.suppressed() == set()
+
+
+def test_an_event_is_stored_and_acted_on_in_one_transaction(relays, monkeypatch):
+    # Found by review: the event was committed before it was acted on, so a process
+    # killed in between left a row whose id turned the relay's retry away, unacted.
+    from webapp.inbound import store
+
+    seen = []
+    acting = store.act_for_relay
+
+    def looking(session, *args):
+        with session_factory(relays.app)() as other:  # what another process sees
+            seen.append(other.scalar(select(func.count()).select_from(InboundMessage)))
+        return acting(session, *args)
+
+    monkeypatch.setattr(store, "act_for_relay", looking)
+    assert relays.post("sendgrid", *relays.sendgrid("hard", GONE)).status_code == 200
+    assert seen == [0] and relays.suppressed() == {GONE}
+
+
+def test_a_failure_while_acting_is_recorded_with_the_event(relays, monkeypatch):
+    from webapp.inbound import store
+
+    def failing(*args):
+        raise RuntimeError("acting broke")
+
+    monkeypatch.setattr(store, "act_for_relay", failing)
+    body, headers = relays.sendgrid("hard", GONE, event_id="sg-broken")
+    assert relays.post("sendgrid", body, headers).status_code == 200
+    (message,) = relays.inbound()
+    assert message.action == "failed: RuntimeError: acting broke"
+    assert message.external_id == "sg-broken" and relays.suppressed() == set()

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event, select, text, update
+from sqlalchemy import event, select, update
 
 from tests import inbound_samples as samples
 from tests.helpers import (
@@ -381,8 +381,17 @@ def test_a_stored_message_is_synced_to_disk_before_the_answer(app):
     def _level(connection):
         seen.append(connection.exec_driver_sql("PRAGMA synchronous").scalar())
 
+    for connection in [engine(app).connect() for _ in range(2)]:
+        connection.close()  # two idle connections in the pool, as in a busy server
     with app.app_context():
         store(session_factory(app), b"Subject: x\r\n\r\nx", source="file")
     assert seen == [2]  # FULL
-    with session_factory(app)() as session:
-        assert session.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL again
+    # Set back on that connection, before the pool hands it out again (found by review:
+    # it was set back on whichever connection the pool gave next).
+    pooled = [engine(app).connect() for _ in range(3)]
+    try:
+        levels = [c.exec_driver_sql("PRAGMA synchronous").scalar() for c in pooled]
+    finally:
+        for connection in pooled:
+            connection.close()
+    assert levels == [1, 1, 1]  # NORMAL

@@ -4,6 +4,8 @@ scanner, a one-click unsubscribe, a bounce heard back), and every number reporte
 import json
 import re
 import subprocess
+import threading
+import time
 from datetime import timedelta
 from email import message_from_bytes, policy
 
@@ -19,6 +21,7 @@ from webapp.inbound.store import take_in
 from webapp.inbound.verp import Verp
 from webapp.links import tracked_links
 from webapp.models import Click, Delivery, Issue, IssueLink, Subscriber
+from webapp.reports.clicks import fold_clicks, fold_old_clicks
 from webapp.subscribers.personal import personal_data
 
 NEWSLETTER = "explaining-ukraine"
@@ -293,3 +296,31 @@ def test_every_position_is_a_link_and_only_the_pixel_is_the_pixel(app):
         for position in range(200):
             assert tracked.read(tracked.token(7, position, 3)) == (7, position, 3)
         assert tracked.read(tracked.token(7, None, 3)) == (7, None, 3)
+
+
+def test_two_processes_folding_at_once_count_each_click_once(sent):
+    # Found by review: each read the counts, added them, then deleted the rows.
+    app, messages = sent
+    client = app.test_client()
+    for reader, n in ((0, 0), (1, 0), (2, 1)):
+        client.get(path(tracked_in(messages[readers(6)[reader]])[n]))
+    with session_factory(app)() as session:
+        session.execute(update(Click).values(at=utcnow() - timedelta(days=31)))
+        session.commit()
+    sessions = session_factory(app)
+    first = sessions()
+    assert fold_old_clicks(first, 30) == 3  # not committed yet
+    other = threading.Thread(target=fold_clicks, args=(sessions, 30))
+    other.start()
+    time.sleep(0.5)  # the other process is waiting for this one's rows
+    first.commit()
+    first.close()
+    other.join(30)
+    assert not other.is_alive()
+    with session_factory(app)() as session:
+        issue = session.scalars(select(Issue)).one()
+        assert (issue.folded_clicks, issue.folded_clickers) == (3, 3)
+        totals = session.execute(
+            select(IssueLink.folded_clicks, IssueLink.folded_clickers).order_by(IssueLink.position)
+        ).all()
+        assert totals[:2] == [(2, 2), (1, 1)]

@@ -2,12 +2,13 @@
 on. Whatever the way it came (SMTP, LMTP, a pipe, a file, IMAP), it goes through here.
 """
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from datetime import timedelta
 
-from sqlalchemy import text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import insert, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..db import utcnow
@@ -31,26 +32,37 @@ def store(
     """Keep ``raw`` durably (committed, and on SQLite synced to disk) before anything
     else; its id."""
     with sessions() as session:
+        engine = session.get_bind()
+    with engine.connect() as connection:
         # The app's SQLite runs synchronous=NORMAL: a commit survives the process, not a
         # power cut. The MTA forgets a message once we answer 250, so this commit waits
-        # for the disk, as the MTA's own queue file did.
-        sqlite = session.get_bind().dialect.name == "sqlite"
+        # for the disk, as the MTA's own queue file did. On this one connection, set
+        # back before it returns to the pool.
+        sqlite = connection.dialect.name == "sqlite"
         if sqlite:
-            session.execute(text("PRAGMA synchronous=FULL"))
-        message = InboundMessage(
-            source=source,
-            envelope_from=(envelope_from or "")[:320] or None,
-            recipient=(recipient or "")[:320] or None,
-            size=len(raw),
-            raw=raw,
-        )
-        session.add(message)
+            connection.exec_driver_sql("PRAGMA synchronous=FULL")
         try:
-            session.commit()
+            message_id = connection.execute(
+                _NEW_MESSAGE,
+                {
+                    "received_at": utcnow(),
+                    "source": source,
+                    "envelope_from": (envelope_from or "")[:320] or None,
+                    "recipient": (recipient or "")[:320] or None,
+                    "size": len(raw),
+                    "raw": raw,
+                },
+            ).scalar_one()
+            connection.commit()
         finally:
             if sqlite:
-                session.execute(text("PRAGMA synchronous=NORMAL"))  # the pooled default
-        return message.id
+                with contextlib.suppress(SQLAlchemyError):  # a failed commit says why
+                    connection.rollback()
+                    connection.exec_driver_sql("PRAGMA synchronous=NORMAL")
+        return message_id
+
+
+_NEW_MESSAGE = insert(InboundMessage).returning(InboundMessage.id)
 
 
 def handle(sessions: sessionmaker[Session], config: Mapping, message_id: int) -> InboundMessage:
@@ -61,7 +73,19 @@ def handle(sessions: sessionmaker[Session], config: Mapping, message_id: int) ->
     with sessions() as session:
         message = session.get_one(InboundMessage, message_id)
         report = classify(message.raw or b"", message.recipient, verp, config["MAIL_FROM"])
-        return _acted(session, message, report, lambda: act(session, message, report, config, verp))
+        try:
+            act(session, message, report, config, verp)
+            session.commit()
+        except Exception as exc:  # noqa: BLE001  recorded, and logged with its traceback
+            session.rollback()
+            log.exception("inbound message %s: acting on it failed", message_id)
+            message = session.get_one(InboundMessage, message_id)
+            message.kind = report.kind.value
+            message.action = f"failed: {type(exc).__name__}: {exc}"[:500]
+            session.commit()
+        session.refresh(message)
+        session.expunge(message)
+        return message
 
 
 def take_in(
@@ -88,50 +112,45 @@ def take_in_event(
     report: Report,
     raw: bytes,
 ) -> InboundMessage | None:
-    """A relay's verified webhook event: stored (committed) under its event id, then
-    acted on, as a message is. None when that event was taken in before (relays retry
-    what they think failed)."""
+    """A relay's verified webhook event: stored under its event id and acted on in one
+    transaction, so a process killed in between leaves nothing and the relay's retry
+    acts. None when that event was taken in before (relays retry what they think
+    failed)."""
+    fields = {
+        "source": f"hook:{relay}"[:32],
+        "external_id": (event_id or None) and event_id[:200],
+        "recipient": (report.address or "")[:320] or None,
+        "size": len(raw),
+        "raw": raw,
+    }
     with sessions() as session:
-        message = InboundMessage(
-            source=f"hook:{relay}"[:32],
-            external_id=(event_id or None) and event_id[:200],
-            recipient=(report.address or "")[:320] or None,
-            size=len(raw),
-            raw=raw,
-        )
+        message = InboundMessage(**fields)
         session.add(message)
         try:
-            session.commit()
+            session.flush()  # the unique event id decides between a retry and a first
         except IntegrityError:
             session.rollback()
             return None
-        verp = Verp.from_config(config)
-        return _acted(
-            session,
-            message,
-            report,
-            lambda: act_for_relay(session, message, report, config, verp, relay),
-        )
-
-
-def _acted(session: Session, message: InboundMessage, report: Report, acting) -> InboundMessage:
-    """Run ``acting`` and commit; a failure is rolled back and recorded as the action
-    (and logged with its traceback), the message kept for staff. Never raises for the
-    message's sake."""
-    message_id = message.id
-    try:
-        acting()
-        session.commit()
-    except Exception as exc:  # noqa: BLE001  recorded, and logged with its traceback
-        session.rollback()
-        log.exception("inbound message %s: acting on it failed", message_id)
-        message = session.get_one(InboundMessage, message_id)
-        message.kind = report.kind.value
-        message.action = f"failed: {type(exc).__name__}: {exc}"[:500]
-        session.commit()
-    session.refresh(message)
-    session.expunge(message)
-    return message
+        try:
+            act_for_relay(session, message, report, config, Verp.from_config(config), relay)
+            session.commit()
+        except Exception as exc:  # noqa: BLE001  recorded, and logged with its traceback
+            session.rollback()
+            log.exception("webhook event %s of %s: acting on it failed", event_id, relay)
+            message = InboundMessage(
+                **fields,
+                kind=report.kind.value,
+                action=f"failed: {type(exc).__name__}: {exc}"[:500],
+            )
+            session.add(message)
+            try:
+                session.commit()
+            except IntegrityError:  # a retry took it in meanwhile
+                session.rollback()
+                return None
+        session.refresh(message)
+        session.expunge(message)
+        return message
 
 
 def drop_old_raw(sessions: sessionmaker[Session], keep_days: int) -> int:

@@ -13,9 +13,10 @@ they are folded into the link's and the issue's totals and deleted. A reader who
 clicks a link again after that counts once more as a clicker.
 """
 
+from collections import defaultdict
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, distinct, exists, func, insert, literal, select, update
+from sqlalchemy import delete, exists, insert, literal, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..db import utcnow
@@ -67,50 +68,50 @@ def _mark_scanner_burst(
 
 
 def fold_old_clicks(session: Session, keep_days: int) -> int:
-    """Fold the rows older than ``keep_days`` into totals and delete them; how many."""
+    """Fold the rows older than ``keep_days`` into totals and delete them; how many.
+
+    The rows are deleted first, and the totals made from what the DELETE returned: a
+    second process folding at the same moment waits for this one's rows and finds them
+    gone, so no click is added twice.
+    """
     cutoff = utcnow() - timedelta(days=keep_days)
-    old = and_(Click.at < cutoff, Click.scanner.is_(False))
-    per_link = session.execute(
-        select(
-            Click.issue_id,
-            Click.position,
-            func.count(),
-            func.count(distinct(Click.subscriber_id)),
-        )
-        .where(old)
-        .group_by(Click.issue_id, Click.position)
+    rows = session.execute(
+        delete(Click)
+        .where(Click.at < cutoff)
+        .returning(Click.issue_id, Click.position, Click.subscriber_id, Click.scanner)
     ).all()
-    for issue_id, position, clicks, clickers in per_link:
-        if position is None:
-            session.execute(
-                update(Issue)
-                .where(Issue.id == issue_id)
-                .values(folded_openers=Issue.folded_openers + clickers)
-            )
+    links: dict[tuple[int, int], list] = defaultdict(lambda: [0, set()])
+    issues: dict[int, list] = defaultdict(lambda: [0, set(), set()])  # clicks, clickers, openers
+    for issue_id, position, subscriber_id, scanner in rows:
+        if scanner:
             continue
+        if position is None:
+            issues[issue_id][2].add(subscriber_id)
+            continue
+        links[issue_id, position][0] += 1
+        links[issue_id, position][1].add(subscriber_id)
+        issues[issue_id][0] += 1
+        issues[issue_id][1].add(subscriber_id)
+    for (issue_id, position), (clicks, clickers) in links.items():
         session.execute(
             update(IssueLink)
             .where(IssueLink.issue_id == issue_id, IssueLink.position == position)
             .values(
                 folded_clicks=IssueLink.folded_clicks + clicks,
-                folded_clickers=IssueLink.folded_clickers + clickers,
+                folded_clickers=IssueLink.folded_clickers + len(clickers),
             )
         )
-    per_issue = session.execute(
-        select(Click.issue_id, func.count(), func.count(distinct(Click.subscriber_id)))
-        .where(old, Click.position.is_not(None))
-        .group_by(Click.issue_id)
-    ).all()
-    for issue_id, clicks, clickers in per_issue:
+    for issue_id, (clicks, clickers, openers) in issues.items():
         session.execute(
             update(Issue)
             .where(Issue.id == issue_id)
             .values(
                 folded_clicks=Issue.folded_clicks + clicks,
-                folded_clickers=Issue.folded_clickers + clickers,
+                folded_clickers=Issue.folded_clickers + len(clickers),
+                folded_openers=Issue.folded_openers + len(openers),
             )
         )
-    return session.execute(delete(Click).where(Click.at < cutoff)).rowcount
+    return len(rows)
 
 
 def fold_clicks(sessions: sessionmaker[Session], keep_days: int) -> int:
