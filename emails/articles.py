@@ -16,10 +16,14 @@ FURNITURE = {
     "skip to content",
     "перейти до вмісту",  # the same, on the site's Ukrainian pages
     "edit post",
+    "редагувати допис",
     "this audio is created with ai assistance",
+    "це аудіо створено за допомогою ші",
     "more news",
+    "більше новин",
     "editors' picks",
     "editors’ picks",
+    "вибір редакції",
     "subscribe",
     "* indicates required",
     "enter your email to subscribe",
@@ -28,10 +32,16 @@ FURNITURE = {
     "successfully subscribed",
     "thank you for signing up for this newsletter. we’ve sent you a confirmation email.",
     "thank you for signing up for this newsletter. we've sent you a confirmation email.",
+    "підписатися",
+    "* позначає обов’язкове поле",
+    "введіть свою електронну адресу, щоб підписатися",
+    "будь ласка, введіть правильну електронну адресу",
+    "ви успішно підписалися",
+    "дякуємо, що підписалися на цю розсилку. ми надіслали вам лист для підтвердження.",
 }
 # Where the article (and then the news feed) ends and the sign-up forms begin.
-END_OF_PAGE = {"more news", "editors' picks", "editors’ picks"}
-NEWS_FEED = "news feed"
+END_OF_PAGE = {"more news", "editors' picks", "editors’ picks", "більше новин", "вибір редакції"}
+NEWS_FEEDS = {"news feed", "стрічка новин"}
 MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
 BYLINE = re.compile(
     rf"^(?:by\s+(?P<byline>.+?)\s*)?"
@@ -41,7 +51,17 @@ BYLINE = re.compile(
     re.IGNORECASE,
 )
 BYLINE_ONLY = re.compile(r"^by\s+(?P<byline>\S.{0,150}?)(?:\s+(?P<minutes>\d+)\s+min\s+read)?$")
-FEED_TIME = re.compile(r"^\d{1,2}:\d{2}\s*[AP]M$", re.IGNORECASE)
+# The site's Ukrainian pages: "Автор: … 1 січня 2024 20:19 1 хв читання".
+UK_MONTHS = "січня лютого березня квітня травня червня липня серпня вересня жовтня листопада грудня"
+MONTHS_UK = {month: number for number, month in enumerate(UK_MONTHS.split(" "), 1)}
+BYLINE_UK = re.compile(
+    rf"^(?:(?:автор|авторка|автори):?\s+(?P<byline>.+?)\s*)?"
+    rf"(?P<day>\d{{1,2}})\s+(?P<month>{'|'.join(MONTHS_UK)})\s+(?P<year>\d{{4}})"
+    rf"(?:\s+(?P<time>\d{{1,2}}:\d{{2}}))?"
+    rf"(?:\s+(?P<minutes>\d+)\s+хв\.?\s+читання)?\s*$",
+    re.IGNORECASE,
+)
+FEED_TIME = re.compile(r"^(?:\d{1,2}:\d{2}\s*[AP]M|\d{1,2}:\d{2})$", re.IGNORECASE)
 # C0 and C1 controls and DEL, and the two non-characters XML refuses: no field may hold
 # one (an Atom feed or a mail header with one is broken). Tabs and line ends stay: they
 # are white space to the reader, which splits and joins on them.
@@ -159,7 +179,7 @@ def parse_article(
             break
         if key in furniture:
             continue
-        if key == NEWS_FEED:
+        if key in NEWS_FEEDS:
             in_feed = True
             continue
         if in_feed:
@@ -191,6 +211,21 @@ def _clean(line: str) -> str:
 
 
 def _byline(line: str):
+    match = BYLINE_UK.match(line)
+    if match:
+        hour, minute = (int(n) for n in (match["time"] or "0:00").split(":"))
+        try:
+            published = datetime(
+                int(match["year"]),
+                MONTHS_UK[match["month"].lower()],
+                int(match["day"]),
+                hour,
+                minute,
+            )
+        except ValueError:
+            published = None
+        minutes = int(match["minutes"]) if match["minutes"] else None
+        return match["byline"], published, minutes
     match = BYLINE.match(line)
     if match:
         published = None
@@ -232,8 +267,22 @@ def _feed_item(lines: list[str]) -> FeedItem:
     return FeedItem(time=time.upper(), headline=headline, summary=" ".join(rest[1:]))
 
 
+# Ukrainian letters in Latin, as the national transliteration (2010) writes them.
+TRANSLIT = str.maketrans(
+    {
+        "а": "a", "б": "b", "в": "v", "г": "h", "ґ": "g", "д": "d", "е": "e", "є": "ie",
+        "ж": "zh", "з": "z", "и": "y", "і": "i", "ї": "i", "й": "i", "к": "k", "л": "l",
+        "м": "m", "н": "n", "о": "o", "п": "p", "р": "r", "с": "s", "т": "t", "у": "u",
+        "ф": "f", "х": "kh", "ц": "ts", "ч": "ch", "ш": "sh", "щ": "shch", "ь": "", "ю": "iu",
+        "я": "ia", "’": "", "'": "", "ё": "e", "ы": "y", "э": "e", "ъ": "",
+    }
+)  # fmt: skip
+
+
 def slugify(text: str, max_length: int = 80) -> str:
-    """A URL slug of ASCII letters, digits and dashes; empty when nothing is left."""
+    """A URL slug of ASCII letters, digits and dashes (Cyrillic transliterated); empty
+    when nothing is left."""
+    text = text.lower().translate(TRANSLIT)
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
     return slug[:max_length].rstrip("-")

@@ -85,7 +85,8 @@ def test_crlf_line_ends_byte_order_mark_and_typographic_quotes():
 def test_other_language_and_script():
     article = read_article(ARTICLES / "ukrainian.txt")
     assert article.title == "Волонтери Харкова відкрили пункт обігріву біля вокзалу"
-    assert article.slug == "ukrainian"  # nothing ASCII in the title: named after the file
+    # Cyrillic titles are transliterated (the national system of 2010) for anchors and URLs.
+    assert article.slug == "volontery-kharkova-vidkryly-punkt-obihrivu-bilia-vokzalu"
     assert article.byline is None and article.published is None
     assert (
         article.paragraphs[1] == "«Люди приходять навіть уночі», — розповіла координаторка Ірина."
@@ -181,3 +182,13 @@ def test_files_that_are_not_articles_are_refused_with_a_reason(tmp_path, content
 def test_missing_file_is_refused(tmp_path):
     with pytest.raises(ArticleError, match="cannot read"):
         read_article(tmp_path / "nope.txt")
+
+
+def test_a_page_of_the_sites_ukrainian_edition(tmp_path):
+    article = read_article(ROOT / "seeds" / "uk" / "000_ce0462a30ea3d8dc.txt", {"Україна щодня"})
+    assert article.title.startswith("Путін пообіцяв посилити удари")
+    assert article.byline == "Редакція новин The Kyiv Independent"
+    assert article.published == datetime(2024, 1, 1, 20, 19)
+    assert article.reading_minutes == 1
+    assert len(article.paragraphs) == 6  # no furniture, no sign-up form left in
+    assert [item.time for item in article.feed] == ["05:15", "23:17", "04:16"]
