@@ -39,6 +39,8 @@ class DigestContent:
     reason: str  # why the reader gets this email
     track_clicks: bool = False  # each link a slot of its own (``link0``…), see ``links``
     track_opens: bool = False  # an open pixel in the HTML part (slot ``open_url``)
+    language: str = "en"  # of the labels, dates and plurals
+    catalogs: str | None = None  # where the translations are (see render.environment)
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ def render_parts(
     content: DigestContent, layout: Layout = Layout()
 ) -> tuple[Slotted, Slotted, list[str]]:
     """Render the HTML and text parts once, with personal slots and tracked links."""
-    env = environment()
+    env = environment(content.language, content.catalogs)
     context = _context(content, layout)
     markers = Markers()
     link = Tracker(markers, content.track_clicks)

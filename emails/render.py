@@ -4,8 +4,12 @@ the catalogs in ``catalogs`` (no Flask here)."""
 
 from functools import cache
 
+from babel.dates import format_date
 from babel.support import NullTranslations, Translations
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+# CLDR date patterns: "January 1, 2024", "1 січня 2024" (Babel's own "long" adds "р.").
+DATE_FORMATS = {"en": "MMMM d, y", "uk": "d MMMM y"}
 
 
 @cache
@@ -26,6 +30,8 @@ def environment(language: str = "en", catalogs: str | None = None) -> Environmen
     )
     env.install_gettext_translations(translations or NullTranslations(), newstyle=True)
     env.globals["lang"] = language
+    pattern = DATE_FORMATS.get(language, "long")
+    env.filters["long_date"] = lambda moment: format_date(moment, pattern, locale=language)
     return env
 
 

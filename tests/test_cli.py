@@ -52,8 +52,8 @@ def test_set_up_from_nothing_is_idempotent(tmp_path):
     assert first.returncode == 0 and "migrated from empty" in first.stdout
     again = run(tmp_path, "db", "upgrade")
     assert again.returncode == 0 and "up to date" in again.stdout
-    assert "2 created" in run(tmp_path, "seed").stdout
-    assert "0 created, 0 updated, 2 unchanged" in run(tmp_path, "seed").stdout
+    assert "3 created" in run(tmp_path, "seed").stdout  # the seeded catalog's newsletters
+    assert "0 created, 0 updated, 3 unchanged" in run(tmp_path, "seed").stdout
     secret = tmp_path / "instance" / "secret_key"
     assert secret.stat().st_mode & 0o777 == 0o600
 
@@ -65,7 +65,7 @@ def test_seed_updates_changed_newsletters(tmp_path):
     text = (ROOT / "seeds" / "newsletters.toml").read_text()
     catalog.write_text(text.replace('title = "Ukraine Daily"', 'title = "Ukraine This Morning"'))
     result = run(tmp_path, "seed", "--file", str(catalog))
-    assert "0 created, 1 updated, 1 unchanged" in result.stdout
+    assert "0 created, 1 updated, 2 unchanged" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -77,6 +77,7 @@ def test_seed_updates_changed_newsletters(tmp_path):
         ("[[newsletter]]\nslug = 'Bad Slug'\ntitle = 'x'", "needs a slug"),
         ("[[newsletter]]\nslug = 'a'\ntitle = ''", "needs a title"),
         ("[[newsletter]]\nslug='a'\ntitle='x'\n[[newsletter]]\nslug='a'\ntitle='y'", "used twice"),
+        ("[[newsletter]]\nslug='a'\ntitle='x'\nlanguage='xx'", "a.language must be one of en, uk"),
     ],
 )
 def test_bad_catalog_is_one_line_and_changes_nothing(tmp_path, content, reason):
@@ -88,7 +89,7 @@ def test_bad_catalog_is_one_line_and_changes_nothing(tmp_path, content, reason):
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and reason in lines[0] and str(catalog) in lines[0]
-    assert "2 created" in run(tmp_path, "seed").stdout  # nothing was half-loaded
+    assert "3 created" in run(tmp_path, "seed").stdout  # nothing was half-loaded
 
 
 def test_bad_configuration_is_one_line(tmp_path):

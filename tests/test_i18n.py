@@ -2,6 +2,7 @@
 Ukrainian with a switch to English, and the sign-up form answering in the page's language."""
 
 import re
+from datetime import datetime
 from email import message_from_bytes, policy
 
 import pytest
@@ -11,8 +12,10 @@ from babel.messages.pofile import read_po
 from flask_babel import force_locale
 from sqlalchemy import select
 
+from emails.render import environment
 from tests.helpers import ROOT, confirm_path, csrf_token, press_confirm, subscribe
 from webapp.db import session_factory
+from webapp.i18n import CATALOGS
 from webapp.links import manage_url
 from webapp.models import OutboxMail, Subscriber
 from webapp.texts import TEXTS
@@ -103,7 +106,7 @@ def test_accept_language_suggests_but_never_redirects(client):
 def _post_uk(client, email, json=False):
     data = {
         "email": email,
-        "newsletter": "explaining-ukraine",
+        "newsletter": "ukraina-shchodnia",
         "source": "/",
         "website": "",
         "csrf_token": csrf_token(client, "/uk/"),
@@ -126,7 +129,7 @@ def test_the_ukrainian_form_answers_in_ukrainian_with_and_without_javascript(cli
     }
     good = _post_uk(client, "mykola@newsroom.org")
     assert good.status_code == 302
-    assert good.headers["Location"].startswith("/uk/?subscribed=explaining-ukraine")
+    assert good.headers["Location"].startswith("/uk/?subscribed=ukraina-shchodnia")
     page = client.get(good.headers["Location"]).text
     assert "Ви успішно підписалися" in page
 
@@ -150,7 +153,7 @@ def _mails(app) -> list:
 def test_a_reader_who_signs_up_in_ukrainian_is_written_to_and_answered_in_ukrainian(app, client):
     assert _post_uk(client, "olena@newsroom.org").status_code == 302
     (confirmation,) = _mails(app)
-    assert confirmation["Subject"] == "Підтвердьте підписку на Explaining Ukraine with Kate Tsurkan"
+    assert confirmation["Subject"] == "Підтвердьте підписку на розсилку «Україна щодня»"
     text = confirmation.get_body(("plain",)).get_content()
     assert "Будь ласка, підтвердьте підписку" in text and "Посилання дійсне 7 днів." in text
     assert '<html lang="uk">' in confirmation.get_body(("html",)).get_content()
@@ -162,7 +165,7 @@ def test_a_reader_who_signs_up_in_ukrainian_is_written_to_and_answered_in_ukrain
     assert done.status_code == 302 and done.headers["Location"].startswith("/uk/confirm/")
     assert "Ви підписалися" in client.get(done.headers["Location"]).text
     welcome = _mails(app)[-1]
-    assert welcome["Subject"] == "Вітаємо в Explaining Ukraine with Kate Tsurkan"
+    assert welcome["Subject"] == "Ласкаво просимо до розсилки «Україна щодня»"
     body = welcome.get_body(("plain",)).get_content()
     assert "Ви підписані, olena@newsroom.org. Дякуємо." in body
     assert "/uk/manage/" in body and "/uk/unsubscribe/" in body
@@ -205,3 +208,75 @@ def test_the_manage_page_changes_the_readers_language(app, client):
         },
     )
     assert bad.status_code == 400
+
+
+@pytest.fixture
+def ukrainian_issue(app, tmp_path):
+    """Issue 1 of the Ukrainian newsletter, built from its Cyrillic seed: (text, html)."""
+    runner = app.test_cli_runner()
+    built = runner.invoke(args=["digest", "build", "ukraina-shchodnia"])
+    assert built.exit_code == 0, built.output
+    text, html = tmp_path / "issue.txt", tmp_path / "issue.html"
+    shown = runner.invoke(
+        args=[
+            "digest",
+            "preview",
+            "ukraina-shchodnia",
+            "1",
+            "--text",
+            str(text),
+            "--html",
+            str(html),
+        ]
+    )
+    assert shown.exit_code == 0, shown.output
+    return text.read_text(), html.read_text()
+
+
+def test_a_ukrainian_newsletters_issue_is_built_in_ukrainian(ukrainian_issue):
+    text, html = ukrainian_issue
+    public = "http://127.0.0.1:5000"
+    for expected in (
+        "Україна щодня · № 1",
+        f"Переглянути в браузері: {public}/uk/newsletters/ukraina-shchodnia/issues/1",
+        "ГОЛОВНЕ",
+        "Путін пообіцяв посилити удари по Україні у відповідь на удар по Бєлгороду",
+        "автор: Редакція новин The Kyiv Independent",
+        "1 січня 2024 · 1 хвилина читання",
+        "СТРІЧКА НОВИН",
+        "Ви отримуєте цей лист, бо підписалися на розсилку «Україна щодня» від The Kyiv "
+        "Independent.",
+        f"Керувати підписками: {public}/uk/manage/",
+        f"Відписатися: {public}/uk/unsubscribe/",
+    ):
+        assert expected in text, expected
+    assert '<html lang="uk"' in html and "Переглянути в браузері" in html
+    assert "min read" not in text and "View in your browser" not in text
+
+
+def test_reading_time_in_mail_takes_ukrainian_plural_forms_from_cldr():
+    env = environment("uk", CATALOGS)
+    template = env.from_string('{{ ngettext("%(num)s min read", "%(num)s min read", n) }}')
+    assert [template.render(n=n) for n in (1, 2, 5, 11, 21, 24)] == [
+        "1 хвилина читання",
+        "2 хвилини читання",
+        "5 хвилин читання",
+        "11 хвилин читання",
+        "21 хвилина читання",
+        "24 хвилини читання",
+    ]
+    date = env.from_string("{{ d | long_date }}").render(d=datetime(2024, 1, 1))
+    assert date == "1 січня 2024"
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("width", [600, 375])
+def test_the_ukrainian_issue_reads_well_in_chromium(ukrainian_issue, browser, tmp_path, width):
+    _, html = ukrainian_issue
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.set_content(html)
+    assert page.evaluate("document.documentElement.scrollWidth") <= width  # nothing cut off
+    assert page.get_by_text("Путін пообіцяв посилити удари").first.is_visible()
+    assert page.get_by_text("1 січня 2024 · 1 хвилина читання").first.is_visible()
+    page.screenshot(path=str(tmp_path / f"issue-uk-{width}.png"), full_page=True)
+    page.close()

@@ -274,7 +274,7 @@ def test_the_html_report_draws_its_charts_in_chromium(sent, browser, tmp_path):
     page = browser.new_page(viewport={"width": 1000, "height": 900})
     page.goto(out.as_uri())
     sections = page.locator("section.newsletter")
-    assert sections.count() == 2  # every newsletter of the catalog
+    assert sections.count() == 3  # every newsletter of the catalog
     first = sections.nth(0)
     assert first.locator("figure.growth svg").count() == 1
     assert first.locator("figure.rates svg").count() == 1

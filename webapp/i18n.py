@@ -13,14 +13,14 @@ from pathlib import Path
 from flask import Flask, has_request_context, request
 from flask_babel import Babel, format_date, format_datetime
 
+from emails.render import DATE_FORMATS
+
 from .texts import DEFAULT_LANGUAGE as DEFAULT
 from .texts import LANGUAGES
 
 CATALOGS = str(Path(__file__).parent / "translations")  # <lang>/LC_MESSAGES/messages.mo
 PREFIXED = tuple(code for code in LANGUAGES if code != DEFAULT)  # served under /<code>/
 ENVIRON_KEY = "newsletter.language"
-# CLDR patterns: "January 1, 2024" and "1 січня 2024" (Babel's own "long" adds "р.").
-DATE_FORMATS = {"en": "MMMM d, y", "uk": "d MMMM y"}
 TIME_FORMATS = {"en": "h:mm a", "uk": "HH:mm"}
 
 

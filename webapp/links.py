@@ -99,9 +99,10 @@ def personal_links(subscription: Subscription) -> dict[str, str]:
     return links.for_reader(subscription.id, subscriber.id, subscriber.secret)
 
 
-def preview_links() -> dict[str, str]:
-    """Links of nobody, for previews: they open the pages but act on no subscription."""
-    return reader_links().for_reader(0, 0, "preview")
+def preview_links(language: str = DEFAULT_LANGUAGE) -> dict[str, str]:
+    """Links of nobody, for previews: they open the pages (in ``language``) but act on
+    no subscription."""
+    return reader_links(language).for_reader(0, 0, "preview")
 
 
 def reader_links(language: str = DEFAULT_LANGUAGE) -> "ReaderLinks":

@@ -6,21 +6,28 @@ from functools import lru_cache
 from pathlib import Path
 
 from flask import current_app
+from flask_babel import force_locale, gettext
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from emails.articles import Article, ArticleError, FeedItem, read_article
 from emails.digest import DigestContent, render_digest
 
+from ..i18n import CATALOGS
 from ..links import public_url
 from ..models import Issue, IssueLink, Newsletter
+from ..texts import DEFAULT_LANGUAGE
 
 PREHEADER_CHARS = 140
 
 
-def seed_article_paths() -> list[Path]:
-    """The seed articles, ``seeds/*.txt``, in name order."""
-    return sorted(Path(current_app.config["SEEDS_PATH"]).glob("*.txt"))
+def seed_article_paths(language: str = DEFAULT_LANGUAGE) -> list[Path]:
+    """The seed articles in ``language``, in name order: ``seeds/*.txt`` for English,
+    ``seeds/<language>/*.txt`` for the others."""
+    folder = Path(current_app.config["SEEDS_PATH"])
+    if language != DEFAULT_LANGUAGE:
+        folder = folder / language
+    return sorted(folder.glob("*.txt"))
 
 
 def page_furniture(session: Session) -> set[str]:
@@ -81,6 +88,12 @@ def build_issue(session: Session, newsletter: Newsletter, articles: list[Article
         or 0
     ) + 1
     lead, *stories = articles
+    with force_locale(newsletter.language):  # the issue is in its newsletter's language
+        reason = gettext(
+            "You receive this email because you subscribed to %(newsletter)s from %(site)s.",
+            newsletter=newsletter.title,
+            site=config["SITE_NAME"],
+        )
     content = DigestContent(
         site_name=config["SITE_NAME"],
         newsletter_title=newsletter.title,
@@ -90,13 +103,14 @@ def build_issue(session: Session, newsletter: Newsletter, articles: list[Article
         lead=lead,
         stories=stories,
         feed=_merged_feed(articles),
-        web_url=public_url("reading.issue", slug=newsletter.slug, number=number),
-        reason=(
-            f"You receive this email because you subscribed to {newsletter.title} "
-            f"from {config['SITE_NAME']}."
+        web_url=public_url(
+            "reading.issue", newsletter.language, slug=newsletter.slug, number=number
         ),
+        reason=reason,
         track_clicks=config["TRACK_CLICKS"],
         track_opens=config["TRACK_OPENS"],
+        language=newsletter.language,
+        catalogs=CATALOGS,
     )
     rendered = render_digest(content)
     issue = Issue(

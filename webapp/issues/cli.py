@@ -39,7 +39,8 @@ def init_app(app: Flask) -> None:
 @click.argument("newsletter")
 @click.argument("articles", nargs=-1, type=click.Path(path_type=Path))
 def build(newsletter: str, articles: tuple[Path, ...]) -> None:
-    """Build the next issue of NEWSLETTER from ARTICLES (default: seeds/*.txt).
+    """Build the next issue of NEWSLETTER from ARTICLES (default: the seeds in its
+    language, seeds/*.txt or seeds/LANG/*.txt).
 
     The first article leads. Prints what was shortened to fit, then the new issue's
     number on the last line.
@@ -49,7 +50,10 @@ def build(newsletter: str, articles: tuple[Path, ...]) -> None:
     with session_factory()() as session:
         target = newsletter_arg(session, newsletter)
         try:
-            read = read_articles(list(articles) or seed_article_paths(), page_furniture(session))
+            read = read_articles(
+                list(articles) or seed_article_paths(target.language),
+                page_furniture(session),
+            )
         except ArticleError as exc:
             raise click.ClickException(str(exc)) from None
         try:
@@ -119,9 +123,9 @@ def _one_reader_message(session, issue: Issue, reader: str | None) -> tuple[str,
     else:
         domain = current_app.config["MAIL_FROM"].rpartition("@")[2]
         recipient = f"preview@{domain}"
-        links = preview_links()
+        links = preview_links(issue.newsletter.language)
     try:
-        mail = IssueMail(issue, current_app.config, reader_links())
+        mail = IssueMail(issue, current_app.config, reader_links(issue.newsletter.language))
         return recipient, mail.message(recipient, links)
     except (OSError, DkimError) as exc:
         raise click.ClickException(f"cannot sign the message: {exc}") from None
@@ -221,7 +225,8 @@ def send_command(newsletter, number, test_to, dry_run, rate, connections, yes) -
     with session_factory()() as session:
         issue = issue_arg(session, newsletter, number)
         try:
-            IssueMail(issue, app.config, reader_links())  # a key that cannot sign stops here
+            # A key that cannot sign stops here.
+            IssueMail(issue, app.config, reader_links(issue.newsletter.language))
         except (DkimError, OSError) as exc:
             raise click.ClickException(f"cannot sign with the DKIM key: {exc}") from None
         if test_to:
@@ -247,8 +252,8 @@ def _send_tests(issue: Issue, addresses: tuple[str, ...]) -> None:
             recipients.append(normalize_address(address).ascii)
         except InvalidAddress as exc:
             raise click.BadParameter(f"{address}: {exc}", param_hint="--to") from None
-    mail = IssueMail(issue, current_app.config, reader_links())
-    links = preview_links()
+    mail = IssueMail(issue, current_app.config, reader_links(issue.newsletter.language))
+    links = preview_links(issue.newsletter.language)
     with transport_from_config(current_app.config) as transport:
         for recipient in recipients:
             try:
@@ -261,7 +266,9 @@ def _send_tests(issue: Issue, addresses: tuple[str, ...]) -> None:
 
 
 def _dry_run(session, issue: Issue) -> None:
-    mail = IssueMail(issue, current_app.config, reader_links(), tracked_links())
+    mail = IssueMail(
+        issue, current_app.config, reader_links(issue.newsletter.language), tracked_links()
+    )
     if issue.sent_at is None:
         query = eligible_readers(issue).add_columns(Subscriber.email, Subscriber.secret)
     else:

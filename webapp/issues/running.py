@@ -165,7 +165,7 @@ def _sender_process(db, config, issue_id, mail, settings, stop, parent, outcomes
 def _run_senders(app, issue, settings, session, before):
     issue_id = issue.id
     # Made here, once: the forked senders inherit it and need no app to use it.
-    mail = IssueMail(issue, app.config, reader_links(), tracked_links())
+    mail = IssueMail(issue, app.config, reader_links(issue.newsletter.language), tracked_links())
     config = dict(app.config)
     context = multiprocessing.get_context("fork")
     stop, outcomes = context.Event(), context.SimpleQueue()

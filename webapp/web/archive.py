@@ -5,6 +5,7 @@ from sqlalchemy import select
 
 from ..catalog import newsletter_by_slug
 from ..db import get_session
+from ..i18n import page_language
 from ..issues.building import issue_articles, seed_articles
 from ..models import Issue, Newsletter
 from .signup import newsletters, signup_state
@@ -33,8 +34,8 @@ def _sent_issues(newsletter: Newsletter) -> list[Issue]:
 @bp.get("/articles/<slug>")
 def article(slug: str):
     """A seed article as a page like the news site's: the article, its feed, the forms."""
-    catalog = newsletters()
-    found = seed_articles({n.title for n in catalog}).get(slug)
+    catalog = newsletters(page_language())
+    found = seed_articles({n.title for n in newsletters()}).get(slug)
     if found is None:
         abort(404)
     return render_template(

@@ -41,9 +41,11 @@ log = logging.getLogger(__name__)
 FORM_PAGES = {"pages.index", "reading.article", "reading.newsletter"}
 
 
-def newsletters() -> list[Newsletter]:
-    """The catalog in its display order."""
+def newsletters(language: str | None = None) -> list[Newsletter]:
+    """The catalog in its display order; only those in ``language`` when given."""
     query = select(Newsletter).order_by(Newsletter.position, Newsletter.id)
+    if language is not None:
+        query = query.where(Newsletter.language == language)
     return list(get_session().scalars(query))
 
 
@@ -70,9 +72,10 @@ def signup_state(catalog: list[Newsletter]) -> dict:
 
 @bp.get("/")
 def index():
-    """Every newsletter of the catalog with its sign-up form."""
-    catalog = newsletters()
-    articles = sorted(seed_articles({n.title for n in catalog}).values(), key=lambda a: a.title)
+    """Every newsletter in the page's language with its sign-up form."""
+    catalog = newsletters(page_language())
+    titles = {n.title for n in newsletters()}  # the forms' furniture in any seed page
+    articles = sorted(seed_articles(titles).values(), key=lambda a: a.title)
     return render_template(
         "index.html", newsletters=catalog, articles=articles, **signup_state(catalog)
     )
