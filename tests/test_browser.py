@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from flask_babel import force_locale
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
@@ -183,3 +184,45 @@ def test_robot_check_is_solved_by_the_page_script(browser, tmp_path):
     finally:
         server.shutdown()
         thread.join(10)
+
+
+def in_ukrainian(app, key: str) -> str:
+    """A text of texts.toml as the Ukrainian pages show it."""
+    with app.app_context(), force_locale("uk"):
+        return TEXTS[key]
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["javascript", "no-javascript"])
+def test_the_ukrainian_sign_up_answers_in_ukrainian(browser, live_server, javascript):
+    app, base = live_server
+    uk = {key: in_ukrainian(app, key) for key in TEXTS.as_dict()}
+    assert uk["email_placeholder"] != TEXTS.english("email_placeholder")
+    context = browser.new_context(java_script_enabled=javascript)
+    page = context.new_page()
+    page.goto(base + "/uk/")
+    assert page.locator("html").get_attribute("lang") == "uk"
+    form = card(page, "ukraina-shchodnia")
+    form.get_by_placeholder(uk["email_placeholder"]).fill("olena@newsroom")
+    form.get_by_role("button", name=uk["subscribe_button"]).click()
+    form = card(page, "ukraina-shchodnia")
+    error = form.locator(".signup-error")
+    error.wait_for(state="visible")
+    assert error.inner_text() == uk["invalid_email"]
+
+    form.get_by_placeholder(uk["email_placeholder"]).fill("olena@newsroom.org")
+    form.get_by_role("button", name=uk["subscribe_button"]).click()
+    form = card(page, "ukraina-shchodnia")
+    form.get_by_text(uk["success_title"]).wait_for()
+    assert form.get_by_text(uk["success_text"]).is_visible()
+    if not javascript:
+        assert page.url.endswith("/uk/?subscribed=ukraina-shchodnia#nl-ukraina-shchodnia")
+
+    open_confirmation_from_outbox(page, base, "Україна щодня")
+    assert page.locator("html").get_attribute("lang") == "uk"
+    assert page.get_by_role("heading", name=uk["confirm_title"]).is_visible()
+    page.get_by_role("button", name=uk["confirm_button"]).click()
+    assert page.get_by_role("heading", name=uk["confirmed_title"]).is_visible()
+    assert status_of(app, "olena@newsroom.org") == SubscriptionStatus.CONFIRMED
+    page.get_by_role("link", name="English").click()
+    assert page.locator("html").get_attribute("lang") == "en"
+    context.close()
