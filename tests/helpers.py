@@ -179,9 +179,11 @@ def subscribe(
     ip=None,
     headers=None,
     answer_only=False,
+    prefix="",
     **extra,
 ):
-    """Post a sign-up form as a browser would (with its CSRF token), from ``ip`` if given.
+    """Post a sign-up form as a browser would (with its CSRF token), from ``ip`` if given,
+    on the pages under ``prefix`` ("/uk" for the Ukrainian ones).
 
     ``answer_only``: the response is left open, so what the server does after its
     answer has not happened (as when the server stops right after answering)."""
@@ -190,14 +192,14 @@ def subscribe(
         "newsletter": newsletter,
         "source": "/",
         "website": "",
-        "csrf_token": csrf_token(client),
+        "csrf_token": csrf_token(client, prefix + "/"),
     }
     data.update(extra)
     sent_headers = {"Accept": "application/json"} if json else {}
     sent_headers.update(headers or {})
     environ = {"REMOTE_ADDR": ip} if ip else {}
     return client.post(
-        "/subscribe",
+        prefix + "/subscribe",
         data=data,
         headers=sent_headers,
         environ_base=environ,

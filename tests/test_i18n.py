@@ -13,7 +13,7 @@ from flask_babel import force_locale
 from sqlalchemy import select
 
 from emails.render import environment
-from tests.helpers import ROOT, confirm_path, csrf_token, press_confirm, subscribe
+from tests.helpers import ROOT, confirm_path, csrf_token, make_app, press_confirm, subscribe
 from webapp.db import session_factory
 from webapp.i18n import CATALOGS
 from webapp.links import manage_url
@@ -280,3 +280,21 @@ def test_the_ukrainian_issue_reads_well_in_chromium(ukrainian_issue, browser, tm
     assert page.get_by_text("1 січня 2024 · 1 хвилина читання").first.is_visible()
     page.screenshot(path=str(tmp_path / f"issue-uk-{width}.png"), full_page=True)
     page.close()
+
+
+def test_the_limit_and_the_robot_check_speak_ukrainian_too(tmp_path):
+    app = make_app(tmp_path, SUBSCRIBE_LIMITS="1/minute", ALTCHA_HMAC_KEY="test-key")
+    client = app.test_client()
+    page = client.get("/uk/").text
+    assert "Щоб перевірити, що ви не робот, цій формі потрібен увімкнений JavaScript." in page
+    first = _post_uk(client, "a@newsroom.org", json=True)
+    assert (
+        first.json["errors"]["email"]
+        == "Нам не вдалося перевірити, що ви не робот. Спробуйте ще раз."
+    )
+    second = _post_uk(client, "b@newsroom.org", json=True)
+    assert second.status_code == 429
+    assert (
+        second.json["errors"]["email"]
+        == "Забагато спроб. Зачекайте кілька хвилин і спробуйте ще раз."
+    )

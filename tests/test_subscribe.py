@@ -1,14 +1,27 @@
 """The sign-up forms: messages, validation, honeypot, CSRF and the same answer for all."""
 
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
+from flask_babel import force_locale
 from sqlalchemy import select
 
 from tests.helpers import GOOD_ADDRESS, count, csrf_token, subscribe
 from webapp.db import session_factory
 from webapp.models import EventKind, OutboxMail, Subscriber, Subscription, SubscriptionStatus
 from webapp.texts import TEXTS
+
+
+@pytest.fixture(params=["en", "uk"])
+def page(request, app):
+    """The sign-up page these tests post from: English at the root, Ukrainian under /uk/
+    (with its own newsletter), and the texts each shows."""
+    with app.app_context(), force_locale(request.param):
+        texts = SimpleNamespace(**TEXTS.as_dict())
+    if request.param == "en":
+        return SimpleNamespace(prefix="", newsletter="explaining-ukraine", texts=texts)
+    return SimpleNamespace(prefix="/uk", newsletter="ukraina-shchodnia", texts=texts)
 
 
 def subscriptions(app) -> list[tuple[str, str, SubscriptionStatus]]:
@@ -47,14 +60,14 @@ def test_good_address_without_javascript_redirects_to_the_success_message(app, c
     assert count(app, OutboxMail) == 1
 
 
-def test_good_address_with_javascript_answers_json(app, client):
-    response = subscribe(client, json=True)
+def test_good_address_with_javascript_answers_json(app, client, page):
+    response = subscribe(client, json=True, prefix=page.prefix, newsletter=page.newsletter)
     assert "Set-Cookie" not in response.headers
     assert response.status_code == 200
     assert response.json == {
         "ok": True,
-        "title": TEXTS.success_title,
-        "text": TEXTS.success_text,
+        "title": page.texts.success_title,
+        "text": page.texts.success_text,
     }
     assert count(app, Subscription) == 1
 
@@ -99,29 +112,29 @@ def test_typed_markup_is_escaped_when_shown_again(client):
 
 
 @pytest.mark.parametrize("email", BAD_ADDRESSES)
-def test_bad_address_with_javascript_answers_json_400(app, client, email):
-    response = subscribe(client, email=email, json=True)
+def test_bad_address_with_javascript_answers_json_400(app, client, email, page):
+    response = subscribe(client, email=email, json=True, prefix=page.prefix)
     assert response.status_code == 400
-    assert response.json == {"ok": False, "errors": {"email": TEXTS.invalid_email}}
+    assert response.json == {"ok": False, "errors": {"email": page.texts.invalid_email}}
     assert count(app, Subscriber) == 0
 
 
 @pytest.mark.parametrize("newsletter", ["", "no-such-list", "../admin", "x" * 500])
-def test_unknown_newsletter_gets_a_message_and_stores_nothing(app, client, newsletter):
-    response = subscribe(client, newsletter=newsletter, json=True)
+def test_unknown_newsletter_gets_a_message_and_stores_nothing(app, client, newsletter, page):
+    response = subscribe(client, newsletter=newsletter, json=True, prefix=page.prefix)
     assert response.status_code == 400
-    assert response.json["errors"]["email"] == TEXTS.unknown_newsletter
+    assert response.json["errors"]["email"] == page.texts.unknown_newsletter
     assert count(app, Subscriber) == 0
 
 
-def test_missing_csrf_token_is_refused_with_a_message(app, client):
+def test_missing_csrf_token_is_refused_with_a_message(app, client, page):
     response = client.post(
-        "/subscribe",
-        data={"email": GOOD_ADDRESS, "newsletter": "explaining-ukraine"},
+        page.prefix + "/subscribe",
+        data={"email": GOOD_ADDRESS, "newsletter": page.newsletter},
         headers={"Accept": "application/json"},
     )
     assert response.status_code == 400
-    assert response.json["errors"]["email"] == TEXTS.session_expired
+    assert response.json["errors"]["email"] == page.texts.session_expired
     assert count(app, Subscriber) == 0
 
 
