@@ -529,3 +529,17 @@ def test_a_failure_while_acting_is_recorded_with_the_event(relays, monkeypatch):
     (message,) = relays.inbound()
     assert message.action == "failed: RuntimeError: acting broke"
     assert message.external_id == "sg-broken" and relays.suppressed() == set()
+
+
+def test_a_large_batch_is_taken_in(relays):
+    # SendGrid posts batches of up to 768 KB; the site's forms stop at 64 KB.
+    delivered = [
+        {"email": readers(5)[0], "event": "delivered", "sg_event_id": f"d{n}", "pad": "x" * 200}
+        for n in range(1500)
+    ]
+    bounce = json.loads(relays.sendgrid("hard", GONE)[0])[1]
+    body = json.dumps([*delivered, bounce]).encode()
+    assert 256 * 1024 < len(body) < 1024 * 1024
+    answer = relays.post("sendgrid", body, relays.sendgrid_sign(body))
+    assert answer.status_code == 200, answer.text
+    assert relays.suppressed() == {GONE}
