@@ -116,15 +116,20 @@ class Relays:
             "SigningCertURL": f"{self.sns_url}/SimpleNotificationService-test.pem",
             **extra,
         }
+        return self.sns_sign(sns, kind, version)
+
+    def sns_sign(self, sns: dict, kind="Notification", version="1") -> dict:
         fields = {
             "Notification": ["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"],
         }.get(
             kind,
             ["Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"],
         )
-        signed = "".join(f"{k}\n{sns[k]}\n" for k in fields if k in sns).encode()
+        signed = "".join(f"{k}\n{sns[k]}\n" for k in fields if k in sns)
         digest = hashes.SHA1() if version == "1" else hashes.SHA256()
-        signature = self.sns_key.sign(signed, padding.PKCS1v15(), digest)
+        signature = self.sns_key.sign(
+            signed.encode("utf-8", "surrogatepass"), padding.PKCS1v15(), digest
+        )
         sns["Signature"] = base64.b64encode(signature).decode()
         return sns
 
@@ -181,7 +186,8 @@ class Relays:
 
     def mailgun_signature(self, when: int | None = None, token: str | None = None, key=MAILGUN_KEY):
         stamp, token = str(when or int(time.time())), token or uuid.uuid4().hex * 2
-        digest = hmac.new(key.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
+        signed = (stamp + token).encode("utf-8", "surrogatepass")
+        digest = hmac.new(key.encode(), signed, hashlib.sha256).hexdigest()
         return {"timestamp": stamp, "token": token, "signature": digest}
 
     def mailgun(self, kind: str, email: str, signature: dict | None = None) -> tuple[bytes, dict]:
@@ -531,6 +537,32 @@ def test_a_failure_while_acting_is_recorded_with_the_event(relays, monkeypatch):
     assert message.external_id == "sg-broken" and relays.suppressed() == set()
 
 
+def reshape(relays, relay: str, path: tuple, value) -> tuple[bytes, dict]:
+    """``relay``'s documented hard bounce with the field at ``path`` set to ``value``,
+    signed again as the relay would sign it (for SES, ``("Message", …)`` reaches into the
+    notification SNS carries)."""
+    body, headers = relays.build(relay, "hard")
+    payload = json.loads(body)
+    if relay == "ses" and path[0] == "Message" and len(path) > 1:
+        notification = json.loads(payload["Message"])
+        _put(notification, path[1:], value)
+        payload["Message"] = json.dumps(notification)
+    else:
+        _put(payload, path, value)
+    if relay == "ses":
+        payload = relays.sns_sign(payload)
+    if path == ("signature", "token") and isinstance(value, str):
+        payload["signature"] = relays.mailgun_signature(token=value)
+    body = json.dumps(payload).encode()
+    return body, relays.sendgrid_sign(body) if relay == "sendgrid" else headers
+
+
+def _put(tree, path: tuple, value) -> None:
+    for step in path[:-1]:
+        tree = tree[step]
+    tree[path[-1]] = value
+
+
 def test_a_large_batch_is_taken_in(relays):
     # SendGrid posts batches of up to 768 KB; the site's forms stop at 64 KB.
     delivered = [
@@ -543,3 +575,125 @@ def test_a_large_batch_is_taken_in(relays):
     answer = relays.post("sendgrid", body, relays.sendgrid_sign(body))
     assert answer.status_code == 200, answer.text
     assert relays.suppressed() == {GONE}
+
+
+@pytest.mark.parametrize(
+    "relay, body, status",
+    [
+        ("ses", b'{"Type": []}', 400),
+        ("ses", json.dumps({"Type": "Notification", "TopicArn": [TOPIC]}).encode(), 401),
+        ("ses", json.dumps({"Type": "Notification", "TopicArn": {}}).encode(), 401),
+        (
+            "mailgun",
+            b'{"signature": {"timestamp": "1", "token": "\\ud800", "signature": "x"}}',
+            401,
+        ),
+        (
+            "mailgun",
+            b'{"signature": {"timestamp": "\\udfff", "token": "t", "signature": "x"}}',
+            401,
+        ),
+    ],
+)
+def test_unsigned_odd_json_is_refused_not_a_500(relays, relay, body, status):
+    assert relays.post(relay, body).status_code == status
+
+
+@pytest.mark.parametrize(
+    "relay, path, value",
+    [
+        ("ses", ("Type",), ["Notification"]),
+        ("ses", ("MessageId",), "m\x00\ud800"),
+        ("ses", ("Message", "bounce", "bounceType"), {"Permanent": 1}),
+        ("ses", ("Message", "bounce", "bounceSubType"), "General\x00"),
+        ("sendgrid", (1, "event"), ["bounce"]),
+        ("sendgrid", (1, "sg_event_id"), "id\x00\udc80"),
+        ("mailgun", ("event-data", "event"), {"failed": True}),
+        ("mailgun", ("event-data", "delivery-status", "code"), "5" * 100),
+        ("mailgun", ("signature", "token"), "t\x00\ud800"),
+        ("postmark", ("Type",), ["HardBounce"]),
+        ("postmark", ("RecordType",), {"Bounce": 1}),
+        ("postmark", ("ID",), "1\x00\ud800"),
+        ("postmark", ("TypeCode",), "1" * 100),
+    ],
+)
+def test_odd_values_in_a_checked_body_are_no_500(relays, relay, path, value):
+    answer = relays.post(relay, *reshape(relays, relay, path, value))
+    assert answer.status_code in (200, 400, 401), answer.text
+
+
+@pytest.mark.parametrize("relay", ["sendgrid", "mailgun", "postmark"])
+def test_an_address_with_a_nul_names_nobody(relays, relay):
+    # The database refuses NUL; dropping it would make this address GONE's.
+    path = {"sendgrid": (1, "email"), "mailgun": ("event-data", "recipient")}.get(relay, ("Email",))
+    value = GONE.replace("@", "\x00@")
+    answer = relays.post(relay, *reshape(relays, relay, path, value))
+    assert answer.status_code == 200, answer.text
+    # Mailgun also gives our VERP sender, which names GONE's delivery.
+    assert relays.suppressed() == ({GONE} if relay == "mailgun" else set())
+    (message,) = relays.inbound()
+    assert "\x00" not in (message.recipient or "")
+
+
+FIELDS = {
+    "ses": [
+        ("Type",), ("MessageId",), ("Subject",), ("Timestamp",), ("SignatureVersion",),
+        ("SigningCertURL",), ("Message",), ("Message", "notificationType"),
+        ("Message", "mail"), ("Message", "mail", "source"), ("Message", "bounce"),
+        ("Message", "bounce", "bounceType"), ("Message", "bounce", "bounceSubType"),
+        ("Message", "bounce", "bouncedRecipients"),
+        ("Message", "bounce", "bouncedRecipients", 0),
+        ("Message", "bounce", "bouncedRecipients", 0, "emailAddress"),
+        ("Message", "bounce", "bouncedRecipients", 0, "status"),
+        ("Message", "bounce", "bouncedRecipients", 0, "diagnosticCode"),
+    ],
+    "sendgrid": [
+        (1,), (1, "event"), (1, "email"), (1, "status"), (1, "type"), (1, "reason"),
+        (1, "sg_event_id"),
+    ],
+    "mailgun": [
+        ("event-data",), ("event-data", "event"), ("event-data", "severity"),
+        ("event-data", "recipient"), ("event-data", "id"), ("event-data", "reason"),
+        ("event-data", "delivery-status"), ("event-data", "delivery-status", "code"),
+        ("event-data", "delivery-status", "enhanced-code"),
+        ("event-data", "delivery-status", "message"), ("event-data", "envelope"),
+        ("event-data", "envelope", "sender"), ("signature", "token"),
+    ],
+    "postmark": [
+        ("RecordType",), ("Type",), ("TypeCode",), ("Email",), ("Details",), ("ID",),
+        ("MessageID",), ("SuppressSending",), ("SuppressionReason",),
+    ],
+}  # fmt: skip
+ODD_TEXT = st.lists(
+    st.sampled_from(["\x00", "\ud800", "\udfff", "é", "@", "5.1.1", "x" * 300, GONE]),
+    max_size=4,
+).map("".join)
+ODD_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | ODD_TEXT
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    field=st.sampled_from([(relay, path) for relay, paths in FIELDS.items() for path in paths]),
+    value=ODD_VALUES,
+)
+def test_any_value_in_a_documented_field_gives_no_5xx(relays, field, value):
+    # The documented payload, signed, with one field anything JSON can hold.
+    relay, path = field
+    answer = relays.post(relay, *reshape(relays, relay, path, value))
+    # SNS's own fields and Mailgun's token are part of the check: an odd one may fail it.
+    checked = (relay == "ses" and len(path) == 1) or path == ("signature", "token")
+    allowed = {200, 400} | ({401} if checked else set())
+    assert answer.status_code in allowed, (answer.status_code, answer.text)

@@ -118,8 +118,8 @@ def take_in_event(
     failed)."""
     fields = {
         "source": f"hook:{relay}"[:32],
-        "external_id": (event_id or None) and event_id[:200],
-        "recipient": (report.address or "")[:320] or None,
+        "external_id": clean(event_id or "")[:200] or None,
+        "recipient": clean(report.address or "")[:320] or None,
         "size": len(raw),
         "raw": raw,
     }
@@ -151,6 +151,13 @@ def take_in_event(
         session.refresh(message)
         session.expunge(message)
         return message
+
+
+def clean(value: str) -> str:
+    """``value`` without what JSON allows and the database refuses: NUL characters
+    (PostgreSQL) and lone surrogates (not UTF-8). Each is replaced, not dropped, so that
+    an address with one stays invalid instead of becoming some reader's."""
+    return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
 def drop_old_raw(sessions: sessionmaker[Session], keep_days: int) -> int:

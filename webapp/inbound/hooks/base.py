@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ..report import Report
+from ..store import clean
 
 
 class Refused(Exception):
@@ -39,5 +40,8 @@ def fresh(moment: datetime, max_age: int) -> bool:
 
 
 def text(value: object, limit: int = 320) -> str | None:
-    """A field of a relay's JSON as text (None when absent or not text)."""
-    return value[:limit] if isinstance(value, str) and value else None
+    """A field of a relay's JSON as text that any database takes (None when absent, empty
+    or not text)."""
+    if not isinstance(value, str):
+        return None
+    return clean(value)[:limit] or None

@@ -36,9 +36,11 @@ def verify(request, body: bytes, config: Mapping) -> None:
     timestamp, token, given = (signature.get(k) for k in ("timestamp", "token", "signature"))
     if not all(isinstance(v, str) and v for v in (timestamp, token, given)):
         raise Refused("an incomplete signature")
+    # JSON can carry a lone surrogate, which UTF-8 cannot: kept, so the signature fails.
     key = config["HOOKS_MAILGUN_SIGNING_KEY"].encode()
-    expected = hmac.new(key, (timestamp + token).encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected.encode(), given.encode()):
+    signed = (timestamp + token).encode("utf-8", "surrogatepass")
+    expected = hmac.new(key, signed, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogatepass")):
         raise Refused("the signature does not match")
     try:
         moment = datetime.fromtimestamp(int(timestamp), UTC)
@@ -46,7 +48,10 @@ def verify(request, body: bytes, config: Mapping) -> None:
         raise Refused("a timestamp that is not one") from None
     if not fresh(moment, config["HOOKS_MAX_AGE"]):
         raise Refused("a stale timestamp")
-    _take_token(token[:128], config["HOOKS_MAX_AGE"])
+    # Kept as its digest: whatever the token holds, the row is 64 hex digits.
+    _take_token(
+        hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest(), config["HOOKS_MAX_AGE"]
+    )
 
 
 def _take_token(token: str, max_age: int) -> None:
@@ -76,13 +81,14 @@ def events(body: bytes, config: Mapping) -> list[Event]:
         raise Malformed("the event names no recipient")
     status = data.get("delivery-status") if isinstance(data.get("delivery-status"), dict) else {}
     code = status.get("code")
+    code = text(str(code), 32) if isinstance(code, int | str) and code else None
     detail = text(status.get("description"), 200) or text(status.get("message"), 200) or ""
     envelope = data.get("envelope") if isinstance(data.get("envelope"), dict) else {}
     report = Report(
         kind,
         address=address,
         token=text(envelope.get("sender")),  # our VERP sender, naming the delivery
-        code=str(code) if code else None,
+        code=code,
         detail=detail or text(data.get("reason"), 200) or "",
     )
     return [Event(text(data.get("id"), 200), report, json.dumps(data).encode())]

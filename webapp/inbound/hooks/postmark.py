@@ -54,8 +54,9 @@ def events(body: bytes, config: Mapping) -> list[Event]:
     if address is None:
         raise Malformed("the record names no address")
     code = record.get("TypeCode")
+    code = text(str(code), 32) if isinstance(code, int | str) and code else None
     detail = text(record.get("Details"), 200) or text(record.get("Description"), 200) or ""
-    report = Report(kind, address=address, code=str(code) if code else None, detail=detail)
+    report = Report(kind, address=address, code=code, detail=detail)
     record_id = record.get("ID") or record.get("MessageID")
     event_id = f"{record.get('RecordType')}:{record_id}:{record.get('ChangedAt', '')}"
     return [Event(event_id if record_id else None, report, json.dumps(record).encode())]

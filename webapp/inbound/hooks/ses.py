@@ -10,6 +10,7 @@ confirmation for one of them is confirmed by visiting its SubscribeURL.
 
 import base64
 import binascii
+import http.client
 import json
 import logging
 import re
@@ -52,10 +53,12 @@ def _topics(config: Mapping) -> set[str]:
 def verify(request, body: bytes, config: Mapping) -> None:
     """An SNS message of a configured topic, fresh, signed with an SNS certificate."""
     message = json_body(body)
-    if not isinstance(message, dict) or text(message.get("Type")) not in FIELDS:
+    # Only text is looked up: a list or an object would not even hash.
+    if not isinstance(message, dict) or text(message.get("Type"), 32) not in FIELDS:
         raise Malformed("not an SNS message")
-    if text(message.get("TopicArn"), 1000) not in _topics(config):
-        raise Refused(f"topic {str(message.get('TopicArn'))[:200]!r} is not configured")
+    topic = message.get("TopicArn")
+    if not isinstance(topic, str) or topic not in _topics(config):
+        raise Refused(f"topic {str(topic)[:200]!r} is not configured")
     digest = HASHES.get(text(message.get("SignatureVersion")) or "")
     if digest is None:
         raise Refused("an unknown SignatureVersion")
@@ -71,7 +74,7 @@ def verify(request, body: bytes, config: Mapping) -> None:
         raise Refused("a stale timestamp")
     try:
         key = _certificate_key(url)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         raise Refused(f"cannot get the signing certificate: {exc}") from None
     try:
         key.verify(signature, canonical(message), padding.PKCS1v15(), digest())
@@ -85,7 +88,8 @@ def canonical(message: dict) -> bytes:
     for name in FIELDS[message["Type"]]:
         if name in message and message[name] is not None:
             lines.append(f"{name}\n{message[name]}\n")
-    return "".join(lines).encode()
+    # JSON can carry a lone surrogate, which UTF-8 cannot: kept, so the signature fails.
+    return "".join(lines).encode("utf-8", "surrogatepass")
 
 
 @lru_cache(maxsize=16)
@@ -116,6 +120,7 @@ def events(body: bytes, config: Mapping) -> list[Event]:
     kind = notification.get("notificationType") or notification.get("eventType")
     mail = notification.get("mail") if isinstance(notification.get("mail"), dict) else {}
     sender = text(mail.get("source"))  # the envelope sender: our VERP address
+    message_id = text(message.get("MessageId"), 180) or ""
     found = []
     if kind == "Bounce":
         bounce = _object(notification, "bounce")
@@ -129,9 +134,9 @@ def events(body: bytes, config: Mapping) -> list[Event]:
                 token=sender,
                 code=code,
                 detail=text(item.get("diagnosticCode"), 200)
-                or str(bounce.get("bounceSubType", "")),
+                or text(bounce.get("bounceSubType"), 200),
             )
-            found.append(Event(f"{message['MessageId']}:{n}", report, body))
+            found.append(Event(f"{message_id}:{n}", report, body))
     elif kind == "Complaint":
         complaint = _object(notification, "complaint")
         for n, item in enumerate(_list(complaint, "complainedRecipients")):
@@ -142,7 +147,7 @@ def events(body: bytes, config: Mapping) -> list[Event]:
                 token=sender,
                 detail=detail,
             )
-            found.append(Event(f"{message['MessageId']}:{n}", report, body))
+            found.append(Event(f"{message_id}:{n}", report, body))
     return [event for event in found if event.report.address]
 
 
@@ -167,7 +172,7 @@ def _confirm(message: dict, config: Mapping) -> None:
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT) as answer:  # noqa: S310  URL checked
             answer.read(64 * 1024)
-    except OSError as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         # Not the request's fault; SNS sends the confirmation again.
         log.warning("SNS subscription to %s not confirmed: %s", message.get("TopicArn"), exc)
         return
