@@ -347,6 +347,13 @@ def _certificate_elsewhere(relays, relay):
     return json.dumps(body).encode(), {}
 
 
+def _certificate_not_pem(relays, relay):
+    # On the allowed host, but not a certificate: SNS's own pages are not fetched as one.
+    body = json.loads(relays.ses("hard", GONE)[0])
+    body["SigningCertURL"] = f"{relays.sns_url}/?Action=ConfirmSubscription&Token=1"
+    return json.dumps(relays.sns_sign(body)).encode(), {}
+
+
 def _unsigned(relays, relay):
     return relays.build(relay, "hard")[0], {}
 
@@ -356,7 +363,7 @@ def _unsigned(relays, relay):
     [(relay, _tampered_body) for relay in ("ses", "sendgrid")]
     + [(relay, _stale) for relay in ("ses", "sendgrid", "mailgun")]
     + [(relay, _wrong_key) for relay in ALL]
-    + [("ses", _other_topic), ("ses", _certificate_elsewhere)]
+    + [("ses", _other_topic), ("ses", _certificate_elsewhere), ("ses", _certificate_not_pem)]
     + [(relay, _unsigned) for relay in ("sendgrid", "postmark")],
     ids=lambda value: value if isinstance(value, str) else value.__name__.strip("_"),
 )
@@ -367,6 +374,7 @@ def test_a_request_failing_its_check_is_refused_and_changes_nothing(relays, rela
         assert answer.headers["WWW-Authenticate"].startswith("Basic")
     assert relays.inbound() == [] and relays.suppressed() == set()
     assert relays.reader().bounce_score == 0
+    assert not [path for path in Sns.visits if not path.endswith(".pem")]
 
 
 def test_a_mailgun_token_is_taken_once(relays):
@@ -405,6 +413,13 @@ def test_an_sns_subscription_is_confirmed_by_one_visit(relays):
     confirmations = [path for path in Sns.visits if not path.endswith(".pem")]
     assert confirmations == [subscribe.removeprefix(relays.sns_url)]
     assert relays.inbound() == []
+
+
+def test_an_sns_retry_within_the_hour_is_taken(relays):
+    # SNS retries with the time it published the message, for up to an hour.
+    body = relays.ses("hard", GONE, when=datetime.now(UTC) - timedelta(minutes=50))[0]
+    assert relays.post("ses", body).status_code == 200
+    assert relays.suppressed() == {GONE}
 
 
 def test_signature_version_2_is_checked_too(relays):

@@ -81,7 +81,9 @@ DEFAULTS: dict[str, object] = {
     "TRACK_OPENS": False,  # an open pixel; Apple's Mail Privacy Protection inflates opens
     "CLICK_KEEP_DAYS": 30,  # days a reader's clicks are kept; then only link totals remain
     # POST /hooks/<relay>: each relay is off until its secret is set.
-    "HOOKS_MAX_AGE": 900,  # seconds a signed webhook's timestamp may be off (replays)
+    # Seconds a signed webhook's timestamp may be off (replays). SNS retries for up to an
+    # hour with the time it published the message; a retried event is taken once anyway.
+    "HOOKS_MAX_AGE": 3600,
     "HOOKS_SES_TOPIC_ARNS": None,  # comma-separated SNS topics whose messages are taken
     "HOOKS_SES_URL": r"https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[^\s#]*",
     "HOOKS_SENDGRID_PUBLIC_KEY": None,  # the Event Webhook's verification key

@@ -63,8 +63,12 @@ def verify(request, body: bytes, config: Mapping) -> None:
     if digest is None:
         raise Refused("an unknown SignatureVersion")
     url = message.get("SigningCertURL")
-    if not isinstance(url, str) or not re.fullmatch(config["HOOKS_SES_URL"], url):
-        raise Refused("SigningCertURL is not an SNS address")
+    if (
+        not isinstance(url, str)
+        or not url.endswith(".pem")
+        or not re.fullmatch(config["HOOKS_SES_URL"], url)
+    ):
+        raise Refused("SigningCertURL is not an SNS certificate's address")
     try:
         moment = datetime.fromisoformat(str(message.get("Timestamp")).replace("Z", "+00:00"))
         signature = base64.b64decode(str(message.get("Signature")), validate=True)
