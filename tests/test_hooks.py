@@ -388,6 +388,21 @@ def test_a_mailgun_token_is_taken_once(relays):
     assert relays.suppressed() == set() and len(relays.inbound()) == 1
 
 
+def test_staff_see_a_webhook_event_with_the_inbound_commands(relays):
+    body, headers = relays.postmark("hard", GONE)
+    assert relays.post("postmark", body, headers).status_code == 200
+    runner = relays.app.test_cli_runner()
+    listed = runner.invoke(args=["inbound", "list"])
+    assert listed.exit_code == 0, listed.output
+    message_id, *_, source, action = listed.output.splitlines()[1].split("\t")
+    assert (source, action) == ("hook:postmark", "hard bounce: suppressed; score 1")
+    shown = runner.invoke(args=["inbound", "show", message_id])
+    assert shown.exit_code == 0, shown.output
+    assert "Source: hook:postmark\n" in shown.output
+    assert f"Event id: Bounce:{json.loads(body)['ID']}:\n" in shown.output
+    assert json.loads(shown.output.split("\n\n", 1)[1]) == json.loads(body)  # what it said
+
+
 def test_a_retried_event_is_taken_in_once(relays):
     body, _ = relays.sendgrid("soft", GONE, event_id="sg-event-1")
     for _ in range(2):

@@ -148,9 +148,11 @@ def inbound_list(kind: str | None, since: datetime | None, limit: int) -> None:
         click.echo("id\treceived\tkind\tcode\tfrom\taction")
         for row in rows:
             received = row.received_at.strftime("%Y-%m-%d %H:%M")
+            # A webhook event has no envelope: the relay it came from says more.
+            sender = row.envelope_from or (row.source if row.source.startswith("hook:") else "-")
             click.echo(
                 f"{row.id}\t{received}\t{row.kind or '-'}\t{row.code or '-'}\t"
-                f"{row.envelope_from or '-'}\t{row.action or '-'}"
+                f"{sender}\t{row.action or '-'}"
             )
 
 
@@ -168,6 +170,7 @@ def inbound_show(message_id: int) -> None:
         for label, value in (
             ("Received", row.received_at.isoformat()),
             ("Source", row.source),
+            ("Event id", row.external_id),  # a relay's id for a webhook event
             ("Envelope from", row.envelope_from),
             ("Recipient", row.recipient),
             ("Kind", row.kind),
