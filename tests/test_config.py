@@ -77,6 +77,9 @@ def test_secret_key_is_generated_once_and_kept(tmp_path):
         ({"OUTBOX_WORKER": "maybe"}, "NEWSLETTER_OUTBOX_WORKER must be true or false"),
         ({"CONFIRM_COOLDOWN": 1.5}, "NEWSLETTER_CONFIRM_COOLDOWN must be a whole number"),
         ({"SITE_NAME": ["a"]}, "NEWSLETTER_SITE_NAME must be text"),
+        ({"HOOKS_SES_URL": "https://sns\\.(["}, "NEWSLETTER_HOOKS_SES_URL is not a regular"),
+        ({"HOOKS_SENDGRID_PUBLIC_KEY": "bm90IGEga2V5"}, "NEWSLETTER_HOOKS_SENDGRID_PUBLIC_KEY"),
+        ({"HOOKS_POSTMARK_USERNAME": "postmark"}, "set both NEWSLETTER_HOOKS_POSTMARK_USERNAME"),
     ],
 )
 def test_bad_settings_are_refused_with_a_reason(tmp_path, setting, message):

@@ -54,5 +54,8 @@ def hook(relay: str):
 
 
 def init_app(app) -> None:
-    """Mount the webhooks."""
+    """Mount the webhooks, once their settings are known to be usable: a setting that
+    cannot be read would otherwise fail every request of its relay, unnoticed."""
+    for module in RELAYS.values():
+        module.check(app.config)
     app.register_blueprint(bp)

@@ -9,6 +9,7 @@ import hmac
 import json
 from collections.abc import Mapping
 
+from ...config import ConfigError
 from ..report import Report, ReportKind
 from .base import Event, Malformed, Refused, json_body, text
 
@@ -25,6 +26,13 @@ SUPPRESSION = {
 def configured(config: Mapping) -> bool:
     """Whether Postmark's credentials are set."""
     return bool(config["HOOKS_POSTMARK_USERNAME"] and config["HOOKS_POSTMARK_PASSWORD"])
+
+
+def check(config: Mapping) -> None:
+    """Both of Postmark's credentials or neither, or ConfigError: one alone would leave
+    the hook off without a word."""
+    if bool(config["HOOKS_POSTMARK_USERNAME"]) != bool(config["HOOKS_POSTMARK_PASSWORD"]):
+        raise ConfigError("set both NEWSLETTER_HOOKS_POSTMARK_USERNAME and _PASSWORD, or neither")
 
 
 def verify(request, body: bytes, config: Mapping) -> None:

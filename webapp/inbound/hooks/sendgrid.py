@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 
+from ...config import ConfigError
 from ..classify import SOFT_PERMANENT
 from ..report import Report, ReportKind
 from .base import Event, Malformed, Refused, fresh, json_body, text
@@ -36,6 +37,18 @@ KINDS = {
 def configured(config: Mapping) -> bool:
     """Whether SendGrid's verification key is set."""
     return bool(config["HOOKS_SENDGRID_PUBLIC_KEY"])
+
+
+def check(config: Mapping) -> None:
+    """HOOKS_SENDGRID_PUBLIC_KEY, when set, is an elliptic-curve public key, or ConfigError."""
+    if config["HOOKS_SENDGRID_PUBLIC_KEY"]:
+        try:
+            _key(config["HOOKS_SENDGRID_PUBLIC_KEY"])
+        except (ValueError, TypeError, binascii.Error):
+            raise ConfigError(
+                "NEWSLETTER_HOOKS_SENDGRID_PUBLIC_KEY is not the verification key SendGrid "
+                "shows (an elliptic-curve public key, base64 DER or PEM)"
+            ) from None
 
 
 @cache

@@ -24,6 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from ...config import ConfigError
 from ..classify import SOFT_PERMANENT
 from ..report import Report, ReportKind
 from .base import Event, Malformed, Refused, fresh, json_body, text
@@ -44,6 +45,14 @@ HASHES = {"1": hashes.SHA1, "2": hashes.SHA256}
 def configured(config: Mapping) -> bool:
     """Whether any SNS topic is configured."""
     return bool(_topics(config))
+
+
+def check(config: Mapping) -> None:
+    """HOOKS_SES_URL is a regular expression, or ConfigError."""
+    try:
+        re.compile(config["HOOKS_SES_URL"])
+    except re.error as exc:
+        raise ConfigError(f"NEWSLETTER_HOOKS_SES_URL is not a regular expression: {exc}") from None
 
 
 def _topics(config: Mapping) -> set[str]:
