@@ -69,6 +69,8 @@ JSON = st.recursive(
 @example([2**63, ""], "confirm")  # past every database's integer: an OverflowError once
 @example([-(2**63) - 1, ""], "unsubscribe")
 @example([True, ""], "manage")
+@example([2**31, ""], "confirm")  # past PostgreSQL's INTEGER keys: "integer out of range"
+@example([2**31, "", 2**31], "unsubscribe")
 def test_a_genuine_token_of_any_shape_names_nobody(app, data, purpose):
     # Signed with our key, yet naming no row of ours: refused as a link, never a crash.
     with (

@@ -209,7 +209,9 @@ class Tokens:
         return (value + self._sep + base64_encode(mac.digest())).decode("ascii")
 
 
-MAX_ROW_ID = 2**63 - 1  # the largest BIGINT, and SQLite's INTEGER
+# The largest key a row can have: the tables' keys are INTEGER, 32 bits on PostgreSQL
+# (which refuses a larger parameter: "integer out of range"); SQLite's never get there.
+MAX_ROW_ID = 2**31 - 1
 
 
 def issue_of_unsubscribe(token: str) -> int | None:
