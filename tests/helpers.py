@@ -281,6 +281,7 @@ class Received:
     sender: str
     recipients: list[str]
     data: bytes
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def message(self):

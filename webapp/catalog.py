@@ -4,6 +4,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
@@ -68,6 +69,9 @@ def read_catalog(path: Path) -> list[dict]:
                 raise CatalogError(f"{path}: {slug}.{field} holds a control character")
         if not isinstance(entry.get("welcome", False), bool):
             raise CatalogError(f"{path}: {slug}.welcome must be true or false")
+        zone = entry.get("timezone", "Europe/Kyiv")
+        if not isinstance(zone, str) or not known_zone(zone):
+            raise CatalogError(f"{path}: {slug}.timezone {zone!r} is not a time zone")
         if entry.get("language", "en") not in LANGUAGES:
             known = ", ".join(LANGUAGES)
             raise CatalogError(f"{path}: {slug}.language must be one of {known}")
@@ -82,6 +86,7 @@ def seed_catalog(session: Session, entries: list[dict]) -> SeedReport:
         values: dict = {field: entry.get(field, "").strip() for field in FIELDS}
         values["welcome"] = entry.get("welcome", False)
         values["language"] = entry.get("language", "en")
+        values["timezone"] = entry.get("timezone", "Europe/Kyiv")
         values["position"] = position
         newsletter = existing.get(entry["slug"])
         if newsletter is None:
@@ -94,6 +99,15 @@ def seed_catalog(session: Session, entries: list[dict]) -> SeedReport:
         else:
             report.unchanged += 1
     return report
+
+
+def known_zone(name: str) -> bool:
+    """Whether ``name`` is an IANA time zone (Europe/Kyiv), as zoneinfo knows them."""
+    try:
+        ZoneInfo(name)
+    except (ValueError, ZoneInfoNotFoundError):  # ValueError: a path or an empty name
+        return False
+    return True
 
 
 def is_slug(text: object) -> bool:

@@ -6,7 +6,6 @@ input ends with one line on stderr and a non-zero exit.
 
 import os
 import re
-import signal
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -36,6 +35,7 @@ from .models import Issue, Newsletter
 from .reports.clicks import fold_clicks
 from .subscribers.outbox import deliver_queued
 from .subscribers.signups import act_on_left_requests
+from .worker import run_worker
 
 
 class BugError(click.ClickException):
@@ -83,7 +83,8 @@ class StaffGroup(AppGroup):
 
 
 def init_app(app: Flask) -> None:
-    """Attach the commands of the whole installation: db, seed, serve, outbox."""
+    """Attach the commands of the whole installation: db, seed, serve, outbox, worker."""
+    app.cli.add_command(worker_command)
     app.cli.add_command(db_group)
     app.cli.add_command(seed_command)
     app.cli.add_command(serve_command)
@@ -265,6 +266,24 @@ def outbox_group() -> None:
     """Transactional mail (confirmations) waiting to be delivered."""
 
 
+@click.command("worker", cls=StaffCommand)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="Seconds between looks at the outbox and the schedule.",
+)
+@with_appcontext
+def worker_command(interval: float) -> None:
+    """The background process: delivers the outbox and starts scheduled sends at their
+    time, until SIGTERM. On PostgreSQL run as many as you like; on SQLite one.
+
+    Example: newsletter worker
+    """
+    run_worker(current_app._get_current_object(), interval)
+
+
 @outbox_group.command("send")
 @click.option("--watch", is_flag=True, help="Keep delivering as mail is queued, until stopped.")
 @click.option(
@@ -279,8 +298,8 @@ def outbox_send(watch: bool, interval: float) -> None:
 
     Messages waiting out a retry delay are tried too. Exits 1 if the relay still fails;
     what was not delivered stays queued for the next run. With --watch it runs until
-    stopped (Ctrl-C or SIGTERM), as the web tier's mail worker: any number of them, on
-    any hosts, can share one outbox, and each message is sent once.
+    stopped (Ctrl-C or SIGTERM): it is then `newsletter worker`, which also starts the
+    scheduled sends.
 
     Example: NEWSLETTER_MAIL_BACKEND=smtp newsletter outbox send --watch
     """
@@ -304,28 +323,7 @@ def outbox_send(watch: bool, interval: float) -> None:
         if report.retry:
             raise click.ClickException(f"delivery stopped, mail stays queued: {report.last_error}")
         return
-    stopping = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopping.append(True))
-    click.echo(f"Watching the outbox every {interval:g} s; Ctrl-C or SIGTERM stops.", err=True)
-    while not stopping:
-        try:
-            report = deliver(due_only=True)  # waiting out retry delays, unlike a one-off run
-        except SQLAlchemyError as exc:  # the database restarting: look again later
-            click.echo(
-                f"Database error, trying again: {getattr(exc, 'orig', None) or exc}", err=True
-            )
-            report = None
-        if report and (report.sent or report.retry or report.failed):
-            click.echo(
-                f"Outbox: {report.sent} sent, {report.retry} to retry, {report.failed} failed"
-                + (f" ({report.last_error})" if report.last_error else "")
-                + "."
-            )
-        deadline = time.monotonic() + interval
-        while not stopping and time.monotonic() < deadline:
-            time.sleep(0.05)
-    click.echo("Stopped.", err=True)
+    run_worker(current_app._get_current_object(), interval)  # --watch: the worker
 
 
 def main() -> None:

@@ -52,6 +52,10 @@ class Newsletter(Model):
     welcome: Mapped[bool] = mapped_column(Boolean, default=False)  # mail a welcome on confirm
     # Its issues are built in this language (an i18n.LANGUAGES code).
     language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
+    # Scheduled sends without a zone of their own are in this one (an IANA name).
+    timezone: Mapped[str] = mapped_column(
+        String(64), default="Europe/Kyiv", server_default="Europe/Kyiv"
+    )
     position: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -295,6 +299,8 @@ class Issue(Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Set when the issue is first sent; only sent issues are public on the web.
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When a worker is to start its send (``digest send --at``); None: sent by hand.
+    scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     # Clicks and opens of readers whose rows were folded away after CLICK_KEEP_DAYS.
     folded_clicks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     folded_clickers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

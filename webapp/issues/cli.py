@@ -23,6 +23,7 @@ from .building import build_issue, page_furniture, read_articles, seed_article_p
 from .mail import IssueMail
 from .queue import eligible_readers
 from .running import run_send, single_sender
+from .schedule import ScheduleError, local, parse_time, schedule, unschedule
 from .sender import SendSettings
 
 # Issue numbers as the database stores them (a 32-bit integer column).
@@ -87,6 +88,8 @@ def list_issues(newsletter: str | None) -> None:
         issues = session.scalars(query).all()
         for issue in issues:
             results = ""
+            if issue.scheduled_at is not None and issue.sent_at is None:
+                results = f"scheduled {local(issue)}  "
             if issue.sent_at is not None:
                 numbers = issue_numbers(session, issue)
                 clicked = numbers["rates"]["click"]
@@ -210,8 +213,10 @@ def check(newsletter: str, number: int) -> None:
     type=click.IntRange(1, 64),
     help="SMTP connections in parallel (default: NEWSLETTER_SEND_CONNECTIONS, 4).",
 )
+@click.option("--at", "at", help="Schedule the send (2026-11-27 07:00): a worker starts it.")
+@click.option("--tz", "zone", help="The zone of --at (default: the newsletter's).")
 @click.option("--yes", is_flag=True, help="Do not ask before sending.")
-def send_command(newsletter, number, test_to, dry_run, rate, connections, yes) -> None:
+def send_command(newsletter, number, test_to, dry_run, rate, connections, at, zone, yes) -> None:
     """Send issue NUMBER of NEWSLETTER to every confirmed subscriber.
 
     The readers confirmed when the send starts are its list. Run the same command
@@ -219,11 +224,17 @@ def send_command(newsletter, number, test_to, dry_run, rate, connections, yes) -
     not yet delivered get the issue. Exits 1 when deliveries failed, 75 when errors
     in a row paused the send.
 
+    With --at the send is scheduled and the command returns at once: `newsletter
+    worker` starts it at that time, in the newsletter's zone unless --tz says another.
+
     Example: newsletter digest send explaining-ukraine 3 --rate 50 --yes
     """
     app = current_app._get_current_object()
     with session_factory()() as session:
         issue = issue_arg(session, newsletter, number)
+        if at is not None or zone is not None:
+            _schedule(session, issue, at, zone, yes)
+            return
         try:
             # A key that cannot sign stops here.
             IssueMail(issue, app.config, reader_links(issue.newsletter.language))
@@ -243,6 +254,39 @@ def send_command(newsletter, number, test_to, dry_run, rate, connections, yes) -
                 SendSettings.from_config(app.config, rate=rate, connections=connections),
                 yes,
             )
+
+
+def _schedule(session, issue: Issue, at: str | None, zone: str | None, yes: bool) -> None:
+    if at is None:
+        raise click.UsageError("--tz goes with --at")
+    try:
+        moment = parse_time(at, zone or issue.newsletter.timezone)
+        schedule(session, issue, moment)
+    except ScheduleError as exc:
+        raise click.UsageError(str(exc)) from None
+    name = f"{issue.newsletter.slug} issue {issue.number}"
+    if not yes:
+        click.confirm(f"Schedule {name} for {local(issue)}?", abort=True)
+    session.commit()
+    click.echo(f"Scheduled {name} for {local(issue)}; `newsletter worker` sends it then.")
+
+
+@digest_group.command("unschedule")
+@click.argument("newsletter")
+@click.argument("number", type=ISSUE_NUMBER)
+def unschedule_command(newsletter: str, number: int) -> None:
+    """Cancel the scheduled send of an issue, before it starts.
+
+    Example: newsletter digest unschedule explaining-ukraine 3
+    """
+    with session_factory()() as session:
+        issue = issue_arg(session, newsletter, number)
+        try:
+            unschedule(session, issue)
+        except ScheduleError as exc:
+            raise click.UsageError(str(exc)) from None
+        session.commit()
+    click.echo(f"Unscheduled {newsletter} issue {number}: it is a draft again.")
 
 
 def _send_tests(issue: Issue, addresses: tuple[str, ...]) -> None:

@@ -1,0 +1,144 @@
+"""``newsletter worker``: the one long-running background process.
+
+It delivers the outbox (what ``outbox send --watch`` did: that command is now this
+one) and starts scheduled sends at their time. On PostgreSQL any number of workers,
+on any hosts, share the work: each outbox message is claimed by one, and a send is
+shared by claims as several ``digest send`` processes share one. On SQLite one worker
+is enough, and a second says so and exits. SIGTERM (or Ctrl-C) stops it cleanly: a
+send in progress stops after the messages in flight, which are recorded, and the next
+worker resumes it.
+"""
+
+import fcntl
+import logging
+import os
+import signal
+import time
+from contextlib import contextmanager
+
+import click
+from flask import Flask
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from .db import session_factory, utcnow
+from .delivery import outbox_transport
+from .inbound.verp import Verp
+from .issues.running import run_send, single_sender
+from .issues.schedule import due
+from .issues.sender import SendSettings
+from .reports.clicks import fold_clicks
+from .subscribers.outbox import deliver_queued
+from .subscribers.signups import act_on_left_requests
+
+log = logging.getLogger(__name__)
+
+
+class Stop(Exception):
+    """Raised in the worker by SIGTERM or Ctrl-C: finish what is in flight and exit."""
+
+
+@contextmanager
+def only_worker(app: Flask):
+    """On SQLite, the one worker: an flock beside the database (released if it dies)."""
+    url = make_url(app.config["DATABASE_URL"])
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        yield
+        return
+    fd = os.open(f"{url.database}.worker.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise click.ClickException(
+                "another worker is running on this database; on SQLite one is enough"
+            ) from None
+        yield
+
+
+def run_worker(app: Flask, interval: float) -> None:
+    """Deliver the outbox and start due sends every ``interval`` seconds until stopped."""
+    config = app.config
+    stopping: list[bool] = []  # SIGTERM or Ctrl-C came
+    sending: list[bool] = []
+
+    def stop(*_):
+        stopping.append(True)
+        if sending:  # the send's own clean stop: after the messages in flight
+            raise KeyboardInterrupt
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+    with only_worker(app):
+        click.echo(f"Worker: outbox and scheduled sends every {interval:g} s.", err=True)
+        while not stopping:
+            try:
+                _deliver_outbox(app)
+                for issue_id in [issue.id for issue in _due(app)]:
+                    if stopping:
+                        break
+                    sending.append(True)
+                    try:
+                        _send(app, issue_id, config)
+                    except (Stop, KeyboardInterrupt):  # stopped: the next worker resumes
+                        break
+                    finally:
+                        sending.clear()
+            except SQLAlchemyError as exc:  # the database restarting: look again later
+                cause = getattr(exc, "orig", None) or exc
+                click.echo(f"Database error, trying again: {cause}", err=True)
+            deadline = time.monotonic() + interval
+            while not stopping and time.monotonic() < deadline:
+                time.sleep(0.05)
+    click.echo("Stopped.", err=True)
+
+
+def _deliver_outbox(app: Flask) -> None:
+    config = app.config
+    sessions = session_factory(app)
+    act_on_left_requests(sessions, config)  # sign-ups a stopped server left
+    fold_clicks(sessions, config["CLICK_KEEP_DAYS"])  # readers' clicks kept no longer
+    report = deliver_queued(
+        sessions,
+        outbox_transport(config),
+        lease=config["OUTBOX_LEASE"],
+        backoff=config["OUTBOX_RETRY_INTERVAL"],
+        due_only=True,  # waiting out retry delays, unlike a one-off run
+        verp=Verp.from_config(config),
+    )
+    if report.sent or report.retry or report.failed:
+        click.echo(
+            f"Outbox: {report.sent} sent, {report.retry} to retry, {report.failed} failed"
+            + (f" ({report.last_error})" if report.last_error else "")
+            + "."
+        )
+
+
+def _due(app: Flask):
+    with session_factory(app)() as session:
+        return due(session)
+
+
+def _send(app: Flask, issue_id: int, config) -> None:
+    """Run one scheduled send as ``digest send --yes`` runs it; its outcome is logged."""
+    from .models import Issue
+
+    with session_factory(app)() as session:
+        issue = session.get(Issue, issue_id)
+        name = f"{issue.newsletter.slug} issue {issue.number}"
+        if issue.sent_at is None:
+            late = (utcnow() - issue.scheduled_at).total_seconds()
+            when = f"{late:.0f} s late (no worker ran at its time)" if late > 60 else "on time"
+            click.echo(f"Starting the scheduled send of {name}, {when}.")
+        else:
+            click.echo(f"Resuming the scheduled send of {name}.")
+        settings = SendSettings.from_config(config)
+        try:
+            with single_sender(app, issue):
+                run_send(app, session, issue, settings, yes=True)
+        except click.ClickException as exc:  # another send of it runs; failures: logged
+            click.echo(f"{name}: {exc.format_message()}", err=True)
+        except SystemExit as exc:  # the send's own exit: paused, interrupted, failures
+            if exc.code == 130:
+                raise Stop from None
+            click.echo(f"{name}: the send ended with status {exc.code}.", err=True)
