@@ -32,6 +32,7 @@ from .subscribers.outbox import deliver_queued
 from .subscribers.signups import act_on_left_requests
 
 log = logging.getLogger(__name__)
+RETRY_AFTER = 60  # seconds before a send that did not finish is tried again
 
 
 class Stop(Exception):
@@ -61,6 +62,7 @@ def run_worker(app: Flask, interval: float) -> None:
     config = app.config
     stopping: list[bool] = []  # SIGTERM or Ctrl-C came
     sending: list[bool] = []
+    resting: dict[int, float] = {}  # issue id: not tried again before this (monotonic)
 
     def stop(*_):
         stopping.append(True)
@@ -75,11 +77,14 @@ def run_worker(app: Flask, interval: float) -> None:
             try:
                 _deliver_outbox(app)
                 for issue_id in [issue.id for issue in _due(app)]:
-                    if stopping:
-                        break
+                    if stopping or resting.get(issue_id, 0) > time.monotonic():
+                        continue
                     sending.append(True)
                     try:
-                        _send(app, issue_id, config)
+                        if not _send(app, issue_id, config):
+                            # Paused by the relay, or another process sends it: not again
+                            # every pass.
+                            resting[issue_id] = time.monotonic() + RETRY_AFTER
                     except (Stop, KeyboardInterrupt):  # stopped: the next worker resumes
                         break
                     finally:
@@ -119,8 +124,9 @@ def _due(app: Flask):
         return due(session)
 
 
-def _send(app: Flask, issue_id: int, config) -> None:
-    """Run one scheduled send as ``digest send --yes`` runs it; its outcome is logged."""
+def _send(app: Flask, issue_id: int, config) -> bool:
+    """Run one scheduled send as ``digest send --yes`` runs it; its outcome is logged.
+    False when it did not finish (paused, another send of it running, failures)."""
     from .models import Issue
 
     with session_factory(app)() as session:
@@ -138,7 +144,10 @@ def _send(app: Flask, issue_id: int, config) -> None:
                 run_send(app, session, issue, settings, yes=True)
         except click.ClickException as exc:  # another send of it runs; failures: logged
             click.echo(f"{name}: {exc.format_message()}", err=True)
+            return False
         except SystemExit as exc:  # the send's own exit: paused, interrupted, failures
             if exc.code == 130:
                 raise Stop from None
             click.echo(f"{name}: the send ended with status {exc.code}.", err=True)
+            return exc.code in (0, None)
+        return True
