@@ -10,7 +10,6 @@ worker resumes it.
 """
 
 import fcntl
-import logging
 import os
 import signal
 import time
@@ -31,7 +30,6 @@ from .reports.clicks import fold_clicks
 from .subscribers.outbox import deliver_queued
 from .subscribers.signups import act_on_left_requests
 
-log = logging.getLogger(__name__)
 RETRY_AFTER = 60  # seconds before a send that did not finish is tried again
 
 
