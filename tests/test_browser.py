@@ -54,8 +54,11 @@ def settled_status(app, email, timeout: float = 10) -> SubscriptionStatus | None
 
 
 def open_confirmation_from_outbox(page, base, subject_part):
-    """Go to /outbox, wait (bounded) for the message, open it and click its link."""
-    deadline = time.monotonic() + 15
+    """Go to /outbox, wait (bounded) for the message, open it and click its link.
+
+    Bounded past LEFT_AFTER (30 s): on a loaded machine a sign-up the server could not
+    act on at once is taken up by its outbox worker's sweep, and the mail comes then."""
+    deadline = time.monotonic() + 45
     while True:
         page.goto(f"{base}/outbox/")
         link = page.get_by_role("link", name=subject_part)
