@@ -175,6 +175,49 @@ def test_server_delivers_right_after_the_response(tmp_path, smtp_server):
         app.extensions["outbox_worker"].stop()
 
 
+class WakeAfterTimeout(threading.Event):
+    """A wake that arrives just after the worker's wait timed out: the first timed
+    wait returns False with the event set, as when wake() comes in between."""
+
+    def __init__(self, when_waiting):
+        super().__init__()
+        self.when_waiting = when_waiting
+        self.entered = threading.Event()  # the worker waits: its first pass is over
+        self.calls = 0
+        self.done = False
+
+    def wait(self, timeout=None):
+        self.calls += 1
+        # Not the worker's first wait: that one comes before its first pass.
+        if timeout is not None and self.calls >= 2 and not self.is_set() and not self.done:
+            self.done = True
+            self.entered.set()
+            self.when_waiting.wait(10)  # the sign-up is queued meanwhile
+            super().wait(0.01)
+            self.set()  # its wake() comes now, after the wait has given up
+            return False
+        return super().wait(timeout)
+
+
+def test_a_wake_just_after_a_wait_timed_out_is_not_lost(tmp_path, smtp_server):
+    # Found while chasing a late confirmation: the worker cleared the event after every
+    # wait, so a wake() landing between the timeout and the clear was lost and its
+    # mail waited a whole OUTBOX_RETRY_INTERVAL (60 s).
+    app = make_app(tmp_path, **smtp_server.config(), OUTBOX_WORKER=True)
+    worker = app.extensions["outbox_worker"]
+    queued = threading.Event()
+    worker._wake = wake = WakeAfterTimeout(queued)
+    client = app.test_client()
+    try:
+        client.get("/")  # starts the worker; its first pass finds nothing
+        assert wake.entered.wait(10)
+        subscribe(client, email="late@newsroom.org")  # queued, and wake() while it waits
+        queued.set()
+        assert len(smtp_server.handler.wait_for(1, timeout=5)) == 1
+    finally:
+        worker.stop()
+
+
 def test_the_server_keeps_its_relay_connection_while_mail_comes_and_closes_it_idle(
     tmp_path, smtp_server, monkeypatch
 ):

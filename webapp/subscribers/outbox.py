@@ -255,7 +255,10 @@ class OutboxWorker:
         transport, last_pass, last_sweep, last_used = None, 0.0, 0.0, 0.0
         while True:
             woken = self._wake.wait(min(retry, IDLE_CLOSE) if transport else retry)
-            self._wake.clear()
+            if woken:
+                # Cleared only when it woke us: a wake that came just after a wait timed
+                # out must not be lost (its mail would wait a whole retry interval).
+                self._wake.clear()
             now = time.monotonic()
             idle = not woken and now - last_used > IDLE_CLOSE
             if transport is not None and (self._stopping or idle):
