@@ -29,13 +29,8 @@ from .catalog import (
 from .config import ConfigError
 from .db import engine, make_engine, session_factory, utcnow
 from .dbcopy import CopyError, copy_database
-from .delivery import outbox_transport
-from .inbound.verp import Verp
 from .models import Issue, Newsletter
-from .reports.clicks import fold_clicks
-from .subscribers.outbox import deliver_queued
-from .subscribers.signups import act_on_left_requests
-from .worker import run_worker
+from .worker import deliver_outbox, run_worker
 
 
 class BugError(click.ClickException):
@@ -303,27 +298,14 @@ def outbox_send(watch: bool, interval: float) -> None:
 
     Example: NEWSLETTER_MAIL_BACKEND=smtp newsletter outbox send --watch
     """
-    config = current_app.config
-
-    def deliver(due_only: bool):
-        act_on_left_requests(session_factory(), config)  # sign-ups a stopped server left
-        fold_clicks(session_factory(), config["CLICK_KEEP_DAYS"])  # readers' clicks kept no longer
-        return deliver_queued(
-            session_factory(),
-            outbox_transport(config),
-            lease=config["OUTBOX_LEASE"],
-            backoff=config["OUTBOX_RETRY_INTERVAL"],
-            due_only=due_only,
-            verp=Verp.from_config(config),
-        )
-
+    app = current_app._get_current_object()
     if not watch:
-        report = deliver(due_only=False)
+        report = deliver_outbox(app, due_only=False)
         click.echo(f"Outbox: {report.sent} sent, {report.retry} to retry, {report.failed} failed.")
         if report.retry:
             raise click.ClickException(f"delivery stopped, mail stays queued: {report.last_error}")
         return
-    run_worker(current_app._get_current_object(), interval)  # --watch: the worker
+    run_worker(app, interval)  # --watch: the worker
 
 
 def main() -> None:

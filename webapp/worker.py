@@ -9,21 +9,17 @@ send in progress stops after the messages in flight, which are recorded, and the
 worker resumes it.
 """
 
-import fcntl
-import os
 import signal
 import time
-from contextlib import contextmanager
 
 import click
 from flask import Flask
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from .db import session_factory, utcnow
 from .delivery import outbox_transport
 from .inbound.verp import Verp
-from .issues.running import run_send, single_sender
+from .issues.running import run_send, single_sender, sqlite_only_one
 from .issues.schedule import due
 from .issues.sender import SendSettings
 from .reports.clicks import fold_clicks
@@ -35,24 +31,6 @@ RETRY_AFTER = 60  # seconds before a send that did not finish is tried again
 
 class Stop(Exception):
     """Raised in the worker by SIGTERM or Ctrl-C: finish what is in flight and exit."""
-
-
-@contextmanager
-def only_worker(app: Flask):
-    """On SQLite, the one worker: an flock beside the database (released if it dies)."""
-    url = make_url(app.config["DATABASE_URL"])
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        yield
-        return
-    fd = os.open(f"{url.database}.worker.lock", os.O_WRONLY | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise click.ClickException(
-                "another worker is running on this database; on SQLite one is enough"
-            ) from None
-        yield
 
 
 def run_worker(app: Flask, interval: float) -> None:
@@ -69,7 +47,8 @@ def run_worker(app: Flask, interval: float) -> None:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop)
-    with only_worker(app):
+    busy = "another worker is running on this database; on SQLite one is enough"
+    with sqlite_only_one(app, "worker", busy):
         click.echo(f"Worker: outbox and scheduled sends every {interval:g} s.", err=True)
         while not stopping:
             try:
@@ -96,19 +75,26 @@ def run_worker(app: Flask, interval: float) -> None:
     click.echo("Stopped.", err=True)
 
 
-def _deliver_outbox(app: Flask) -> None:
+def deliver_outbox(app: Flask, due_only: bool = True):
+    """One delivery pass of the outbox (and its housekeeping: sign-ups a stopped server
+    left, clicks past their keep days); the report. ``due_only``: messages waiting out
+    a retry delay wait on."""
     config = app.config
     sessions = session_factory(app)
-    act_on_left_requests(sessions, config)  # sign-ups a stopped server left
-    fold_clicks(sessions, config["CLICK_KEEP_DAYS"])  # readers' clicks kept no longer
-    report = deliver_queued(
+    act_on_left_requests(sessions, config)
+    fold_clicks(sessions, config["CLICK_KEEP_DAYS"])
+    return deliver_queued(
         sessions,
         outbox_transport(config),
         lease=config["OUTBOX_LEASE"],
         backoff=config["OUTBOX_RETRY_INTERVAL"],
-        due_only=True,  # waiting out retry delays, unlike a one-off run
+        due_only=due_only,
         verp=Verp.from_config(config),
     )
+
+
+def _deliver_outbox(app: Flask) -> None:
+    report = deliver_outbox(app)
     if report.sent or report.retry or report.failed:
         click.echo(
             f"Outbox: {report.sent} sent, {report.retry} to retry, {report.failed} failed"

@@ -45,27 +45,34 @@ EXIT_INTERRUPTED = 130
 
 
 @contextmanager
-def single_sender(app: Flask, issue: Issue) -> Iterator[None]:
-    """On SQLite, one send of an issue at a time: a second is told so and exits.
+def sqlite_only_one(app: Flask, name: str, busy: str) -> Iterator[None]:
+    """On SQLite, one holder of ``name`` at a time; a second gets ``busy`` as its error.
 
     The lock is an flock on a file beside the database: the system releases it when
-    the holder dies, so a killed send never blocks the next. Other databases allow
-    several senders (see ``claim``).
+    the holder dies, so a killed holder never blocks the next. Other databases allow
+    several (their claims share the work).
     """
     url = make_url(app.config["DATABASE_URL"])
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         yield
         return
-    lock = os.open(f"{url.database}.send-{issue.id}.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    lock = os.open(f"{url.database}.{name}.lock", os.O_WRONLY | os.O_CREAT, 0o600)
     with os.fdopen(lock, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise click.ClickException(
-                f"a send of {issue.newsletter.slug} issue {issue.number} is already running; "
-                "wait for it, or stop it and run this again"
-            ) from None
+            raise click.ClickException(busy) from None
         yield
+
+
+def single_sender(app: Flask, issue: Issue):
+    """On SQLite, one send of an issue at a time: a second is told so and exits."""
+    return sqlite_only_one(
+        app,
+        f"send-{issue.id}",
+        f"a send of {issue.newsletter.slug} issue {issue.number} is already running; "
+        "wait for it, or stop it and run this again",
+    )
 
 
 def run_send(app: Flask, session, issue: Issue, settings: SendSettings, yes: bool) -> None:
