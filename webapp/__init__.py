@@ -23,6 +23,7 @@ def create_app(test_config: dict | None = None) -> "Flask":
     from .reports import cli as reports_cli
     from .subscribers import cli as subscribers_cli
     from .subscribers.outbox import OutboxWorker
+    from .webhooks import cli as webhooks_cli
 
     instance_path = os.path.abspath(os.environ.get("NEWSLETTER_INSTANCE_PATH", "instance"))
     if test_config and "INSTANCE_PATH" in test_config:
@@ -40,4 +41,5 @@ def create_app(test_config: dict | None = None) -> "Flask":
     issues_cli.init_app(app)
     reports_cli.init_app(app)
     inbound_cli.init_app(app)
+    webhooks_cli.init_app(app)
     return app

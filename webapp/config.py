@@ -3,11 +3,14 @@
 Nothing here runs at import time; :func:`load_config` is called by ``create_app``.
 """
 
+import base64
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from flask import Flask
+from standardwebhooks.webhooks import Webhook
 
 from emails.transport import private_folder
 
@@ -90,6 +93,13 @@ DEFAULTS: dict[str, object] = {
     "HOOKS_MAILGUN_SIGNING_KEY": None,  # the account's HTTP webhook signing key
     "HOOKS_POSTMARK_USERNAME": None,  # Basic credentials put in Postmark's webhook URL
     "HOOKS_POSTMARK_PASSWORD": None,
+    # Webhooks to the newsroom's other systems, delivered by `newsletter worker`.
+    "WEBHOOK_URLS": None,  # one or more http(s) URLs, separated by spaces or commas
+    "WEBHOOK_SECRET": None,  # whsec_ and base64 (`newsletter webhooks secret` makes one)
+    "WEBHOOK_TIMEOUT": 10.0,  # seconds an attempt may take
+    "WEBHOOK_RETRY_DELAY": 10.0,  # seconds before the first retry, doubling up to 6 hours
+    "WEBHOOK_RETRY_FOR": 3 * 24 * 3600,  # seconds of retries before a message is failed
+    "WEBHOOK_KEEP_DAYS": 30,  # days a delivered message is kept for `webhooks list`
 }
 
 CHOICES = {
@@ -143,10 +153,46 @@ def _check(config: dict) -> None:
         raise ConfigError("set all of NEWSLETTER_DKIM_DOMAIN, _SELECTOR and _KEY_FILE, or none")
     if all(dkim) and not os.access(config["DKIM_KEY_FILE"], os.R_OK):
         raise ConfigError(f"NEWSLETTER_DKIM_KEY_FILE {config['DKIM_KEY_FILE']} cannot be read")
+    config["WEBHOOK_URLS"] = webhook_urls(config["WEBHOOK_URLS"])
+    if config["WEBHOOK_URLS"] and not config["WEBHOOK_SECRET"]:
+        raise ConfigError("NEWSLETTER_WEBHOOK_URLS needs NEWSLETTER_WEBHOOK_SECRET to sign with")
+    if config["WEBHOOK_SECRET"]:
+        signer(config["WEBHOOK_SECRET"])  # checks it
     if not str(config["PUBLIC_URL"]).startswith(("http://", "https://")):
         raise ConfigError(
             f"NEWSLETTER_PUBLIC_URL must start with https://, not {config['PUBLIC_URL']!r}"
         )
+
+
+def webhook_urls(value: object) -> tuple[str, ...]:
+    """The webhook receivers: text with URLs separated by spaces or commas, or a list
+    (``instance/config.py``, or JSON in the environment); each must be http(s)."""
+    if isinstance(value, tuple):
+        return value  # checked already (a second app from the same config)
+    if isinstance(value, list):
+        value = " ".join(str(url) for url in value)
+    urls = tuple(dict.fromkeys((value or "").replace(",", " ").split()))
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"NEWSLETTER_WEBHOOK_URLS: {url!r} is not an http(s) URL")
+    return urls
+
+
+def signer(secret: str) -> Webhook:
+    """The Standard Webhooks signer for ``secret`` (``whsec_`` and base64 of at least
+    16 bytes), or ConfigError saying what is wrong with it."""
+    key = secret.removeprefix("whsec_")
+    try:
+        raw = base64.b64decode(key + "=" * (-len(key) % 4), validate=True)
+    except ValueError:  # binascii.Error
+        raw = b""
+    if len(raw) < 16:
+        raise ConfigError(
+            "NEWSLETTER_WEBHOOK_SECRET must be whsec_ and the base64 of 16 bytes or more "
+            "(newsletter webhooks secret makes one)"
+        )
+    return Webhook(raw)
 
 
 def _typed(key: str, value: object, default: object) -> object:
@@ -180,7 +226,7 @@ def _typed(key: str, value: object, default: object) -> object:
         if number < 0:
             raise ConfigError(f"NEWSLETTER_{key} must not be negative")
         return number
-    if isinstance(value, dict | list):
+    if isinstance(value, dict | list) and key != "WEBHOOK_URLS":
         raise ConfigError(f"NEWSLETTER_{key} must be text, not {value!r}")
     return str(value)
 

@@ -110,7 +110,10 @@ def _create_private(path: Path) -> None:
 def init_app(app: "Flask") -> None:
     """Create the app's engine and session factory and close sessions at teardown."""
     app.extensions["db"] = sessionmaker(
-        make_engine(app.config["DATABASE_URL"]), expire_on_commit=False
+        make_engine(app.config["DATABASE_URL"]),
+        expire_on_commit=False,
+        # Each session knows where its changes' webhook events go (webapp.webhooks).
+        info={"webhook_urls": app.config["WEBHOOK_URLS"]},
     )
     app.teardown_appcontext(_close_session)
 

@@ -56,6 +56,12 @@ class Newsletter(Model):
     timezone: Mapped[str] = mapped_column(
         String(64), default="Europe/Kyiv", server_default="Europe/Kyiv"
     )
+    # Automatic issues: a cron expression in ``timezone``, and where articles come from
+    # (feed URLs and folders of *.txt pages; None: the seeds in its language).
+    schedule: Mapped[str | None] = mapped_column(String(100))
+    sources: Mapped[list | None] = mapped_column(JSON)
+    # When the schedule was last set: slots before it are not the worker's to run.
+    schedule_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     position: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -301,6 +307,8 @@ class Issue(Model):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When a worker is to start its send (``digest send --at``); None: sent by hand.
     scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # When its last reader was done; set once, by whichever sender finished (issue.sent).
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Clicks and opens of readers whose rows were folded away after CLICK_KEEP_DAYS.
     folded_clicks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     folded_clickers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -454,3 +462,80 @@ class Click(Model):
     position: Mapped[int | None] = mapped_column(Integer)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     scanner: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class WebhookStatus(enum.StrEnum):
+    """The states of a webhook message."""
+
+    PENDING = "pending"  # waiting for its first attempt or its next one
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    FAILED = "failed"  # still refused when its retry window closed; `webhooks retry` it
+
+
+class WebhookMessage(Model):
+    """One event for one receiver URL, written in the transaction of the change that
+    caused it and delivered by the worker.
+
+    The payload is built from these columns when it is sent, so a retry sends the same
+    body under the same ``msg_id``. Messages about one subscriber reach each URL in the
+    order of their ids: a message waits while an earlier one to its URL is pending.
+    """
+
+    __tablename__ = "webhook_messages"
+    __table_args__ = (
+        Index("ix_webhook_messages_due", "status", "next_attempt_at"),
+        Index("ix_webhook_messages_order", "url", "subscriber_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    msg_id: Mapped[str] = mapped_column(String(40), index=True)  # webhook-id; one per event
+    type: Mapped[str] = mapped_column(String(40))
+    url: Mapped[str] = mapped_column(String(2000))
+    # Whom it is about, for the order per subscriber; no foreign key: erasure keeps it.
+    subscriber_id: Mapped[int | None] = mapped_column(Integer)
+    email: Mapped[str | None] = mapped_column(String(320))
+    newsletter: Mapped[str | None] = mapped_column(String(64))
+    how: Mapped[str | None] = mapped_column(String(40))
+    details: Mapped[dict | None] = mapped_column(JSON)  # what else the event type carries
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[WebhookStatus] = mapped_column(
+        _states(WebhookStatus), default=WebhookStatus.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    retry_from: Mapped[datetime] = mapped_column(UTCDateTime)  # the retry window's start
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AutomaticRun(Model):
+    """One slot of a newsletter's schedule, taken by one worker: the row is the claim.
+
+    ``slot`` is the slot's wall-clock time in the newsletter's zone, so the hour a
+    daylight-saving change repeats is still one slot.
+    """
+
+    __tablename__ = "automatic_runs"
+    __table_args__ = (UniqueConstraint("newsletter_id", "slot"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletters.id", ondelete="CASCADE"))
+    slot: Mapped[str] = mapped_column(String(19))  # 2026-11-27 07:00 (local)
+    slot_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ran_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    issue_id: Mapped[int | None] = mapped_column(ForeignKey("issues.id", ondelete="SET NULL"))
+    outcome: Mapped[str] = mapped_column(String(300))
+
+
+class IssueArticle(Model):
+    """An article an issue carried, by its source's key (a feed item's id, a page's file
+    name): an automatic issue takes only articles no earlier issue carried."""
+
+    __tablename__ = "issue_articles"
+    __table_args__ = (Index("ix_issue_articles_newsletter_key", "newsletter_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletters.id", ondelete="CASCADE"))
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(500))

@@ -25,6 +25,7 @@ from .issues.sender import SendSettings
 from .reports.clicks import fold_clicks
 from .subscribers.outbox import deliver_queued
 from .subscribers.signups import act_on_left_requests
+from .webhooks.delivery import deliver_webhooks
 
 RETRY_AFTER = 60  # seconds before a send that did not finish is tried again
 
@@ -53,6 +54,7 @@ def run_worker(app: Flask, interval: float) -> None:
         while not stopping:
             try:
                 _deliver_outbox(app)
+                _deliver_webhooks(app, lambda: bool(stopping))
                 for issue_id in [issue.id for issue in _due(app)]:
                     if stopping or resting.get(issue_id, 0) > time.monotonic():
                         continue
@@ -101,6 +103,19 @@ def _deliver_outbox(app: Flask) -> None:
             + (f" ({report.last_error})" if report.last_error else "")
             + "."
         )
+
+
+def _deliver_webhooks(app: Flask, should_stop) -> None:
+    report = deliver_webhooks(session_factory(app), app.config, should_stop=should_stop)
+    if report.delivered or report.retry or report.failed:
+        click.echo(
+            f"Webhooks: {report.delivered} delivered, {report.retry} to retry, "
+            f"{report.failed} failed"
+            + (f" (last error: {report.last_error})" if report.last_error else "")
+            + "."
+        )
+    elif report.last_error:
+        click.echo(f"Webhooks: {report.last_error}.", err=True)
 
 
 def _due(app: Flask):

@@ -23,6 +23,7 @@ from ..models import (
     Delivery,
     EventKind,
     InboundMessage,
+    Issue,
     OutboxMail,
     Subscriber,
     Subscription,
@@ -30,6 +31,7 @@ from ..models import (
 )
 from ..subscribers.history import record_event
 from ..subscribers.service import unsubscribe
+from ..webhooks.events import announce
 from .report import Report, ReportKind
 from .verp import Verp
 
@@ -137,6 +139,7 @@ def _bounce(
         subscriber.bounce_score = (subscriber.bounce_score or 0.0) + SCORES[report.kind]
         subscriber.last_bounce_at = now
     how = "hard" if hard else "soft"
+    _announce(session, "delivery.bounced", target, now, {"kind": how, "code": report.code})
     _events(session, subscriber, EventKind.BOUNCED, how, inbound.id, now)
     score = f"score {subscriber.bounce_score:g}"
     if subscriber.suppressed_at is not None:
@@ -157,6 +160,7 @@ def _complaint(session: Session, inbound: InboundMessage, target: Target) -> str
     subscriber, now = target.subscriber, utcnow()
     if target.delivery is not None:
         _feedback(session, target.delivery, "complained", None)
+    _announce(session, "delivery.complained", target, now)
     ended = 0
     for subscription in _subscriptions(session, subscriber):
         ended += unsubscribe(session, subscription, "complaint", inbound_id=inbound.id)
@@ -175,6 +179,25 @@ def _unsubscribe_by_mail(session: Session, inbound: InboundMessage, report: Repo
     if unsubscribe(session, subscription, "mailto", inbound_id=inbound.id, issue_id=issue_id):
         return f"unsubscribed from {subscription.newsletter.slug} (mailto)"
     return "nothing: already unsubscribed"
+
+
+def _announce(
+    session: Session, event_type: str, target: Target, now: datetime, details: dict | None = None
+) -> None:
+    """The webhook event of a bounce or complaint: the newsletter and issue number when
+    the report names the delivery."""
+    newsletter, details = None, dict(details or {})
+    if target.delivery is not None:
+        issue = session.get(Issue, target.delivery.issue_id)
+        newsletter, details["issue"] = issue.newsletter.slug, issue.number
+    announce(
+        session,
+        event_type,
+        subscriber=target.subscriber,
+        newsletter=newsletter,
+        details=details,
+        at=now,
+    )
 
 
 def _suppress(

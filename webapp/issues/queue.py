@@ -25,6 +25,7 @@ from ..models import (
     Subscription,
     SubscriptionStatus,
 )
+from ..webhooks.events import announce
 
 
 def eligible_readers(issue: Issue):
@@ -38,6 +39,27 @@ def eligible_readers(issue: Issue):
             Subscriber.suppressed_at.is_(None),
         )
     )
+
+
+def finish(session: Session, issue: Issue, found: dict[DeliveryStatus, int]) -> bool:
+    """Mark the issue's send finished, once, and announce ``issue.sent``; ``found``: its
+    deliveries by state, none left to send. False if another sender had done it."""
+    won = session.execute(
+        update(Issue)
+        .where(Issue.id == issue.id, Issue.finished_at.is_(None))
+        .values(finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if won:
+        details = {
+            "number": issue.number,
+            "subject": issue.subject,
+            "delivered": found[DeliveryStatus.SENT],
+            "failed": found[DeliveryStatus.FAILED],
+        }
+        announce(session, "issue.sent", newsletter=issue.newsletter.slug, details=details)
+    session.commit()
+    return bool(won)
 
 
 def take_list(session: Session, issue: Issue) -> int:

@@ -34,6 +34,7 @@ from .queue import (
     counts,
     eligible_readers,
     failures,
+    finish,
     release_claims,
     release_dead_local_claims,
     take_list,
@@ -116,6 +117,8 @@ def run_send(app: Flask, session, issue: Issue, settings: SendSettings, yes: boo
     reports, interrupted, error = _run_senders(app, issue, settings, session, before)
     after = counts(session, issue.id)
     session.rollback()
+    if not _left(after):
+        finish(session, issue, after)
     sent_here = sum(report.sent for report in reports)  # other hosts' senders not counted
     _summary(session, issue, after, sent_here, time.monotonic() - started)
     paused = next((report.paused for report in reports if report.paused), None)

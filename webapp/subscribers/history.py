@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from ..db import utcnow
 from ..models import EventKind, Subscription, SubscriptionEvent
+from ..webhooks.events import subscription_changed
 
 if TYPE_CHECKING:
     from .service import Consent
@@ -55,7 +56,9 @@ def record_event_of(
     inbound_id: int | None = None,
     issue_id: int | None = None,
 ) -> None:
-    """:func:`record_event` for a subscription known by its ids, not loaded."""
+    """:func:`record_event` for a subscription known by its ids, not loaded; a sign-up,
+    confirmation or unsubscribe is also a webhook event, in the same transaction."""
+    at = at or utcnow()
     session.connection().execute(
         _NEW_EVENT,
         {
@@ -63,7 +66,7 @@ def record_event_of(
             "newsletter_id": newsletter_id,
             "kind": kind,
             "how": how,
-            "at": at or utcnow(),
+            "at": at,
             "ip": consent.ip if consent else None,
             "user_agent": consent.user_agent if consent else None,
             "source": consent.source if consent else None,
@@ -71,6 +74,7 @@ def record_event_of(
             "issue_id": issue_id,
         },
     )
+    subscription_changed(session, subscription_id, kind, how, at)
 
 
 _NEW_EVENT = insert(SubscriptionEvent)  # built once: it runs with every change

@@ -25,7 +25,10 @@ from ..models import (
     SignupRequest,
     Subscriber,
     SubscriptionEvent,
+    WebhookMessage,
+    WebhookStatus,
 )
+from ..webhooks.events import announce
 from .history import event_record, iso
 
 
@@ -55,6 +58,15 @@ def erase(session: Session, address_key: str, secret_key: str, how: str = "reade
     if subscriber is None:
         return 0
     newsletters = [s.newsletter_id for s in subscriber.subscriptions]
+    # The newsroom's other systems hear of it, in order after what they heard before;
+    # what was delivered to them about the address is not kept here any longer.
+    session.execute(
+        delete(WebhookMessage).where(
+            WebhookMessage.subscriber_id == subscriber.id,
+            WebhookMessage.status == WebhookStatus.DELIVERED,
+        )
+    )
+    announce(session, "subscriber.erased", subscriber=subscriber, how=how)
     session.execute(delete(OutboxMail).where(OutboxMail.subscriber_id == subscriber.id))
     # Bounces and replies about the address hold it too (raw and all).
     session.execute(delete(InboundMessage).where(InboundMessage.subscriber_id == subscriber.id))
