@@ -3,12 +3,15 @@
 import re
 import tomllib
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cronsim import CronSim, CronSimError
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from .db import utcnow
 from .models import Issue, Newsletter
 from .texts import LANGUAGES
 
@@ -72,6 +75,22 @@ def read_catalog(path: Path) -> list[dict]:
         zone = entry.get("timezone", "Europe/Kyiv")
         if not isinstance(zone, str) or not known_zone(zone):
             raise CatalogError(f"{path}: {slug}.timezone {zone!r} is not a time zone")
+        schedule = entry.get("schedule")
+        if schedule is not None and (not isinstance(schedule, str) or not valid_cron(schedule)):
+            raise CatalogError(
+                f"{path}: {slug}.schedule {schedule!r} is not a cron expression like '0 7 * * *'"
+            )
+        sources = entry.get("source")
+        if sources is not None:
+            if isinstance(sources, str):
+                sources = entry["source"] = [sources]
+            if not isinstance(sources, list) or not sources:
+                raise CatalogError(f"{path}: {slug}.source must be a feed URL or folder, or a list")
+            for source in sources:
+                if not isinstance(source, str) or not source.strip() or CONTROL.search(source):
+                    raise CatalogError(f"{path}: {slug}.source {source!r} is not a URL or folder")
+                if "://" in source and not source.startswith(("http://", "https://")):
+                    raise CatalogError(f"{path}: {slug}.source {source!r}: feeds are http(s)")
         if entry.get("language", "en") not in LANGUAGES:
             known = ", ".join(LANGUAGES)
             raise CatalogError(f"{path}: {slug}.language must be one of {known}")
@@ -87,12 +106,20 @@ def seed_catalog(session: Session, entries: list[dict]) -> SeedReport:
         values["welcome"] = entry.get("welcome", False)
         values["language"] = entry.get("language", "en")
         values["timezone"] = entry.get("timezone", "Europe/Kyiv")
+        values["schedule"] = " ".join(entry["schedule"].split()) if entry.get("schedule") else None
+        values["sources"] = entry.get("source")
         values["position"] = position
         newsletter = existing.get(entry["slug"])
+        now = utcnow()
         if newsletter is None:
-            session.add(Newsletter(slug=entry["slug"], **values))
+            session.add(Newsletter(slug=entry["slug"], schedule_since=now, **values))
             report.created += 1
         elif any(getattr(newsletter, k) != v for k, v in values.items()):
+            if (newsletter.schedule, newsletter.timezone) != (
+                values["schedule"],
+                values["timezone"],
+            ):
+                newsletter.schedule_since = now  # a new schedule runs from now on
             for key, value in values.items():
                 setattr(newsletter, key, value)
             report.updated += 1
@@ -106,6 +133,15 @@ def known_zone(name: str) -> bool:
     try:
         ZoneInfo(name)
     except (ValueError, ZoneInfoNotFoundError):  # ValueError: a path or an empty name
+        return False
+    return True
+
+
+def valid_cron(expression: str) -> bool:
+    """Whether ``expression`` is a cron expression (five fields, as Debian's cron reads)."""
+    try:
+        CronSim(expression, datetime(2026, 1, 1))
+    except CronSimError:
         return False
     return True
 

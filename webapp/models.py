@@ -512,8 +512,9 @@ class WebhookMessage(Model):
 class AutomaticRun(Model):
     """One slot of a newsletter's schedule, taken by one worker: the row is the claim.
 
-    ``slot`` is the slot's wall-clock time in the newsletter's zone, so the hour a
-    daylight-saving change repeats is still one slot.
+    ``slot`` is the slot's time in the newsletter's zone with its UTC offset: slots come
+    from cron as Debian's cron runs it (a daily slot in the hour a daylight-saving change
+    repeats runs once, one in the hour it skips runs at its end).
     """
 
     __tablename__ = "automatic_runs"
@@ -521,7 +522,7 @@ class AutomaticRun(Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletters.id", ondelete="CASCADE"))
-    slot: Mapped[str] = mapped_column(String(19))  # 2026-11-27 07:00 (local)
+    slot: Mapped[str] = mapped_column(String(32))  # 2026-11-27T07:00:00+02:00 (local)
     slot_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ran_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     issue_id: Mapped[int | None] = mapped_column(ForeignKey("issues.id", ondelete="SET NULL"))

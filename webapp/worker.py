@@ -1,7 +1,8 @@
 """``newsletter worker``: the one long-running background process.
 
 It delivers the outbox (what ``outbox send --watch`` did: that command is now this
-one) and starts scheduled sends at their time. On PostgreSQL any number of workers,
+one), delivers webhooks, builds automatic issues at their slots and starts scheduled
+sends (and those issues) at their time. On PostgreSQL any number of workers,
 on any hosts, share the work: each outbox message is claimed by one, and a send is
 shared by claims as several ``digest send`` processes share one. On SQLite one worker
 is enough, and a second says so and exits. SIGTERM (or Ctrl-C) stops it cleanly: a
@@ -19,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .db import session_factory, utcnow
 from .delivery import outbox_transport
 from .inbound.verp import Verp
+from .issues.automatic import run_automatic
 from .issues.running import run_send, single_sender, sqlite_only_one
 from .issues.schedule import due
 from .issues.sender import SendSettings
@@ -40,6 +42,7 @@ def run_worker(app: Flask, interval: float) -> None:
     stopping: list[bool] = []  # SIGTERM or Ctrl-C came
     sending: list[bool] = []
     resting: dict[int, float] = {}  # issue id: not tried again before this (monotonic)
+    waiting: dict[int, float] = {}  # automatic newsletter id whose sources could not be read
 
     def stop(*_):
         stopping.append(True)
@@ -50,11 +53,15 @@ def run_worker(app: Flask, interval: float) -> None:
         signal.signal(signum, stop)
     busy = "another worker is running on this database; on SQLite one is enough"
     with sqlite_only_one(app, "worker", busy):
-        click.echo(f"Worker: outbox and scheduled sends every {interval:g} s.", err=True)
+        click.echo(
+            f"Worker: outbox, scheduled and automatic issues, webhooks every {interval:g} s.",
+            err=True,
+        )
         while not stopping:
             try:
                 _deliver_outbox(app)
                 _deliver_webhooks(app, lambda: bool(stopping))
+                _automatic_issues(app, waiting)
                 for issue_id in [issue.id for issue in _due(app)]:
                     if stopping or resting.get(issue_id, 0) > time.monotonic():
                         continue
@@ -116,6 +123,18 @@ def _deliver_webhooks(app: Flask, should_stop) -> None:
         )
     elif report.last_error:
         click.echo(f"Webhooks: {report.last_error}.", err=True)
+
+
+def _automatic_issues(app: Flask, waiting: dict[int, float]) -> None:
+    """Build the issues of automatic newsletters whose slot came; they are then sent as
+    scheduled sends are. One whose sources could not be read waits RETRY_AFTER."""
+    now = time.monotonic()
+    resting = {newsletter for newsletter, until in waiting.items() if until > now}
+    with session_factory(app)() as session:
+        for newsletter_id, line, done in run_automatic(session, resting=resting):
+            click.echo(line, err=not done)
+            if not done:
+                waiting[newsletter_id] = now + RETRY_AFTER
 
 
 def _due(app: Flask):

@@ -55,7 +55,7 @@ def upgrade() -> None:
         "automatic_runs",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("newsletter_id", sa.Integer(), nullable=False),
-        sa.Column("slot", sa.String(length=19), nullable=False),
+        sa.Column("slot", sa.String(length=32), nullable=False),
         sa.Column("slot_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("ran_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("issue_id", sa.Integer(), nullable=True),
