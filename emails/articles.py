@@ -94,6 +94,7 @@ class Article:
     published: datetime | None = None
     reading_minutes: int | None = None
     feed: list[FeedItem] = field(default_factory=list)
+    url: str | None = None  # the story on the site (http or https), when it came from a feed
 
     def to_dict(self) -> dict:
         """JSON-ready form, for storing with an issue."""
@@ -113,6 +114,7 @@ class Article:
             published=datetime.fromisoformat(published) if published else None,
             reading_minutes=data.get("reading_minutes"),
             feed=[FeedItem(**item) for item in data.get("feed", [])],
+            url=data.get("url"),
         )
 
 

@@ -1,6 +1,6 @@
 """Fixtures only: ``app``, ``client``, ``runner``, ``smtp_server`` (aiosmtpd on loopback),
-``postgres``, ``redis_url``, ``any_db_app`` and ``any_db_url``; helpers are in
-``tests/helpers.py``."""
+``feed_server`` (HTTP on loopback), ``postgres``, ``redis_url``, ``any_db_app`` and
+``any_db_url``; helpers are in ``tests/helpers.py``."""
 
 import os
 import shutil
@@ -17,6 +17,7 @@ from tests.helpers import (
     REQUIRE_BROWSER,
     REQUIRE_REDIS,
     ROOT,
+    FeedServer,
     SmtpServer,
     dispose_apps,
     free_port,
@@ -129,6 +130,13 @@ def any_db_app(request, tmp_path):
 @pytest.fixture
 def smtp_server():
     server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def feed_server():
+    server = FeedServer().start()
     yield server
     server.stop()
 

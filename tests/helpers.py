@@ -1,8 +1,10 @@
 """Shared test helpers: apps on a fresh instance, the form post, the CSRF reader, the
-row counter, a real SMTP server on loopback, the PostgreSQL cluster, DKIM keys."""
+row counter, a real SMTP server on loopback, a web server of feeds on loopback, the
+PostgreSQL cluster, DKIM keys."""
 
 import asyncio
 import base64
+import contextlib
 import ipaddress
 import os
 import re
@@ -10,10 +12,12 @@ import shutil
 import socket
 import ssl
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -389,6 +393,74 @@ class SmtpServer:
             "SMTP_SECURITY": self.security,
             "SMTP_TIMEOUT": 5,
         }
+
+
+@dataclass
+class Page:
+    """What the feed server answers for one path."""
+
+    body: bytes
+    status: int = 200
+    content_type: str = "application/xml; charset=utf-8"
+    length: bool = True  # send Content-Length (without it, the body ends as the connection does)
+    delay: float = 0  # seconds before answering (a slow server)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class FeedServer:
+    """A real HTTP server on a loopback port serving ``pages`` by path (404 for any
+    other); ``requests`` keeps each request's path and User-Agent."""
+
+    def __init__(self) -> None:
+        self.pages: dict[str, Page] = {}
+        self.requests: list[tuple[str, str]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.requests.append((self.path, self.headers.get("User-Agent", "")))
+                page = server.pages.get(self.path, Page(b"<h1>Not found</h1>", 404, "text/html"))
+                time.sleep(page.delay)
+                self.send_response(page.status)
+                self.send_header("Content-Type", page.content_type)
+                for name, value in page.headers.items():
+                    self.send_header(name, value)
+                if page.length:
+                    self.send_header("Content-Length", str(len(page.body)))
+                else:
+                    self.close_connection = True
+                self.end_headers()
+                with contextlib.suppress(ConnectionError):  # a client that stopped reading
+                    self.wfile.write(page.body)
+
+            def log_message(self, format, *args) -> None:
+                pass  # quiet: the test says what matters
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "FeedServer":
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def serve(self, path: str, body: str | bytes, **page) -> str:
+        """Answer ``path`` with ``body`` from now on; its URL."""
+        self.pages[path] = Page(body.encode() if isinstance(body, str) else body, **page)
+        return self.url(path)
 
 
 _cluster = None

@@ -16,6 +16,7 @@ def create_app(test_config: dict | None = None) -> "Flask":
     from flask import Flask
 
     from . import cli, db, i18n, web
+    from .articles import cli as articles_cli
     from .config import load_config
     from .inbound import cli as inbound_cli
     from .inbound import hooks
@@ -41,5 +42,6 @@ def create_app(test_config: dict | None = None) -> "Flask":
     issues_cli.init_app(app)
     reports_cli.init_app(app)
     inbound_cli.init_app(app)
+    articles_cli.init_app(app)
     webhooks_cli.init_app(app)
     return app

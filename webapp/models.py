@@ -539,4 +539,4 @@ class IssueArticle(Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletters.id", ondelete="CASCADE"))
     issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"), index=True)
-    key: Mapped[str] = mapped_column(String(500))
+    key: Mapped[str] = mapped_column(String(512))  # feeds.MAX_KEY

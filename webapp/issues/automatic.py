@@ -146,7 +146,7 @@ def new_articles(session: Session, newsletter: Newsletter, found) -> list[tuple[
 def remember_articles(session: Session, issue, keys: list[str]) -> None:
     """Record which articles ``issue`` carries, so no automatic issue takes them again."""
     session.add_all(
-        IssueArticle(newsletter_id=issue.newsletter_id, issue_id=issue.id, key=key[:500])
+        IssueArticle(newsletter_id=issue.newsletter_id, issue_id=issue.id, key=key)
         for key in dict.fromkeys(keys)
     )
 

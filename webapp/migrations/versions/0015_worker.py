@@ -80,7 +80,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("newsletter_id", sa.Integer(), nullable=False),
         sa.Column("issue_id", sa.Integer(), nullable=False),
-        sa.Column("key", sa.String(length=500), nullable=False),
+        sa.Column("key", sa.String(length=512), nullable=False),
         sa.ForeignKeyConstraint(
             ["issue_id"],
             ["issues.id"],
