@@ -16,13 +16,13 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from cronsim import CronSim
-from emails.feeds import FeedError, read_feed
 from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from emails.articles import Article, ArticleError, read_article
+from emails.feeds import FeedError, read_feed
 
 from ..db import utcnow
 from ..models import AutomaticRun, Issue, IssueArticle, Newsletter
