@@ -11,6 +11,7 @@ not a feed is a :class:`FeedError` whose ``str()`` is one line naming the feed.
 import html
 import http.client
 import io
+import re
 import socket
 import ssl
 import time
@@ -62,11 +63,18 @@ DROPPED = frozenset(
     }
 )  # fmt: skip
 CELLS = frozenset({"td", "th"})
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # line ends and tabs too
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
 class FeedError(ValueError):
-    """A feed that cannot be read; ``str()`` is one line naming the feed and the reason."""
+    """A feed that cannot be read; ``str()`` is one line naming the feed and the reason.
+
+    What came from outside (a URL or path as typed, a server's words) may hold line
+    ends or other controls: they are shown escaped, so the line stays one line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], message))
 
 
 @dataclass(frozen=True)
@@ -167,6 +175,8 @@ def _read_file(path: str, max_bytes: int) -> bytes:
             data = file.read(max_bytes + 1)
     except OSError as exc:
         raise FeedError(f"{path}: cannot read: {exc.strerror or _one_line(exc)}") from None
+    except ValueError:  # a NUL in the path
+        raise FeedError(f"{path}: not a file name") from None
     if len(data) > max_bytes:
         raise FeedError(f"{path}: larger than {_size(max_bytes)}")
     return data

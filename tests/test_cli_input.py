@@ -94,6 +94,17 @@ def commands(path: str):
         st.tuples(SLUG, NUMBER, EMAIL).map(lambda a: ["digest", "send", a[0], a[1], "--to", a[2]]),
         SLUG.map(lambda s: ["digest", "list", s]),
         NUMBER.map(lambda n: ["outbox", "send", "--interval", n]),
+        st.tuples(SLUG, NUMBER, TEXT).map(
+            lambda a: ["digest", "send", a[0], a[1], "--at", a[2], "--yes"]
+        ),
+        st.tuples(SLUG, NUMBER).map(lambda a: ["digest", "unschedule", a[0], a[1]]),
+        st.just(["webhooks", "list", "--failed"]),
+        NUMBER.map(lambda n: ["webhooks", "retry", n]),
+        # Never a URL that leaves the machine: a path, or a scheme that is refused.
+        st.one_of(
+            st.sampled_from(["", "%", "nope.xml", "ftp://127.0.0.1/x", "http://"]),
+            TEXT.filter(lambda t: "://" not in t),
+        ).map(lambda u: ["articles", "fetch", u]),
     )
 
 

@@ -7,16 +7,18 @@ from datetime import datetime
 from email import message_from_bytes, policy
 
 import pytest
+from sqlalchemy import update
 
 from emails.articles import Article, FeedItem
 from emails.digest import DigestContent, render_digest
 from emails.feeds import FeedError, fetch_feed, html_paragraphs, parse_feed, read_feed
 from tests.helpers import free_port, make_app
 from webapp.catalog import find_newsletter
-from webapp.db import session_factory
+from webapp.db import session_factory, utcnow
 from webapp.i18n import CATALOGS
 from webapp.issues.building import build_issue
 from webapp.links import tracked_links
+from webapp.models import Issue
 
 ATOM = """<?xml version="1.0" encoding="utf-8"?>
 <feed xmlns="http://www.w3.org/2005/Atom" xml:lang="en">
@@ -236,6 +238,11 @@ def test_a_local_file_is_read_for_offline_use(tmp_path):
     assert len(read_feed(str(path)).items) == 2
     with pytest.raises(FeedError, match="cannot read"):
         read_feed(str(tmp_path / "missing.atom"))
+    # Typed names with a NUL or a line end: one line, the controls shown escaped.
+    with pytest.raises(FeedError, match=r"^a\\x00b: not a file name$"):
+        read_feed("a\x00b")
+    with pytest.raises(FeedError, match=r"^feed\\r\\n\.xml: cannot read"):
+        read_feed("feed\r\n.xml")
 
 
 @pytest.mark.parametrize(
@@ -343,6 +350,12 @@ def test_a_digest_of_feed_articles_links_to_each_story_tracked(tmp_path, feed_se
     text = message.get_body(("plain",)).get_content()
     assert re.findall(r'<a href="([^"]+)"[^>]*>Read the full story →</a>', html) == stories
     assert re.findall(r"Read the full story: (\S+)", text) == stories
+    # So does the issue's web version, once it is sent.
+    with session_factory(app)() as session:
+        session.execute(update(Issue).values(sent_at=utcnow()))
+        session.commit()
+    page = client.get("/newsletters/explaining-ukraine/issues/1").get_data(as_text=True)
+    assert re.findall(r'<a href="([^"]+)">Read the full story →</a>', page) == stories
 
 
 def test_a_digest_links_to_the_story_untracked_and_in_ukrainian():
