@@ -30,6 +30,7 @@ from bs4 import (
     BeautifulSoup,
     MarkupResemblesLocatorWarning,
     NavigableString,
+    ParserRejectedMarkup,
     Tag,
     XMLParsedAsHTMLWarning,
 )
@@ -232,16 +233,20 @@ def parse_feed(data: bytes, url: str) -> FeedRead:
     )
     slugs, keys = set(), set()
     for number, entry in enumerate(parsed.entries, 1):
-        title = _title(entry)
+        try:
+            title = _title(entry)
+            key = _key(entry, title) if title else ""
+            article = _article(entry, title, url) if title and key not in keys else None
+        except (ValueError, ParserRejectedMarkup) as exc:  # a link or markup past repair
+            read.skipped.append(f"item {number}: cannot be read ({_one_line(exc)})")
+            continue
         if not title:
             read.skipped.append(f"item {number}: no title")
             continue
-        key = _key(entry, title)
-        if key in keys:
+        if article is None:
             read.skipped.append(f"item {number}: the same id as an item before it ({key[:100]})")
             continue
         keys.add(key)
-        article = _article(entry, title, url)
         slug, n = article.slug, 1
         while slug in slugs:  # two items with one title still get their own anchors
             n += 1
@@ -263,7 +268,8 @@ def _problem(parsed) -> str | None:
 def _article(entry, title: str, base: str) -> Article:
     paragraphs = _body(entry)
     words = sum(len(p.split()) for p in paragraphs)
-    link = urllib.parse.urljoin(base, entry.get("link") or "")  # relative to the feed
+    link = (entry.get("link") or "").strip()
+    link = urllib.parse.urljoin(base, link) if link else ""  # relative to the feed
     return Article(
         slug=slugify(title) or slugify(_key(entry, title)) or "article",
         title=title,

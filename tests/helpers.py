@@ -9,8 +9,10 @@ import ipaddress
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -508,3 +510,27 @@ def sent_to_readers(app) -> dict[str, str]:
         session.commit()
         rows = session.execute(select(Subscriber.email, Delivery.id).join(Delivery)).all()
     return {email: verp.sender("d", delivery_id) for email, delivery_id in rows}
+
+
+def start_worker(app, relay, **settings):
+    """``newsletter worker`` as a process on ``app``'s data, sending through ``relay``."""
+    return subprocess.Popen(
+        [NEWSLETTER_BIN, "worker", "--interval", "0.2"],
+        env=command_env(app, relay, **settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop(worker) -> tuple[str, str]:
+    """SIGTERM a worker and wait for it: its (stdout, stderr)."""
+    worker.send_signal(signal.SIGTERM)
+    return worker.communicate(timeout=60)
+
+
+def wait_for_deliveries(relay, count: int, timeout: float = 60) -> None:
+    """Wait (bounded) until ``relay`` has taken ``count`` messages."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(relay.messages) < count:
+        time.sleep(0.1)

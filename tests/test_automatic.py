@@ -2,19 +2,26 @@
 its sources (a site's Atom feed on loopback here), nothing when nothing is new, each
 slot once across daylight-saving changes and several workers."""
 
-import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select, update
 
-from tests.helpers import ROOT, SmtpServer, app_with_issue, make_app, readers
-from tests.test_worker import start_worker, stop, wait_for_deliveries
+from tests.helpers import (
+    ROOT,
+    FeedServer,
+    SmtpServer,
+    app_with_issue,
+    make_app,
+    readers,
+    start_worker,
+    stop,
+    wait_for_deliveries,
+)
 from webapp.catalog import CatalogError, read_catalog, seed_catalog
 from webapp.db import session_factory
 from webapp.issues.automatic import run_automatic
@@ -26,33 +33,29 @@ NEWSLETTER = "explaining-ukraine"
 
 
 class Site:
-    """A news site's Atom feed on loopback; ``entries`` may change between requests."""
+    """A news site whose Atom feed (on a FeedServer, on loopback) changes as it
+    publishes: ``add`` a story, or set ``status`` to answer with an error."""
 
-    def __init__(self):
-        self.entries: list[tuple[str, str, str]] = []  # (id, title, HTML)
-        self.status = 200
-        site = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                body = site.atom().encode()
-                self.send_response(site.status)
-                self.send_header("Content-Type", "application/atom+xml; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/feed.atom"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def __init__(self, server: FeedServer):
+        self.server = server
+        self.entries: list[tuple[str, str, str]] = []  # (id, title, HTML), newest first
+        self._status = 200
+        self.url = self.publish()
 
     def add(self, title: str, html: str = "<p>The story, as the site tells it.</p>") -> None:
         self.entries.insert(0, (f"tag:kyivindependent.com,2027:{title}", title, html))
+        self.publish()
 
-    def atom(self) -> str:
+    @property
+    def status(self) -> int:
+        return self._status
+
+    @status.setter
+    def status(self, status: int) -> None:
+        self._status = status
+        self.publish()
+
+    def publish(self) -> str:
         items = "".join(
             f"<entry><id>{escape(key)}</id><title>{escape(title)}</title>"
             f"<link href='https://kyivindependent.com/{len(key)}/'/>"
@@ -60,23 +63,20 @@ class Site:
             f"<content type='html'>{escape(html)}</content></entry>"
             for key, title, html in self.entries
         )
-        return (
+        atom = (
             "<?xml version='1.0' encoding='utf-8'?>"
             "<feed xmlns='http://www.w3.org/2005/Atom'><title>The Kyiv Independent</title>"
             "<id>tag:kyivindependent.com,2027:feed</id><updated>2027-01-01T00:00:00Z</updated>"
             f"{items}</feed>"
         )
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        return self.server.serve(
+            "/feed.atom", atom, status=self._status, content_type="application/atom+xml"
+        )
 
 
 @pytest.fixture
-def site():
-    served = Site()
-    yield served
-    served.close()
+def site(feed_server):
+    return Site(feed_server)
 
 
 def automatic(app, schedule: str, sources: list[str], since: datetime | None = None) -> None:
@@ -180,18 +180,14 @@ def test_a_worker_that_was_down_runs_the_latest_slot_once_and_says_it_was_late(t
 
 def test_a_source_that_cannot_be_read_is_skipped_and_the_rest_goes_on(tmp_path, site):
     app = make_app(tmp_path)
-    broken = Site()
-    broken.status = 503
+    broken = site.server.serve("/down.atom", "", status=503)
     site.add("A story without a title", html="<p>x</p>")
     site.entries[0] = (site.entries[0][0], "", "<p>No title here.</p>")
     site.add("Kept story")
-    try:
-        automatic(app, "0 7 * * *", [broken.url, site.url], since=kyiv("2027-05-01 00:00"))
-        (line,) = tick(app, kyiv("2027-05-01 07:01"))
-    finally:
-        broken.close()
+    automatic(app, "0 7 * * *", [broken, site.url], since=kyiv("2027-05-01 00:00"))
+    (line,) = tick(app, kyiv("2027-05-01 07:01"))
     assert issues(app)[0][1] == ["Kept story"]
-    assert f"feed skipped: {broken.url}: HTTP 503" in line
+    assert f"feed skipped: {broken}: HTTP 503" in line
     assert "no title" in line
 
 
@@ -223,6 +219,7 @@ def test_the_seeds_folder_is_the_default_source_and_a_manual_build_counts(tmp_pa
     [
         ({"schedule": "every morning"}, "is not a cron expression"),
         ({"schedule": "0 25 * * *"}, "is not a cron expression"),
+        ({"schedule": "0 7 * * * *"}, "is not a cron expression"),  # cronsim's seconds
         ({"source": "ftp://example.org/feed"}, "feeds are http(s)"),
         ({"source": []}, "must be a feed URL or folder"),
         ({"source": [""]}, "is not a URL or folder"),
@@ -258,3 +255,33 @@ def test_the_worker_builds_and_sends_an_automatic_issue_once(any_db_app, tmp_pat
     out = "".join(out for out, _ in outputs)
     assert f"Automatic {NEWSLETTER}" in out and "late (no worker ran at its time)" in out
     assert out.count("built issue 2 of 1 new article(s)") == 1
+
+
+def test_pages_of_one_name_in_two_folders_are_two_articles(tmp_path):
+    seeds = tmp_path / "seeds"
+    for folder, title in (("site-a", "A story from site A"), ("site-b", "A story from site B")):
+        (seeds / folder).mkdir(parents=True)
+        (seeds / folder / "index.txt").write_text(f"{title}\n\nIts first paragraph.\n")
+    app = make_app(tmp_path, SEEDS_PATH=str(seeds))
+    automatic(app, "0 7 * * *", ["site-a", "site-b", "missing"], since=kyiv("2027-05-01 00:00"))
+    (line,) = tick(app, kyiv("2027-05-01 07:00"))
+    assert issues(app)[0][1] == ["A story from site A", "A story from site B"]
+    assert f"folder skipped: {seeds / 'missing'}: no such folder" in line
+
+
+def test_a_newsletter_the_worker_cannot_run_does_not_stop_the_others(tmp_path, site):
+    app = make_app(tmp_path)
+    site.add("Still goes out")
+    automatic(app, "0 7 * * *", [site.url], since=kyiv("2027-05-01 00:00"))
+    with session_factory(app)() as session:  # changed behind the catalog's back
+        session.execute(
+            update(Newsletter)
+            .where(Newsletter.slug == "ukraine-daily")
+            .values(schedule="0 7 * *", schedule_since=None)
+        )
+        session.commit()
+    with app.app_context(), session_factory(app)() as session:
+        results = run_automatic(session, now=kyiv("2027-05-01 07:00"))
+    assert [done for _, _, done in results] == [True, False]
+    assert "Automatic ukraine-daily: failed, trying again later" in results[1][1]
+    assert issues(app)[0][1] == ["Still goes out"]

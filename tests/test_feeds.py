@@ -403,3 +403,23 @@ def test_an_article_round_trips_through_storage(url):
 def test_an_article_stored_before_links_still_loads():
     stored = {"slug": "old", "title": "Old", "paragraphs": ["Body."], "feed": []}
     assert Article.from_dict(stored) == Article("old", "Old", ["Body."])
+
+
+def test_items_past_repair_are_skipped_and_the_rest_taken(feed_server):
+    bad_link = "<item><title>Bad link</title><link>http://[bad/</link><guid>a</guid></item>"
+    bad_markup = (
+        "<item><title>Bad markup</title><guid>b</guid>"
+        "<description>&lt;!x&lt;![ a</description></item>"
+    )
+    no_link = (
+        "<item><title>Only a guid</title><guid isPermaLink='false'>c</guid>"
+        "<description>Text.</description></item>"
+    )
+    feed = (
+        "<?xml version='1.0'?><rss version='2.0'><channel><title>Site</title>"
+        f"{bad_link}{bad_markup}{no_link}</channel></rss>"
+    )
+    read = read_feed(feed_server.serve("/odd.xml", feed))
+    assert [item.key for item in read.items] == ["c"]
+    assert read.items[0].article.url is None  # not the feed's own address
+    assert len(read.skipped) == 2 and all("cannot be read" in line for line in read.skipped)

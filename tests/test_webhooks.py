@@ -10,7 +10,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
@@ -19,20 +19,30 @@ from tests import inbound_samples as samples
 from tests.helpers import (
     NEWSLETTER_BIN,
     SmtpServer,
+    app_with_issue,
     command_env,
     confirm_path,
     free_port,
     make_app,
     press_confirm,
+    start_worker,
+    stop,
     subscribe,
 )
-from tests.test_worker import start_worker, stop
 from webapp.catalog import newsletter_id_by_slug
 from webapp.config import ConfigError
-from webapp.db import session_factory
+from webapp.db import session_factory, utcnow
 from webapp.inbound.store import take_in
 from webapp.inbound.verp import Verp
-from webapp.models import Delivery, Subscriber, WebhookMessage, WebhookStatus
+from webapp.issues.queue import finish_done, take_list
+from webapp.models import (
+    Delivery,
+    DeliveryStatus,
+    Issue,
+    Subscriber,
+    WebhookMessage,
+    WebhookStatus,
+)
 from webapp.subscribers.service import Consent
 from webapp.subscribers.service import subscribe as service_subscribe
 from webapp.webhooks.delivery import deliver_webhooks
@@ -52,6 +62,7 @@ class Receiver:
         self.received: list[tuple[str, dict]] = []  # (webhook-id, payload)
         self.refused: list[str] = []  # signatures that did not verify
         self.answer = 204
+        self.delay = 0.0  # seconds before each answer
         self.server: ThreadingHTTPServer | None = None
 
     def start(self) -> "Receiver":
@@ -59,6 +70,7 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
+                time.sleep(receiver.delay)
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 try:
                     data = receiver.verifier.verify(body, dict(self.headers))
@@ -265,7 +277,7 @@ def test_a_receiver_that_keeps_failing_is_retried_then_failed_and_retried_by_han
     result = runner.invoke(args=["webhooks", "retry", str(message.id)])
     assert result.exit_code == 0, result.output
     deliver_webhooks(session_factory(app), app.config)
-    assert [m.status for m in messages(app)] == [WebhookStatus.DELIVERED]
+    assert [(m.status, m.attempts) for m in messages(app)] == [(WebhookStatus.DELIVERED, 1)]
     assert [msg_id for msg_id, _ in receiver.received] == [message.msg_id]  # the same id
     assert "0 message(s)" in runner.invoke(args=["webhooks", "list", "--failed"]).output
     missing = runner.invoke(args=["webhooks", "retry", "999"])
@@ -315,14 +327,30 @@ def test_erasure_forgets_what_was_delivered_about_the_address(tmp_path, receiver
     app = hooked_app(tmp_path, receiver.url)
     subscribe(app.test_client(), "leaving@newsroom.org")
     deliver_all(app)
-    assert app.test_cli_runner().invoke(args=["subscribers", "delete", "leaving@newsroom.org"])
+    runner = app.test_cli_runner()
+    receiver.answer = 500
+    subscribe(app.test_client(), "leaving@newsroom.org", newsletter="ukraine-daily")
+    deliver_webhooks(session_factory(app), app.config)  # refused: pending, retried later
+    receiver.answer = 204
+    result = runner.invoke(args=["subscribers", "delete", "leaving@newsroom.org"])
+    assert result.exit_code == 0, result.output
     assert [(m.type, m.status) for m in messages(app)] == [
-        ("subscriber.erased", WebhookStatus.PENDING)
+        ("subscription.created", WebhookStatus.PENDING),  # not delivered yet: kept
+        ("subscriber.erased", WebhookStatus.PENDING),
     ]
+    with session_factory(app)() as session:  # its retry is due now
+        session.execute(update(WebhookMessage).values(next_attempt_at=utcnow()))
+        session.commit()
     deliver_all(app)
     assert [d["type"] for _, d in receiver.received] == [
         "subscription.created",
+        "subscription.created",
         "subscriber.erased",
+    ]
+    # Once the receiver heard of the erasure, no message here names the address.
+    assert [(m.type, m.email) for m in messages(app)] == [
+        ("subscription.created", None),
+        ("subscriber.erased", None),
     ]
 
 
@@ -339,6 +367,14 @@ def test_without_urls_nothing_is_written(tmp_path):
         ({"WEBHOOK_URLS": "ftp://127.0.0.1/h", "WEBHOOK_SECRET": SECRET}, "not an http(s) URL"),
         ({"WEBHOOK_SECRET": "whsec_c2hvcnQ="}, "base64 of 16 bytes"),
         ({"WEBHOOK_SECRET": "not base64 at all!"}, "base64 of 16 bytes"),
+        (
+            {"WEBHOOK_URLS": "https://crm:pw@127.0.0.1/h", "WEBHOOK_SECRET": SECRET},
+            "no user:password@ in the URL",
+        ),
+        (
+            {"WEBHOOK_URLS": "http://127.0.0.1/h", "WEBHOOK_SECRET": SECRET, "WEBHOOK_TIMEOUT": 0},
+            "must be more than 0 seconds",
+        ),
     ],
 )
 def test_webhook_settings_that_cannot_work_are_refused_in_one_line(tmp_path, settings, message):
@@ -369,3 +405,48 @@ def test_a_new_secret_is_one_the_settings_take(tmp_path):
     assert secret.startswith("whsec_") and len(base64.b64decode(secret[6:])) == 32
     other = make_app(tmp_path / "other", WEBHOOK_URLS="http://127.0.0.1:9/h", WEBHOOK_SECRET=secret)
     assert other.config["WEBHOOK_SECRET"] == secret
+
+
+def test_a_receiver_that_is_down_does_not_hold_up_the_others(tmp_path, receiver):
+    down = f"http://127.0.0.1:{free_port()}/hooks"
+    first = hooked_app(tmp_path, down)
+    client = first.test_client()
+    for n in range(8):  # queued for the dead receiver alone
+        subscribe(client, f"early{n}@newsroom.org")
+    both = hooked_app(
+        tmp_path / "both",
+        f"{down} {receiver.url}",
+        DATABASE_URL=first.config["DATABASE_URL"],
+    )
+    for n in range(3):
+        subscribe(both.test_client(), f"later{n}@newsroom.org")
+    report = deliver_webhooks(session_factory(both), both.config, batch=4)
+    assert report.delivered == 3 and len(receiver.received) == 3
+    assert "127.0.0.1" in report.last_error and "/hooks" not in report.last_error
+
+
+def test_a_slow_receiver_gets_the_pass_budget_not_the_whole_pass(tmp_path, receiver):
+    app = hooked_app(tmp_path, receiver.url)
+    for n in range(4):
+        subscribe(app.test_client(), f"reader{n}@newsroom.org")
+    receiver.delay = 0.4
+    started = time.monotonic()
+    report = deliver_webhooks(session_factory(app), app.config, budget=0.5)
+    assert report.delivered in (1, 2) and time.monotonic() - started < 1.5
+    receiver.delay = 0
+    deliver_all(app)
+    assert len(receiver.received) == 4
+
+
+def test_a_finished_send_nobody_marked_is_announced_once(tmp_path, receiver, smtp_server):
+    app = app_with_issue(tmp_path, smtp_server, 3, WEBHOOK_URLS=receiver.url, WEBHOOK_SECRET=SECRET)
+    with session_factory(app)() as session:
+        # A sender recorded its last reader and stopped before it marked the send finished.
+        take_list(session, session.scalars(select(Issue)).one())
+        session.execute(update(Delivery).values(status=DeliveryStatus.SENT))
+        session.commit()
+        assert finish_done(session) == 1
+        assert finish_done(session) == 0
+    deliver_all(app)
+    sent = [d for _, d in receiver.received if d["type"] == "issue.sent"]
+    assert len(sent) == 1 and sent[0]["data"]["delivered"] == 3

@@ -1,7 +1,6 @@
 """newsletter worker and scheduled sends: each issue at its time, each reader once, with
 several workers on PostgreSQL and one on SQLite, and a worker stopped mid-send."""
 
-import signal
 import subprocess
 import time
 from collections import Counter
@@ -11,7 +10,16 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from tests.helpers import NEWSLETTER_BIN, SmtpServer, app_with_issue, command_env, readers
+from tests.helpers import (
+    NEWSLETTER_BIN,
+    SmtpServer,
+    app_with_issue,
+    command_env,
+    readers,
+    start_worker,
+    stop,
+    wait_for_deliveries,
+)
 from webapp.db import session_factory
 from webapp.issues.schedule import parse_time
 from webapp.models import Issue
@@ -84,27 +92,6 @@ def test_an_issue_already_sent_cannot_be_scheduled(tmp_path, smtp_server):
     assert sent.returncode == 0, sent.stderr
     result = cli(app, "digest", "send", NEWSLETTER, "1", "--at", "2099-01-01 07:00", "--yes")
     assert result.exit_code == 2 and "already sent" in result.output
-
-
-def start_worker(app, relay, **settings):
-    return subprocess.Popen(
-        [NEWSLETTER_BIN, "worker", "--interval", "0.2"],
-        env=command_env(app, relay, **settings),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def stop(worker) -> tuple[str, str]:
-    worker.send_signal(signal.SIGTERM)
-    return worker.communicate(timeout=60)
-
-
-def wait_for_deliveries(relay, count: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and len(relay.messages) < count:
-        time.sleep(0.1)
 
 
 def test_a_scheduled_issue_goes_out_at_its_time_once_with_two_workers(any_db_app, tmp_path):

@@ -138,7 +138,10 @@ def known_zone(name: str) -> bool:
 
 
 def valid_cron(expression: str) -> bool:
-    """Whether ``expression`` is a cron expression (five fields, as Debian's cron reads)."""
+    """Whether ``expression`` is a cron expression of five fields, as Debian's cron reads
+    them (cronsim would take a sixth, of seconds: "0 7 * * * *" is not daily at 07:00)."""
+    if len(expression.split()) != 5:
+        return False
     try:
         CronSim(expression, datetime(2026, 1, 1))
     except CronSimError:

@@ -267,12 +267,13 @@ def outbox_group() -> None:
     type=click.FloatRange(min=0.1),
     default=2.0,
     show_default=True,
-    help="Seconds between looks at the outbox and the schedule.",
+    help="Seconds between passes over the outbox, webhooks and schedules.",
 )
 @with_appcontext
 def worker_command(interval: float) -> None:
-    """The background process: delivers the outbox and starts scheduled sends at their
-    time, until SIGTERM. On PostgreSQL run as many as you like; on SQLite one.
+    """The background process, until SIGTERM: delivers the outbox and the webhooks,
+    builds automatic issues at their slots and starts scheduled sends at their time.
+    On PostgreSQL run as many as you like; on SQLite one.
 
     Example: newsletter worker
     """

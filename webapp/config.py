@@ -154,6 +154,8 @@ def _check(config: dict) -> None:
     if all(dkim) and not os.access(config["DKIM_KEY_FILE"], os.R_OK):
         raise ConfigError(f"NEWSLETTER_DKIM_KEY_FILE {config['DKIM_KEY_FILE']} cannot be read")
     config["WEBHOOK_URLS"] = webhook_urls(config["WEBHOOK_URLS"])
+    if config["WEBHOOK_TIMEOUT"] <= 0:
+        raise ConfigError("NEWSLETTER_WEBHOOK_TIMEOUT must be more than 0 seconds")
     if config["WEBHOOK_URLS"] and not config["WEBHOOK_SECRET"]:
         raise ConfigError("NEWSLETTER_WEBHOOK_URLS needs NEWSLETTER_WEBHOOK_SECRET to sign with")
     if config["WEBHOOK_SECRET"]:
@@ -176,6 +178,10 @@ def webhook_urls(value: object) -> tuple[str, ...]:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"NEWSLETTER_WEBHOOK_URLS: {url!r} is not an http(s) URL")
+        if parts.username is not None:  # the signature is the credential; logs show URLs
+            raise ConfigError(
+                f"NEWSLETTER_WEBHOOK_URLS: {parts.hostname}: no user:password@ in the URL"
+            )
     return urls
 
 

@@ -21,6 +21,7 @@ from .db import session_factory, utcnow
 from .delivery import outbox_transport
 from .inbound.verp import Verp
 from .issues.automatic import run_automatic
+from .issues.queue import finish_done
 from .issues.running import run_send, single_sender, sqlite_only_one
 from .issues.schedule import due
 from .issues.sender import SendSettings
@@ -37,12 +38,18 @@ class Stop(Exception):
 
 
 def run_worker(app: Flask, interval: float) -> None:
-    """Deliver the outbox and start due sends every ``interval`` seconds until stopped."""
+    """Every ``interval`` seconds until stopped: deliver the outbox and the webhooks,
+    announce finished sends, build automatic issues and start the sends that are due.
+
+    Each job's failure is logged and the others go on: a bad feed or a receiver that
+    hangs never stops the confirmations or a send at its time."""
     config = app.config
     stopping: list[bool] = []  # SIGTERM or Ctrl-C came
     sending: list[bool] = []
     resting: dict[int, float] = {}  # issue id: not tried again before this (monotonic)
     waiting: dict[int, float] = {}  # automatic newsletter id whose sources could not be read
+    said: set[str] = set()  # warnings already logged once
+    budget = max(interval, 5.0)  # seconds of webhooks a pass: they may not hold up the rest
 
     def stop(*_):
         stopping.append(True)
@@ -58,10 +65,11 @@ def run_worker(app: Flask, interval: float) -> None:
             err=True,
         )
         while not stopping:
+            _guarded("the outbox", lambda: _deliver_outbox(app))
+            _guarded("webhooks", lambda: _deliver_webhooks(app, stopping, budget, said))
+            _guarded("finished sends", lambda: _finish_sends(app))
+            _guarded("automatic issues", lambda: _automatic_issues(app, waiting))
             try:
-                _deliver_outbox(app)
-                _deliver_webhooks(app, lambda: bool(stopping))
-                _automatic_issues(app, waiting)
                 for issue_id in [issue.id for issue in _due(app)]:
                     if stopping or resting.get(issue_id, 0) > time.monotonic():
                         continue
@@ -112,8 +120,22 @@ def _deliver_outbox(app: Flask) -> None:
         )
 
 
-def _deliver_webhooks(app: Flask, should_stop) -> None:
-    report = deliver_webhooks(session_factory(app), app.config, should_stop=should_stop)
+def _guarded(job: str, run) -> None:
+    """Run one job of a pass; what goes wrong is one line in the log, not the end of the
+    worker (it is tried again on the next pass)."""
+    try:
+        run()
+    except SQLAlchemyError as exc:  # the database restarting: look again later
+        cause = getattr(exc, "orig", None) or exc
+        click.echo(f"Database error in {job}, trying again: {cause}", err=True)
+    except Exception as exc:  # a long-running process logs it and goes on
+        click.echo(f"Error in {job}, trying again next pass: {exc!r}", err=True)
+
+
+def _deliver_webhooks(app: Flask, stopping: list, budget: float, said: set[str]) -> None:
+    report = deliver_webhooks(
+        session_factory(app), app.config, should_stop=lambda: bool(stopping), budget=budget
+    )
     if report.delivered or report.retry or report.failed:
         click.echo(
             f"Webhooks: {report.delivered} delivered, {report.retry} to retry, "
@@ -121,8 +143,16 @@ def _deliver_webhooks(app: Flask, should_stop) -> None:
             + (f" (last error: {report.last_error})" if report.last_error else "")
             + "."
         )
-    elif report.last_error:
+    elif report.last_error and report.last_error not in said:
+        said.add(report.last_error)  # the same warning every pass would drown the log
         click.echo(f"Webhooks: {report.last_error}.", err=True)
+
+
+def _finish_sends(app: Flask) -> None:
+    """Announce sends whose last reader is done but that nobody marked finished (their
+    sender stopped between its last record and its finish)."""
+    with session_factory(app)() as session:
+        finish_done(session)
 
 
 def _automatic_issues(app: Flask, waiting: dict[int, float]) -> None:

@@ -55,19 +55,20 @@ def due_slot(
     time the schedule was set) and at or before ``now``, and how many slots that skips;
     (None, 0) if none is due."""
     zone = ZoneInfo(newsletter.timezone)
-    start = max(t for t in (last, newsletter.schedule_since) if t is not None)
+    start = max((t for t in (last, newsletter.schedule_since) if t is not None), default=now)
     slots = CronSim(newsletter.schedule, start.astimezone(zone))
     due, missed = None, 0
     for _ in range(MAX_STEPS):
         try:
             local = next(slots)
         except StopIteration:  # no match within 50 years (31 February)
-            break
+            return due, missed
         if local > now:  # aware datetimes compare as instants
-            break
+            return due, missed
         missed += due is not None
         due = Slot(local)
-    return due, missed
+    # Down for longer than MAX_STEPS slots: the latest one, counted back from now.
+    return Slot(next(CronSim(newsletter.schedule, now.astimezone(zone), reverse=True))), missed
 
 
 @dataclass
@@ -109,7 +110,7 @@ def collect(session: Session, newsletter: Newsletter) -> Collected:
         read_any = True
         for path in paths:
             try:
-                found.append((path.name, read_article(path, furniture)))
+                found.append((page_key(path), read_article(path, furniture)))
             except ArticleError as exc:
                 problems.append(f"page skipped: {exc}")
     return Collected(found, problems, read_any)
@@ -143,6 +144,16 @@ def new_articles(session: Session, newsletter: Newsletter, found) -> list[tuple[
     return fresh[:MAX_ARTICLES]
 
 
+def page_key(path: Path) -> str:
+    """The key of a page file: its path under the seeds folder (``uk/01.txt``), else its
+    whole path, so that pages of one name in two folders are two articles."""
+    path = path.resolve()
+    try:
+        return path.relative_to(Path(current_app.config["SEEDS_PATH"]).resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
 def remember_articles(session: Session, issue, keys: list[str]) -> None:
     """Record which articles ``issue`` carries, so no automatic issue takes them again."""
     session.add_all(
@@ -160,17 +171,22 @@ def run_automatic(session: Session, now: datetime | None = None, resting=frozens
     results = []
     query = select(Newsletter).where(Newsletter.schedule.is_not(None)).order_by(Newsletter.id)
     for newsletter in session.scalars(query).all():
-        if newsletter.id in resting:
+        newsletter_id, slug = newsletter.id, newsletter.slug  # kept through a rollback
+        if newsletter_id in resting:
             continue
         last = session.scalar(
             select(func.max(AutomaticRun.slot_at)).where(
                 AutomaticRun.newsletter_id == newsletter.id
             )
         )
-        slot, missed = due_slot(newsletter, last, now)
-        if slot is None:
-            continue
-        results.append((newsletter.id, *_take(session, newsletter, slot, missed, now)))
+        try:
+            slot, missed = due_slot(newsletter, last, now)
+            if slot is not None:
+                results.append((newsletter_id, *_take(session, newsletter, slot, missed, now)))
+        except Exception as exc:  # one newsletter's trouble must not stop the worker
+            session.rollback()
+            line = f"Automatic {slug}: failed, trying again later: {exc!r}"
+            results.append((newsletter_id, line, False))
     return results
 
 
@@ -182,6 +198,7 @@ def _take(session: Session, newsletter, slot: Slot, missed: int, now) -> tuple[s
         when = f", {_duration(late)} late (no worker ran at its time)"
         if missed:
             when += f"; {missed} earlier slot(s) missed too, run once"
+    session.commit()  # nothing to write yet: no transaction held while feeds are read
     collected = collect(session, newsletter)
     notes = "".join(f"\n  {line}" for line in collected.problems)
     if not collected.read_any:

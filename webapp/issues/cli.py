@@ -19,7 +19,7 @@ from ..delivery import transport_from_config
 from ..links import personal_links, preview_links, reader_links, tracked_links
 from ..models import Delivery, DeliveryStatus, Issue, Newsletter, Subscriber, Subscription
 from ..reports.numbers import issue_numbers
-from .automatic import remember_articles
+from .automatic import page_key, remember_articles
 from .building import build_issue, page_furniture, read_articles, seed_article_paths
 from .mail import IssueMail
 from .queue import eligible_readers
@@ -58,7 +58,7 @@ def build(newsletter: str, articles: tuple[Path, ...]) -> None:
             raise click.ClickException(str(exc)) from None
         try:
             issue = build_issue(session, target, read)
-            remember_articles(session, issue, [path.name for path in paths])
+            remember_articles(session, issue, [page_key(path) for path in paths])
             session.commit()
         except IntegrityError:
             raise click.ClickException(

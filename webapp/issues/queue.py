@@ -13,7 +13,7 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..db import utcnow
@@ -43,7 +43,8 @@ def eligible_readers(issue: Issue):
 
 def finish(session: Session, issue: Issue, found: dict[DeliveryStatus, int]) -> bool:
     """Mark the issue's send finished, once, and announce ``issue.sent``; ``found``: its
-    deliveries by state, none left to send. False if another sender had done it."""
+    deliveries by state, none left to send. Commits the session (the mark and its event
+    together). False if another sender had done it."""
     won = session.execute(
         update(Issue)
         .where(Issue.id == issue.id, Issue.finished_at.is_(None))
@@ -60,6 +61,21 @@ def finish(session: Session, issue: Issue, found: dict[DeliveryStatus, int]) -> 
         announce(session, "issue.sent", newsletter=issue.newsletter.slug, details=details)
     session.commit()
     return bool(won)
+
+
+def finish_done(session: Session) -> int:
+    """:func:`finish` every sent issue with no reader left to send that is not marked
+    finished; how many there were. Commits."""
+    left = exists().where(
+        Delivery.issue_id == Issue.id,
+        Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.SENDING]),
+    )
+    done = session.scalars(
+        select(Issue).where(Issue.sent_at.is_not(None), Issue.finished_at.is_(None), ~left)
+    ).all()
+    for issue in done:
+        finish(session, issue, counts(session, issue.id))
+    return len(done)
 
 
 def take_list(session: Session, issue: Issue) -> int:

@@ -59,11 +59,12 @@ def erase(session: Session, address_key: str, secret_key: str, how: str = "reade
         return 0
     newsletters = [s.newsletter_id for s in subscriber.subscriptions]
     # The newsroom's other systems hear of it, in order after what they heard before;
-    # what was delivered to them about the address is not kept here any longer.
+    # what was sent to them (or given up on) about the address is not kept any longer,
+    # and what is still pending loses the address once they heard of the erasure.
     session.execute(
         delete(WebhookMessage).where(
             WebhookMessage.subscriber_id == subscriber.id,
-            WebhookMessage.status == WebhookStatus.DELIVERED,
+            WebhookMessage.status != WebhookStatus.PENDING,
         )
     )
     announce(session, "subscriber.erased", subscriber=subscriber, how=how)

@@ -73,6 +73,7 @@ def retry_message(message_id: int) -> None:
         message = retry(session, message_id)
         if message is None:
             raise click.ClickException(f"no webhook message {message_id}")
+        session.commit()
         click.echo(
             f"Message {message_id} ({message.type} to {message.url}) goes again "
             "on the worker's next pass."

@@ -12,11 +12,13 @@ message but timed out answering gets it again, under the same ``webhook-id``.
 
 import http.client
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from sqlalchemy import and_, bindparam, delete, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
@@ -27,7 +29,6 @@ from ..models import WebhookMessage, WebhookStatus
 from .events import payload
 
 MAX_DELAY = 6 * 3600  # seconds: a receiver that is down is tried at least this often
-PASS_LIMIT = 1000  # messages one pass takes at most; the worker's next pass goes on
 USER_AGENT = "newsletter-webhooks/1"
 
 
@@ -56,11 +57,13 @@ def deliver_webhooks(
     config: Mapping,
     *,
     should_stop: Callable[[], bool] = lambda: False,
+    budget: float = 10.0,
     batch: int = 100,
 ) -> WebhookReport:
-    """Post the due messages, in order per subscriber and URL, until none is due (or
-    PASS_LIMIT, or ``should_stop``). A URL that fails is left alone for the rest of the
-    pass: its other messages wait their turn, not a timeout each."""
+    """Post the due messages, in order per subscriber and URL, until none is due, or
+    ``budget`` seconds have gone (the worker's other jobs wait meanwhile), or
+    ``should_stop``. A URL that fails is left alone for the rest of the pass: its other
+    messages wait their turn (not a timeout each), and other URLs' go on."""
     report = WebhookReport()
     with sessions() as session:
         _forget_delivered(session, config["WEBHOOK_KEEP_DAYS"])
@@ -71,19 +74,19 @@ def deliver_webhooks(
         return report
     sign = signer(config["WEBHOOK_SECRET"])
     down: set[str] = set()
-    taken = 0
-    while taken < PASS_LIMIT and not should_stop():
+    deadline = time.monotonic() + budget
+    while time.monotonic() < deadline and not should_stop():
+        query = _due(utcnow())
+        if down:
+            query = query.where(WebhookMessage.url.not_in(down))
         with sessions() as session:
-            heads = session.execute(_due(utcnow()).limit(batch)).all()
-        heads = [(message_id, url) for message_id, url in heads if url not in down]
+            heads = session.execute(query.limit(batch)).all()
         if not heads:
             break
         for message_id, url in heads:
-            if url in down or should_stop():
+            if url in down or should_stop() or time.monotonic() >= deadline:
                 continue
-            taken += 1
-            error = _deliver_one(sessions, sign, message_id, config, report)
-            if error is not None:
+            if _deliver_one(sessions, sign, message_id, config, report) is not None:
                 down.add(url)
     return report
 
@@ -128,40 +131,70 @@ def _deliver_one(sessions, sign, message_id: int, config: Mapping, report) -> st
     timeout = config["WEBHOOK_TIMEOUT"]
     with sessions() as session:
         now = utcnow()
-        # The lease outlives the attempt (its timeout, once per step of the request).
+        # The lease outlives the attempt: the timeout bounds each step of the request.
         until = now + timedelta(seconds=3 * timeout + 30)
         claimed = session.execute(
             _CLAIM, {"message_id": message_id, "now": now, "until": until}
         ).rowcount
-        session.commit()
         if not claimed:
+            session.rollback()
             return None  # another worker has it
         message = session.get(WebhookMessage, message_id)
+        session.commit()  # no transaction held open while the receiver answers
         body = json.dumps(payload(message), ensure_ascii=False, separators=(",", ":"))
         error = post(message.url, message.msg_id, body, sign, timeout)
-        now = utcnow()
-        message.attempts += 1
-        message.claimed_until = None
+        now, attempts = utcnow(), message.attempts + 1
+        values: dict = {"attempts": attempts, "claimed_until": None}
         if error is None:
-            message.status, message.delivered_at, message.last_error = (
-                WebhookStatus.DELIVERED,
-                now,
-                None,
-            )
-            report.delivered += 1
+            values |= {"status": WebhookStatus.DELIVERED, "delivered_at": now, "last_error": None}
         else:
-            message.last_error = error[:300]
-            report.last_error = f"{message.url}: {error}"
+            values["last_error"] = error[:300]
             closes = message.retry_from + timedelta(seconds=config["WEBHOOK_RETRY_FOR"])
-            delay = min(config["WEBHOOK_RETRY_DELAY"] * 2 ** (message.attempts - 1), MAX_DELAY)
+            delay = min(config["WEBHOOK_RETRY_DELAY"] * 2 ** min(attempts - 1, 20), MAX_DELAY)
             if now >= closes:
-                message.status = WebhookStatus.FAILED
-                report.failed += 1
+                values["status"] = WebhookStatus.FAILED
             else:
-                message.next_attempt_at = min(now + timedelta(seconds=delay), closes)
-                report.retry += 1
+                values["next_attempt_at"] = min(now + timedelta(seconds=delay), closes)
+        # Recorded only while the claim is still this worker's: past its lease another
+        # worker may have taken the message and recorded it, and that record stands.
+        recorded = session.execute(
+            update(WebhookMessage)
+            .where(WebhookMessage.id == message_id, WebhookMessage.claimed_until == until)
+            .values(**values)
+        ).rowcount
+        if recorded and error is None and message.type == "subscriber.erased":
+            _forget_erased(session, message.subscriber_id)
         session.commit()
+    if not recorded:
         return error
+    if error is None:
+        report.delivered += 1
+    else:
+        report.last_error = f"{shown(message.url)}: {error}"
+        if values.get("status") == WebhookStatus.FAILED:
+            report.failed += 1
+        else:
+            report.retry += 1
+    return error
+
+
+def shown(url: str) -> str:
+    """A receiver's URL for logs: its host, not its path (which may carry a token)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/…" if parts.path not in ("", "/") else url
+
+
+def _forget_erased(session: Session, subscriber_id: int | None) -> None:
+    """Once a receiver has heard of an erasure, what was sent about the address is not
+    kept: the address goes from every message about it that is not waiting to be sent."""
+    session.execute(
+        update(WebhookMessage)
+        .where(
+            WebhookMessage.subscriber_id == subscriber_id,
+            WebhookMessage.status != WebhookStatus.PENDING,
+        )
+        .values(email=None)
+    )
 
 
 def post(url: str, msg_id: str, body: str, sign, timeout: float) -> str | None:
@@ -203,12 +236,12 @@ def _forget_delivered(session: Session, keep_days: int) -> None:
 
 def retry(session: Session, message_id: int) -> WebhookMessage | None:
     """Send message ``message_id`` again, whatever became of it: pending from now, with a
-    new retry window. None if there is no such message."""
+    new retry window. None if there is no such message. The caller commits."""
     message = session.get(WebhookMessage, message_id)
     if message is None:
         return None
     now = utcnow()
     # One held by a worker now is left to it: that attempt's outcome is recorded anyway.
     message.status, message.next_attempt_at, message.retry_from = WebhookStatus.PENDING, now, now
-    session.commit()
+    message.attempts = 0  # its retries start again at WEBHOOK_RETRY_DELAY
     return message
