@@ -19,6 +19,7 @@ from webapp.models import (
     SubscriptionEvent,
     SubscriptionStatus,
 )
+from webapp.subscribers.outbox import OutboxWorker
 
 NEWSLETTER = "explaining-ukraine"
 JSON = {"Accept": "application/json"}
@@ -105,3 +106,23 @@ def test_erasing_an_address_drops_its_sign_ups_not_yet_acted_on(tmp_path):
     assert count(app, SignupRequest) == 0
     answer.close()
     assert count(app, Subscription) == 0 and count(app, OutboxMail) == 0
+
+
+def test_a_sign_up_left_behind_is_acted_on_by_the_web_servers_outbox_thread(tmp_path):
+    app = make_app(tmp_path)
+    subscribe(app.test_client(), "reader@newsroom.org", answer_only=True)  # never closed
+    with session_factory(app)() as session:
+        asked_at = session.scalar(select(SignupRequest.created_at)) - timedelta(minutes=5)
+        session.execute(update(SignupRequest).values(created_at=asked_at))
+        session.commit()
+    worker = OutboxWorker(app)  # the thread a web server runs (NEWSLETTER_OUTBOX_WORKER)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and count(app, SignupRequest):
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+    assert count(app, SignupRequest) == 0 and states(app) == [SubscriptionStatus.PENDING]
+    with session_factory(app)() as session:
+        assert session.scalar(select(OutboxMail.status)) == OutboxStatus.SENT

@@ -218,6 +218,7 @@ class OutboxWorker:
     """
 
     def __init__(self, app: Flask) -> None:
+        self.app = app
         self.config = app.config
         self.sessions = session_factory(app)
         self._wake = threading.Event()
@@ -269,24 +270,26 @@ class OutboxWorker:
             if not woken and now - last_pass < retry:
                 continue
             last_pass = now
-            try:
-                if now - last_sweep >= LEFT_AFTER / 2:  # requests a stopped server left
-                    act_on_left_requests(self.sessions, self.config)
-                    fold_clicks(self.sessions, self.config["CLICK_KEEP_DAYS"])
-                    last_sweep = now
-                transport = transport or outbox_transport(self.config)
-                report = deliver_queued(
-                    self.sessions,
-                    transport,
-                    lease=self.config["OUTBOX_LEASE"],
-                    backoff=retry,
-                    keep_open=True,
-                    verp=Verp.from_config(self.config),
-                )
-                if report.sent or report.retry or report.failed:
-                    last_used = time.monotonic()
-            except Exception:  # keep the thread alive whatever one pass meets
-                log.exception("outbox delivery pass failed")
-                if transport is not None:
-                    transport.close()
-                    transport = None
+            # The app's context: acting on a sign-up renders its confirmation's links.
+            with self.app.app_context():
+                try:
+                    if now - last_sweep >= LEFT_AFTER / 2:  # requests a stopped server left
+                        act_on_left_requests(self.sessions, self.config)
+                        fold_clicks(self.sessions, self.config["CLICK_KEEP_DAYS"])
+                        last_sweep = now
+                    transport = transport or outbox_transport(self.config)
+                    report = deliver_queued(
+                        self.sessions,
+                        transport,
+                        lease=self.config["OUTBOX_LEASE"],
+                        backoff=retry,
+                        keep_open=True,
+                        verp=Verp.from_config(self.config),
+                    )
+                    if report.sent or report.retry or report.failed:
+                        last_used = time.monotonic()
+                except Exception:  # keep the thread alive whatever one pass meets
+                    log.exception("outbox delivery pass failed")
+                    if transport is not None:
+                        transport.close()
+                        transport = None
