@@ -30,6 +30,16 @@ def states(app) -> list[SubscriptionStatus]:
         return list(session.scalars(select(Subscription.status)))
 
 
+def leave_behind(app, email: str):
+    """A sign-up whose server stopped right after answering, five minutes ago; its time."""
+    subscribe(app.test_client(), email, answer_only=True)  # never closed
+    with session_factory(app)() as session:
+        asked_at = session.scalar(select(SignupRequest.created_at)) - timedelta(minutes=5)
+        session.execute(update(SignupRequest).values(created_at=asked_at))
+        session.commit()
+    return asked_at
+
+
 def test_new_pending_and_confirmed_addresses_are_answered_alike_in_the_same_time(tmp_path):
     app = make_app(tmp_path)
     client = app.test_client()
@@ -70,11 +80,7 @@ def test_a_sign_up_is_acted_on_after_its_answer_with_the_consent_of_its_post(tmp
 
 def test_a_sign_up_left_by_a_server_that_stopped_is_acted_on_by_outbox_send(tmp_path):
     app = make_app(tmp_path)
-    subscribe(app.test_client(), "reader@newsroom.org", answer_only=True)  # never closed
-    with session_factory(app)() as session:
-        asked_at = session.scalar(select(SignupRequest.created_at)) - timedelta(minutes=5)
-        session.execute(update(SignupRequest).values(created_at=asked_at))
-        session.commit()
+    asked_at = leave_behind(app, "reader@newsroom.org")
 
     result = app.test_cli_runner().invoke(args=["outbox", "send"])
     assert result.exit_code == 0, result.output
@@ -110,11 +116,7 @@ def test_erasing_an_address_drops_its_sign_ups_not_yet_acted_on(tmp_path):
 
 def test_a_sign_up_left_behind_is_acted_on_by_the_web_servers_outbox_thread(tmp_path):
     app = make_app(tmp_path)
-    subscribe(app.test_client(), "reader@newsroom.org", answer_only=True)  # never closed
-    with session_factory(app)() as session:
-        asked_at = session.scalar(select(SignupRequest.created_at)) - timedelta(minutes=5)
-        session.execute(update(SignupRequest).values(created_at=asked_at))
-        session.commit()
+    leave_behind(app, "reader@newsroom.org")
     worker = OutboxWorker(app)  # the thread a web server runs (NEWSLETTER_OUTBOX_WORKER)
     worker.start()
     try:

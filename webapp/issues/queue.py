@@ -63,15 +63,22 @@ def finish(session: Session, issue: Issue, found: dict[DeliveryStatus, int]) -> 
     return bool(won)
 
 
-def finish_done(session: Session) -> int:
-    """:func:`finish` every sent issue with no reader left to send that is not marked
-    finished; how many there were. Commits."""
-    left = exists().where(
+def readers_left():
+    """For a query of issues: the issue has readers still to send to (queued, or held by
+    a sender)."""
+    return exists().where(
         Delivery.issue_id == Issue.id,
         Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.SENDING]),
     )
+
+
+def finish_done(session: Session) -> int:
+    """:func:`finish` every sent issue with no reader left to send that is not marked
+    finished; how many there were. Commits."""
     done = session.scalars(
-        select(Issue).where(Issue.sent_at.is_not(None), Issue.finished_at.is_(None), ~left)
+        select(Issue).where(
+            Issue.sent_at.is_not(None), Issue.finished_at.is_(None), ~readers_left()
+        )
     ).all()
     for issue in done:
         finish(session, issue, counts(session, issue.id))

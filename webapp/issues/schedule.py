@@ -9,12 +9,13 @@ resumable, each reader once; several workers on PostgreSQL share it as several
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..catalog import known_zone
 from ..db import utcnow
-from ..models import Delivery, DeliveryStatus, Issue
+from ..models import Issue
+from .queue import readers_left
 
 
 class ScheduleError(ValueError):
@@ -71,14 +72,10 @@ def due(session: Session, now: datetime | None = None) -> list[Issue]:
     """Scheduled issues whose time has come and whose send is not done: not started,
     or started with readers still queued (a worker stopped in the middle)."""
     now = now or utcnow()
-    unfinished = exists().where(
-        Delivery.issue_id == Issue.id,
-        Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.SENDING]),
-    )
     query = (
         select(Issue)
         .where(Issue.scheduled_at.is_not(None), Issue.scheduled_at <= now)
-        .where(Issue.sent_at.is_(None) | unfinished)
+        .where(Issue.sent_at.is_(None) | readers_left())
         .order_by(Issue.scheduled_at)
     )
     return list(session.scalars(query))
