@@ -28,7 +28,9 @@ from ..db import utcnow
 from ..models import AutomaticRun, Issue, IssueArticle, Newsletter
 from .building import build_issue, page_furniture, seed_article_paths
 
-MAX_ARTICLES = 20  # the newest this many new articles make one issue; the rest wait
+MAX_ARTICLES = (
+    20  # the first new articles (a feed lists its newest first) in one issue; the rest wait
+)
 LATE_AFTER = 60  # seconds after its slot that a run counts as late
 MAX_STEPS = 100_000  # slots looked through after the last run (a minutely schedule: 69 days)
 

@@ -7,8 +7,8 @@ set by ``db.init_app``), so the services that record changes need no Flask.
 
 Events and what their ``data`` carries, beside ``event_id`` and ``time``:
 
-- ``subscription.created``: email, newsletter, how (form, manage, staff, import…)
-- ``subscription.confirmed``: email, newsletter, how
+- ``subscription.created``: email, newsletter, how (form, manage); imports announce none
+- ``subscription.confirmed``: email, newsletter, how (link, manage)
 - ``subscription.unsubscribed``: email, newsletter, how (link, one-click, manage, staff,
   mailto, complaint, …)
 - ``subscriber.erased``: email, how
@@ -75,8 +75,14 @@ def subscription_changed(
     session.connection().execute(
         _FROM_SUBSCRIPTION,
         [
-            {"msg_id": msg_id, "type": event_type, "url": url, "how": how, "at": at}
-            | {"sid": subscription_id}
+            {
+                "msg_id": msg_id,
+                "type": event_type,
+                "url": url,
+                "how": how,
+                "at": at,
+                "sid": subscription_id,
+            }
             for url in urls
         ],
     )
