@@ -52,6 +52,9 @@ DEFAULTS: dict[str, object] = {
     "SEND_PAUSE_AFTER": 10,  # errors in a row (per connection) that pause the send
     "SEND_LEASE": 300,  # seconds a sender's claim on a batch holds if it dies
     "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
+    # The forms show only our own messages (texts.toml), never WTForms' built-in ones;
+    # with this on, Flask-WTF read WTForms' catalog from disk for every form posted.
+    "WTF_I18N_ENABLED": False,
     "SESSION_COOKIE_SAMESITE": "Lax",
     "MAX_CONTENT_LENGTH": 64 * 1024,  # a sign-up post is a few hundred bytes
     # Flask-Limiter syntax, e.g. "20/minute;200/hour"; empty turns a limit off.
