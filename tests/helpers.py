@@ -512,10 +512,10 @@ def sent_to_readers(app) -> dict[str, str]:
     return {email: verp.sender("d", delivery_id) for email, delivery_id in rows}
 
 
-def start_worker(app, relay, **settings):
+def start_worker(app, relay, interval: float = 0.2, **settings):
     """``newsletter worker`` as a process on ``app``'s data, sending through ``relay``."""
     return subprocess.Popen(
-        [NEWSLETTER_BIN, "worker", "--interval", "0.2"],
+        [NEWSLETTER_BIN, "worker", "--interval", str(interval)],
         env=command_env(app, relay, **settings),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -75,6 +75,7 @@ def test_secret_key_is_generated_once_and_kept(tmp_path):
         ({"SEND_RATE": "fast"}, "NEWSLETTER_SEND_RATE must be a number"),
         ({"SEND_RATE": -1}, "NEWSLETTER_SEND_RATE must not be negative"),
         ({"OUTBOX_WORKER": "maybe"}, "NEWSLETTER_OUTBOX_WORKER must be true or false"),
+        ({"SIGNUP_WORK": "cron"}, "NEWSLETTER_SIGNUP_WORK must be one of server, worker"),
         ({"CONFIRM_COOLDOWN": 1.5}, "NEWSLETTER_CONFIRM_COOLDOWN must be a whole number"),
         ({"SITE_NAME": ["a"]}, "NEWSLETTER_SITE_NAME must be text"),
         ({"HOOKS_SES_URL": "https://sns\\.(["}, "NEWSLETTER_HOOKS_SES_URL is not a regular"),

@@ -1,6 +1,7 @@
 """A sign-up post answers the same in the same time for every address, and what the
 address's state calls for is done after the answer: by the same server, or, if it
-stopped in between, by the outbox worker."""
+stopped in between, by the outbox worker; or, with SIGNUP_WORK=worker, always by the
+worker, as soon as it is recorded."""
 
 import statistics
 import time
@@ -8,7 +9,17 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from tests.helpers import confirm_path, count, csrf_token, make_app, press_confirm, subscribe
+from tests.helpers import (
+    confirm_path,
+    count,
+    csrf_token,
+    make_app,
+    press_confirm,
+    start_worker,
+    stop,
+    subscribe,
+    wait_for_deliveries,
+)
 from webapp.db import session_factory
 from webapp.models import (
     EventKind,
@@ -28,6 +39,13 @@ JSON = {"Accept": "application/json"}
 def states(app) -> list[SubscriptionStatus]:
     with session_factory(app)() as session:
         return list(session.scalars(select(Subscription.status)))
+
+
+def sent(app) -> int:
+    """Outbox messages delivered."""
+    with session_factory(app)() as session:
+        query = select(OutboxMail.id).where(OutboxMail.status == OutboxStatus.SENT)
+        return len(session.scalars(query).all())
 
 
 def leave_behind(app, email: str):
@@ -128,3 +146,52 @@ def test_a_sign_up_left_behind_is_acted_on_by_the_web_servers_outbox_thread(tmp_
     assert count(app, SignupRequest) == 0 and states(app) == [SubscriptionStatus.PENDING]
     with session_factory(app)() as session:
         assert session.scalar(select(OutboxMail.status)) == OutboxStatus.SENT
+
+
+def test_left_to_the_worker_a_sign_up_is_recorded_and_the_worker_acts_at_once(tmp_path):
+    app = make_app(tmp_path, SIGNUP_WORK="worker")
+    answer = subscribe(app.test_client(), "reader@newsroom.org", answer_only=True)
+    answer.close()  # the server does nothing more: the request is the worker's
+    assert count(app, SignupRequest) == 1 and count(app, Subscription) == 0
+
+    result = app.test_cli_runner().invoke(args=["outbox", "send"])  # the worker's pass
+    assert result.exit_code == 0, result.output
+    assert "1 sent" in result.output  # at once, not LEFT_AFTER later
+    assert count(app, SignupRequest) == 0 and states(app) == [SubscriptionStatus.PENDING]
+    assert app.test_cli_runner().invoke(args=["outbox", "send"]).exit_code == 0
+    assert count(app, OutboxMail) == 1  # acted on once
+
+
+def test_a_running_worker_takes_a_sign_up_within_a_moment_between_its_passes(tmp_path, smtp_server):
+    app = make_app(tmp_path, SIGNUP_WORK="worker")
+    client = app.test_client()
+    # Its passes 30 s apart: the sign-ups must not wait for the next one.
+    worker = start_worker(app, smtp_server, interval=30, SIGNUP_WORK="worker")
+    try:
+        subscribe(client, "first@newsroom.org")
+        wait_for_deliveries(smtp_server, 1)  # the worker is up, its next pass 30 s away
+        posted = time.monotonic()
+        for n in range(20):
+            subscribe(client, f"reader{n}@newsroom.org")
+        wait_for_deliveries(smtp_server, 21, timeout=25)
+        took = time.monotonic() - posted
+    finally:
+        _, err = stop(worker)
+    assert sorted(m.recipients[0] for m in smtp_server.messages[1:]) == sorted(
+        f"reader{n}@newsroom.org" for n in range(20)
+    ), err
+    assert took < 15, f"{took:.1f} s: the worker waited for its next pass"
+    assert count(app, SignupRequest) == 0 and len(states(app)) == 21
+
+
+def test_left_to_the_worker_the_web_servers_own_thread_acts_at_once(tmp_path):
+    # One process, as `make run` serves: its outbox thread is the worker.
+    app = make_app(tmp_path, SIGNUP_WORK="worker", OUTBOX_WORKER=True)
+    try:
+        subscribe(app.test_client(), "reader@newsroom.org")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and sent(app) == 0:
+            time.sleep(0.05)
+    finally:
+        app.extensions["outbox_worker"].stop()
+    assert states(app) == [SubscriptionStatus.PENDING] and sent(app) == 1

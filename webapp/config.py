@@ -39,6 +39,10 @@ DEFAULTS: dict[str, object] = {
     "CONFIRM_COOLDOWN": 10 * 60,  # seconds between two confirmation emails per subscription
     "DATA_LINK_MAX_AGE": 3600,  # seconds a mailed link to download or erase one's data works
     "OUTBOX_WORKER": True,  # deliver queued mail from a thread of the web server
+    # Where a sign-up's work (its subscription, its confirmation) is done: "server", in
+    # the web process right after the answer; "worker", by `newsletter worker` in
+    # batches, the web server only recording the post (the most sign-ups per second).
+    "SIGNUP_WORK": "server",
     "OUTBOX_RETRY_INTERVAL": 60,  # seconds between the worker's retries
     # Seconds a claimed message is reserved for one sender. Each delivery attempt is cut
     # off at half of it, however many steps of SMTP_TIMEOUT it takes (connecting to each
@@ -107,6 +111,7 @@ DEFAULTS: dict[str, object] = {
 
 CHOICES = {
     "MAIL_BACKEND": ("file", "smtp"),
+    "SIGNUP_WORK": ("server", "worker"),
     "SMTP_SECURITY": ("none", "starttls", "ssl"),
     "INBOUND_IMAP_SECURITY": ("ssl", "starttls", "none"),
 }

@@ -1,13 +1,14 @@
 """``newsletter worker``: the one long-running background process.
 
 It delivers the outbox (what ``outbox send --watch`` did: that command is now this
-one), delivers webhooks, builds automatic issues at their slots and starts scheduled
-sends (and those issues) at their time. On PostgreSQL any number of workers,
-on any hosts, share the work: each outbox message is claimed by one, and a send is
-shared by claims as several ``digest send`` processes share one. On SQLite one worker
-is enough, and a second says so and exits. SIGTERM (or Ctrl-C) stops it cleanly: a
-send in progress stops after the messages in flight, which are recorded, and the next
-worker resumes it.
+one), does the sign-ups' work as they come when the web servers leave it to it
+(``SIGNUP_WORK=worker``), delivers webhooks, builds automatic issues at their slots
+and starts scheduled sends (and those issues) at their time. On PostgreSQL any
+number of workers, on any hosts, share the work: each outbox message is claimed by
+one, and a send is shared by claims as several ``digest send`` processes share one.
+On SQLite one worker is enough, and a second says so and exits. SIGTERM (or Ctrl-C)
+stops it cleanly: a send in progress stops after the messages in flight, which are
+recorded, and the next worker resumes it.
 """
 
 import signal
@@ -16,6 +17,8 @@ import time
 import click
 from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
+
+from emails.transport import Transport
 
 from .db import session_factory, utcnow
 from .delivery import outbox_transport
@@ -27,7 +30,7 @@ from .issues.schedule import due
 from .issues.sender import SendSettings
 from .reports.clicks import fold_clicks
 from .subscribers.outbox import deliver_queued
-from .subscribers.signups import act_on_left_requests
+from .subscribers.signups import act_on_left_requests, in_worker, requests_waiting
 from .webhooks.delivery import deliver_webhooks
 
 RETRY_AFTER = 60  # seconds before a send that did not finish is tried again
@@ -50,6 +53,7 @@ def run_worker(app: Flask, interval: float) -> None:
     waiting: dict[int, float] = {}  # automatic newsletter id whose sources could not be read
     said: set[str] = set()  # warnings already logged once
     budget = max(interval, 5.0)  # seconds of webhooks a pass: they may not hold up the rest
+    signups_here = in_worker(config)  # SIGNUP_WORK=worker: the web servers only record
 
     def stop(*_):
         stopping.append(True)
@@ -87,32 +91,51 @@ def run_worker(app: Flask, interval: float) -> None:
                 cause = getattr(exc, "orig", None) or exc
                 click.echo(f"Database error, trying again: {cause}", err=True)
             deadline = time.monotonic() + interval
-            while not stopping and time.monotonic() < deadline:
-                time.sleep(0.05)
+            relay = None  # one relay connection for the sign-ups of this interval
+            try:
+                while not stopping and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    if signups_here:  # a wave of sign-ups: acted on as they come
+                        relay = relay or outbox_transport(config)
+                        _guarded("sign-ups", lambda relay=relay: _signups(app, relay))
+            finally:
+                if relay is not None:
+                    relay.close()
     click.echo("Stopped.", err=True)
 
 
-def deliver_outbox(app: Flask, due_only: bool = True):
-    """One delivery pass of the outbox (and its housekeeping: sign-ups a stopped server
-    left, clicks past their keep days); the report. ``due_only``: messages waiting out
-    a retry delay wait on."""
+def deliver_outbox(
+    app: Flask, due_only: bool = True, relay: Transport | None = None, housekeeping: bool = True
+):
+    """One delivery pass of the outbox (and its housekeeping: sign-ups left to it,
+    clicks past their keep days); the report. ``due_only``: messages waiting out a
+    retry delay wait on. Over ``relay`` when given, left open for the caller."""
     config = app.config
     sessions = session_factory(app)
     act_on_left_requests(sessions, config)
-    fold_clicks(sessions, config["CLICK_KEEP_DAYS"])
+    if housekeeping:
+        fold_clicks(sessions, config["CLICK_KEEP_DAYS"])
     return deliver_queued(
         sessions,
-        outbox_transport(config),
+        relay or outbox_transport(config),
         lease=config["OUTBOX_LEASE"],
         backoff=config["OUTBOX_RETRY_INTERVAL"],
         due_only=due_only,
+        keep_open=relay is not None,
         verp=Verp.from_config(config),
     )
 
 
-def _deliver_outbox(app: Flask) -> None:
-    report = deliver_outbox(app)
-    if report.sent or report.retry or report.failed:
+def _signups(app: Flask, relay: Transport) -> None:
+    # Between passes, every 50 ms: one look at the requests, and when some wait, act on
+    # them and deliver their confirmations at once (a line only if some did not go).
+    if requests_waiting(session_factory(app)):
+        _deliver_outbox(app, relay, quiet=True)
+
+
+def _deliver_outbox(app: Flask, relay: Transport | None = None, quiet: bool = False) -> None:
+    report = deliver_outbox(app, relay=relay, housekeeping=relay is None)
+    if report.retry or report.failed or (report.sent and not quiet):
         click.echo(
             f"Outbox: {report.sent} sent, {report.retry} to retry, {report.failed} failed"
             + (f" ({report.last_error})" if report.last_error else "")

@@ -22,7 +22,7 @@ from ..delivery import outbox_transport
 from ..inbound.verp import Verp
 from ..models import EventKind, OutboxMail, OutboxStatus, Subscription, SubscriptionEvent
 from ..reports.clicks import fold_clicks
-from .signups import LEFT_AFTER, act_on_left_requests
+from .signups import LEFT_AFTER, act_on_left_requests, in_worker
 
 log = logging.getLogger(__name__)
 
@@ -273,8 +273,11 @@ class OutboxWorker:
             # The app's context: acting on a sign-up renders its confirmation's links.
             with self.app.app_context():
                 try:
-                    if now - last_sweep >= LEFT_AFTER / 2:  # requests a stopped server left
+                    sweep = now - last_sweep >= LEFT_AFTER / 2
+                    # Requests a stopped server left; or each one, when left to a worker.
+                    if sweep or in_worker(self.config):
                         act_on_left_requests(self.sessions, self.config)
+                    if sweep:
                         fold_clicks(self.sessions, self.config["CLICK_KEEP_DAYS"])
                         last_sweep = now
                     transport = transport or outbox_transport(self.config)

@@ -144,14 +144,21 @@ def _count_failure(session: Session, request_id: int) -> None:
     session.commit()
 
 
+def in_worker(config) -> bool:
+    """True when ``newsletter worker`` does the sign-ups' work (``SIGNUP_WORK=worker``):
+    the web server only records each post, and every recorded request is the worker's."""
+    return config["SIGNUP_WORK"] == "worker"
+
+
 def act_on_left_requests(sessions: sessionmaker[Session], config, limit: int = 1000) -> int:
-    """Act on requests left behind by a process that stopped after recording them;
-    how many confirmation emails that queued. Bounded by ``limit`` requests a pass."""
-    cutoff = utcnow() - timedelta(seconds=LEFT_AFTER)
+    """Act on requests left to this pass: those a process that stopped after recording
+    them left behind, or every one when the worker does the sign-ups' work; how many
+    confirmation emails that queued. Bounded by ``limit`` requests a pass."""
+    cutoff = utcnow() - timedelta(seconds=0 if in_worker(config) else LEFT_AFTER)
     with sessions() as session:
         ids = session.scalars(
             select(SignupRequest.id)
-            .where(SignupRequest.created_at < cutoff, SignupRequest.attempts < MAX_ATTEMPTS)
+            .where(SignupRequest.created_at <= cutoff, SignupRequest.attempts < MAX_ATTEMPTS)
             .order_by(SignupRequest.id)
             .limit(limit)
         ).all()
@@ -163,3 +170,14 @@ def act_on_left_requests(sessions: sessionmaker[Session], config, limit: int = 1
             except Exception:  # the others still go; this one is counted and retried
                 log.exception("sign-up request %s failed", request_id)
     return queued
+
+
+# New requests only: one that failed is tried again at the worker's next pass, not
+# every time someone looks.
+_WAITING = select(SignupRequest.id).where(SignupRequest.attempts == 0).limit(1)
+
+
+def requests_waiting(sessions: sessionmaker[Session]) -> bool:
+    """True when a new sign-up request waits to be acted on (a look at one row)."""
+    with sessions() as session:
+        return session.scalar(_WAITING) is not None

@@ -104,7 +104,10 @@ def subscribe():
         request_id = signups.record_request(
             session, newsletter_id, form.address, consent, page_language()
         )
-        answer.call_on_close(_acting_on(request_id))
+        if current_app.config["SIGNUP_WORK"] == "server":
+            answer.call_on_close(_acting_on(request_id))
+        else:  # the worker acts on it; this process's outbox thread too, if it runs
+            wake_worker()
     return answer
 
 
