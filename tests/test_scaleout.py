@@ -9,6 +9,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from tests.helpers import (
@@ -137,13 +138,17 @@ def test_outbox_watch_workers_on_several_hosts_send_each_message_once(any_db_app
     assert any("Stopped." in err for _, err in outputs)
 
 
-def test_gunicorn_workers_on_postgresql_with_an_outbox_worker_mail_each_sign_up_once(
-    tmp_path, postgres
+@pytest.mark.parametrize("signup_work", ["server", "worker"])
+def test_gunicorn_workers_on_postgresql_with_two_workers_mail_each_sign_up_once(
+    tmp_path, postgres, signup_work
 ):
-    """The production layout: several web workers queue, a separate worker sends."""
+    """The production layout: several web workers record (and, with SIGNUP_WORK=server,
+    act on) the sign-ups; two separate workers act and send."""
     relay = SmtpServer().start()
     app = make_app(tmp_path, DATABASE_URL=postgres.create_database(migrated=True))
-    env = command_env(app, relay, OUTBOX_WORKER="false", SUBSCRIBE_LIMITS="")
+    env = command_env(
+        app, relay, OUTBOX_WORKER="false", SUBSCRIBE_LIMITS="", SIGNUP_WORK=signup_work
+    )
     port = free_port()
     web = subprocess.Popen(
         [str(Path(NEWSLETTER_BIN).parent / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}"]
@@ -153,13 +158,16 @@ def test_gunicorn_workers_on_postgresql_with_an_outbox_worker_mail_each_sign_up_
         stderr=subprocess.PIPE,
         text=True,
     )
-    mailer = subprocess.Popen(
-        [NEWSLETTER_BIN, "outbox", "send", "--watch", "--interval", "0.2"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    mailers = [
+        subprocess.Popen(
+            [NEWSLETTER_BIN, *command, "--interval", "0.2"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for command in (["outbox", "send", "--watch"], ["worker"])
+    ]
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for_http(base)
@@ -177,7 +185,7 @@ def test_gunicorn_workers_on_postgresql_with_an_outbox_worker_mail_each_sign_up_
         counts = Counter(to for message in relay.messages for to in message.recipients)
         assert counts == Counter(f"reader{n}@newsroom.org" for n in range(12))
     finally:
-        for process in (web, mailer):
+        for process in (web, *mailers):
             process.send_signal(signal.SIGTERM)
             process.communicate(timeout=30)
         relay.stop()

@@ -3,6 +3,7 @@ address's state calls for is done after the answer: by the same server, or, if i
 stopped in between, by the outbox worker; or, with SIGNUP_WORK=worker, always by the
 worker, as soon as it is recorded."""
 
+import sqlite3
 import statistics
 import time
 from datetime import timedelta
@@ -15,6 +16,7 @@ from tests.helpers import (
     csrf_token,
     make_app,
     press_confirm,
+    sqlite_only,
     start_worker,
     stop,
     subscribe,
@@ -195,3 +197,30 @@ def test_left_to_the_worker_the_web_servers_own_thread_acts_at_once(tmp_path):
     finally:
         app.extensions["outbox_worker"].stop()
     assert states(app) == [SubscriptionStatus.PENDING] and sent(app) == 1
+
+
+@sqlite_only  # the damaged row is written past SQLite's own checks
+def test_a_request_that_cannot_be_acted_on_is_counted_and_the_rest_of_its_batch_goes_on(
+    tmp_path,
+):
+    app = make_app(tmp_path, SIGNUP_WORK="worker")
+    client = app.test_client()
+    subscribe(client, "first@newsroom.org")
+    # A request for a newsletter that is not there: its subscription breaks a foreign
+    # key (written past SQLite's checks, as a damaged row would be).
+    database = app.config["DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(database) as raw:
+        raw.execute(
+            "INSERT INTO signup_requests (newsletter_id, email, email_key, language,"
+            " created_at, attempts) SELECT 9999, 'broken@newsroom.org',"
+            " 'broken@newsroom.org', 'en', created_at, 0 FROM signup_requests"
+        )
+    subscribe(client, "last@newsroom.org")
+
+    result = app.test_cli_runner().invoke(args=["outbox", "send"])
+    assert result.exit_code == 0, result.output
+    assert "2 sent" in result.output  # the batch was done again one at a time
+    assert len(states(app)) == 2
+    with session_factory(app)() as session:
+        left = session.scalars(select(SignupRequest)).one()
+    assert left.email == "broken@newsroom.org" and left.attempts == 1
