@@ -4,9 +4,11 @@ The answer to a sign-up must not tell who is subscribed, not even by its timing.
 the post does the same for every address: it records the request in one INSERT and
 answers. What the address's state calls for (a new subscription and its confirmation
 email, another confirmation, or nothing) is done right after the answer has gone, in
-the same process (:func:`act_after_response`). A request left behind by a process that
+the same process (:func:`act_on_request`). A request left behind by a process that
 died in between is taken up by the outbox worker or ``newsletter outbox send``
-(:func:`act_on_left_requests`).
+(:func:`act_on_left_requests`). With ``SIGNUP_WORK=worker`` the web server leaves
+every request to ``newsletter worker``, which takes them as they come, a few to a
+transaction.
 
 Each request is taken by deleting its row in the transaction that acts on it, so any
 number of processes may look at the same requests and each is acted on once.
