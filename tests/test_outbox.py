@@ -390,3 +390,18 @@ def test_a_slow_relay_never_gets_one_confirmation_twice(tmp_path, monkeypatch, s
             assert "longer than 1 s" in mail.last_error
     finally:
         relay.stop()
+
+
+def test_a_pass_told_to_stop_ends_after_the_message_in_flight(tmp_path, smtp_server):
+    # The worker's SIGTERM: what was sent is recorded, the rest stays queued.
+    app = make_app(tmp_path, **smtp_server.config())
+    for n in range(5):
+        subscribe(app.test_client(), f"reader{n}@newsroom.org")
+    report = deliver_queued(
+        session_factory(app),
+        outbox_transport(app.config),
+        lease=60,
+        stopping=lambda: len(smtp_server.messages) >= 2,
+    )
+    assert report.sent == 2 and len(smtp_server.messages) == 2
+    assert outbox_states(app) == [OutboxStatus.SENT] * 2 + [OutboxStatus.QUEUED] * 3

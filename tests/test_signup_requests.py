@@ -22,7 +22,7 @@ from tests.helpers import (
     subscribe,
     wait_for_deliveries,
 )
-from webapp.db import session_factory
+from webapp.db import session_factory, utcnow
 from webapp.models import (
     EventKind,
     OutboxMail,
@@ -33,6 +33,8 @@ from webapp.models import (
     SubscriptionStatus,
 )
 from webapp.subscribers.outbox import OutboxWorker
+from webapp.subscribers.signups import LEFT_AFTER
+from webapp.worker import deliver_outbox
 
 NEWSLETTER = "explaining-ukraine"
 JSON = {"Accept": "application/json"}
@@ -221,6 +223,26 @@ def test_a_request_that_cannot_be_acted_on_is_counted_and_the_rest_of_its_batch_
     assert result.exit_code == 0, result.output
     assert "2 sent" in result.output  # the batch was done again one at a time
     assert len(states(app)) == 2
+    assert attempts(app) == {"broken@newsroom.org": 1}
+
+    # The worker's looks between passes take new requests only; a pass tries a failed
+    # one again once it is LEFT_AFTER old: five failures never fit in a moment.
+    for n in range(6):
+        subscribe(client, f"more{n}@newsroom.org")
+        with app.app_context():
+            deliver_outbox(app, housekeeping=False)
+    assert app.test_cli_runner().invoke(args=["outbox", "send"]).exit_code == 0
+    assert attempts(app) == {"broken@newsroom.org": 1} and len(states(app)) == 8
     with session_factory(app)() as session:
-        left = session.scalars(select(SignupRequest)).one()
-    assert left.email == "broken@newsroom.org" and left.attempts == 1
+        session.execute(
+            update(SignupRequest).values(created_at=utcnow() - timedelta(seconds=LEFT_AFTER))
+        )
+        session.commit()
+    assert app.test_cli_runner().invoke(args=["outbox", "send"]).exit_code == 0
+    assert attempts(app) == {"broken@newsroom.org": 2}
+
+
+def attempts(app) -> dict[str, int]:
+    """The requests not acted on: their attempts by address."""
+    with session_factory(app)() as session:
+        return dict(session.execute(select(SignupRequest.email, SignupRequest.attempts)).all())

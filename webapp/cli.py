@@ -272,7 +272,8 @@ def outbox_group() -> None:
 @with_appcontext
 def worker_command(interval: float) -> None:
     """The background process, until SIGTERM: delivers the outbox and the webhooks,
-    builds automatic issues at their slots and starts scheduled sends at their time.
+    does the sign-ups' work as they come (with NEWSLETTER_SIGNUP_WORK=worker), builds
+    automatic issues at their slots and starts scheduled sends at their time.
     On PostgreSQL run as many as you like; on SQLite one.
 
     Example: newsletter worker

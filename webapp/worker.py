@@ -13,6 +13,7 @@ recorded, and the next worker resumes it.
 
 import signal
 import time
+from collections.abc import Callable
 
 import click
 from flask import Flask
@@ -42,7 +43,8 @@ class Stop(Exception):
 
 def run_worker(app: Flask, interval: float) -> None:
     """Every ``interval`` seconds until stopped: deliver the outbox and the webhooks,
-    announce finished sends, build automatic issues and start the sends that are due.
+    announce finished sends, build automatic issues and start the sends that are due;
+    between passes, with SIGNUP_WORK=worker, take new sign-ups as they come.
 
     Each job's failure is logged and the others go on: a bad feed or a receiver that
     hangs never stops the confirmations or a send at its time."""
@@ -69,7 +71,7 @@ def run_worker(app: Flask, interval: float) -> None:
             err=True,
         )
         while not stopping:
-            _guarded("the outbox", lambda: _deliver_outbox(app))
+            _guarded("the outbox", lambda: _deliver_outbox(app, stopping))
             _guarded("webhooks", lambda: _deliver_webhooks(app, stopping, budget, said))
             _guarded("finished sends", lambda: _finish_sends(app))
             _guarded("automatic issues", lambda: _automatic_issues(app, waiting))
@@ -97,7 +99,7 @@ def run_worker(app: Flask, interval: float) -> None:
                     time.sleep(0.05)
                     if signups_here:  # a wave of sign-ups: acted on as they come
                         relay = relay or outbox_transport(config)
-                        _guarded("sign-ups", lambda relay=relay: _signups(app, relay))
+                        _guarded("sign-ups", lambda relay=relay: _signups(app, relay, stopping))
             finally:
                 if relay is not None:
                     relay.close()
@@ -105,14 +107,20 @@ def run_worker(app: Flask, interval: float) -> None:
 
 
 def deliver_outbox(
-    app: Flask, due_only: bool = True, relay: Transport | None = None, housekeeping: bool = True
+    app: Flask,
+    due_only: bool = True,
+    relay: Transport | None = None,
+    housekeeping: bool = True,
+    stopping: Callable[[], bool] | None = None,
 ):
     """One delivery pass of the outbox (and its housekeeping: sign-ups left to it,
     clicks past their keep days); the report. ``due_only``: messages waiting out a
-    retry delay wait on. Over ``relay`` when given, left open for the caller."""
+    retry delay wait on. Over ``relay`` when given, left open for the caller. Without
+    ``housekeeping`` only new sign-ups are acted on and the clicks wait. ``stopping``:
+    asked before each message, ends the pass early."""
     config = app.config
     sessions = session_factory(app)
-    act_on_left_requests(sessions, config)
+    act_on_left_requests(sessions, config, new_only=not housekeeping)
     if housekeeping:
         fold_clicks(sessions, config["CLICK_KEEP_DAYS"])
     return deliver_queued(
@@ -123,18 +131,23 @@ def deliver_outbox(
         due_only=due_only,
         keep_open=relay is not None,
         verp=Verp.from_config(config),
+        stopping=stopping,
     )
 
 
-def _signups(app: Flask, relay: Transport) -> None:
+def _signups(app: Flask, relay: Transport, stopping: list) -> None:
     # Between passes, every 50 ms: one look at the requests, and when some wait, act on
     # them and deliver their confirmations at once (a line only if some did not go).
     if requests_waiting(session_factory(app)):
-        _deliver_outbox(app, relay, quiet=True)
+        _deliver_outbox(app, stopping, relay, quiet=True)
 
 
-def _deliver_outbox(app: Flask, relay: Transport | None = None, quiet: bool = False) -> None:
-    report = deliver_outbox(app, relay=relay, housekeeping=relay is None)
+def _deliver_outbox(
+    app: Flask, stopping: list, relay: Transport | None = None, quiet: bool = False
+) -> None:
+    report = deliver_outbox(
+        app, relay=relay, housekeeping=relay is None, stopping=lambda: bool(stopping)
+    )
     if report.retry or report.failed or (report.sent and not quiet):
         click.echo(
             f"Outbox: {report.sent} sent, {report.retry} to retry, {report.failed} failed"

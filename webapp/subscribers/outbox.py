@@ -8,6 +8,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -50,6 +51,7 @@ def deliver_queued(
     batch: int = 100,
     keep_open: bool = False,
     verp: Verp | None = None,
+    stopping: Callable[[], bool] | None = None,
 ) -> DeliveryReport:
     """Send queued messages until none is left or the relay fails temporarily.
 
@@ -59,6 +61,8 @@ def deliver_queued(
     hammered once per message. ``keep_open`` leaves the relay connection open for the
     caller's next pass (the caller closes the transport). With ``verp`` each message
     goes out from its own bounces+TOKEN@ envelope sender, else from the stored one.
+    ``stopping`` is asked before each message: once it says so, the pass ends (the
+    message in flight has been recorded; the rest stays queued for the next worker).
     """
     report = DeliveryReport()
     with contextlib.nullcontext() if keep_open else transport:
@@ -68,6 +72,8 @@ def deliver_queued(
             if not ids:
                 return report
             for message_id in ids:
+                if stopping is not None and stopping():
+                    return report
                 outcome = _deliver_one(
                     sessions, transport, message_id, lease, backoff, due_only, report, verp
                 )
@@ -273,13 +279,12 @@ class OutboxWorker:
             # The app's context: acting on a sign-up renders its confirmation's links.
             with self.app.app_context():
                 try:
-                    sweep = now - last_sweep >= LEFT_AFTER / 2
-                    # Requests a stopped server left; or each one, when left to a worker.
-                    if sweep or in_worker(self.config):
+                    if now - last_sweep >= LEFT_AFTER / 2:  # requests a stopped server left
                         act_on_left_requests(self.sessions, self.config)
-                    if sweep:
                         fold_clicks(self.sessions, self.config["CLICK_KEEP_DAYS"])
                         last_sweep = now
+                    elif in_worker(self.config):  # each new one, when left to a worker
+                        act_on_left_requests(self.sessions, self.config, new_only=True)
                     transport = transport or outbox_transport(self.config)
                     report = deliver_queued(
                         self.sessions,

@@ -17,7 +17,7 @@ number of processes may look at the same requests and each is acted on once.
 import logging
 from datetime import timedelta
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -156,17 +156,28 @@ def in_worker(config) -> bool:
     return config["SIGNUP_WORK"] == "worker"
 
 
-def act_on_left_requests(sessions: sessionmaker[Session], config, limit: int = 1000) -> int:
-    """Act on requests left to this pass: those a process that stopped after recording
-    them left behind, or every one when the worker does the sign-ups' work; how many
-    confirmation emails that queued. Bounded by ``limit`` requests a pass."""
-    cutoff = utcnow() - timedelta(seconds=0 if in_worker(config) else LEFT_AFTER)
+def act_on_left_requests(
+    sessions: sessionmaker[Session], config, limit: int = 1000, new_only: bool = False
+) -> int:
+    """Act on requests left to this pass; how many confirmation emails that queued.
+    Bounded by ``limit`` requests a pass.
+
+    A request is left to a pass when the process that recorded it stopped before acting
+    (it is LEFT_AFTER seconds old), or at once when the worker does the sign-ups' work.
+    One that failed is tried again only once LEFT_AFTER seconds old, and never by a
+    ``new_only`` pass (the worker's looks between passes): MAX_ATTEMPTS failures must
+    span more than a moment's trouble.
+    """
+    now = utcnow()
+    left = SignupRequest.created_at <= now - timedelta(seconds=LEFT_AFTER)
+    new = SignupRequest.attempts == 0
+    if not in_worker(config):
+        new = and_(new, left)
+    if not new_only:
+        new = or_(new, and_(SignupRequest.attempts < MAX_ATTEMPTS, left))
     with sessions() as session:
         ids = session.scalars(
-            select(SignupRequest.id)
-            .where(SignupRequest.created_at <= cutoff, SignupRequest.attempts < MAX_ATTEMPTS)
-            .order_by(SignupRequest.id)
-            .limit(limit)
+            select(SignupRequest.id).where(new).order_by(SignupRequest.id).limit(limit)
         ).all()
     queued = 0
     for start in range(0, len(ids), BATCH):
@@ -188,8 +199,7 @@ def act_on_left_requests(sessions: sessionmaker[Session], config, limit: int = 1
     return queued
 
 
-# New requests only: one that failed is tried again at the worker's next pass, not
-# every time someone looks.
+# New requests only: one that failed waits for a pass (see act_on_left_requests).
 _WAITING = select(SignupRequest.id).where(SignupRequest.attempts == 0).limit(1)
 
 
