@@ -137,18 +137,19 @@ def deliver_outbox(
 
 def _signups(app: Flask, relay: Transport, stopping: list) -> None:
     # Between passes, every 50 ms: one look at the requests, and when some wait, act on
-    # them and deliver their confirmations at once (a line only if some did not go).
+    # them and deliver their confirmations at once.
     if requests_waiting(session_factory(app)):
-        _deliver_outbox(app, stopping, relay, quiet=True)
+        _deliver_outbox(app, stopping, relay)
 
 
-def _deliver_outbox(
-    app: Flask, stopping: list, relay: Transport | None = None, quiet: bool = False
-) -> None:
+def _deliver_outbox(app: Flask, stopping: list, relay: Transport | None = None) -> None:
+    # Over the interval's relay it is a quick pass for new sign-ups: no housekeeping,
+    # and a line only if some mail did not go (a wave would log every 50 ms).
+    quick = relay is not None
     report = deliver_outbox(
-        app, relay=relay, housekeeping=relay is None, stopping=lambda: bool(stopping)
+        app, relay=relay, housekeeping=not quick, stopping=lambda: bool(stopping)
     )
-    if report.retry or report.failed or (report.sent and not quiet):
+    if report.retry or report.failed or (report.sent and not quick):
         click.echo(
             f"Outbox: {report.sent} sent, {report.retry} to retry, {report.failed} failed"
             + (f" ({report.last_error})" if report.last_error else "")

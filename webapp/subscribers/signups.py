@@ -168,16 +168,15 @@ def act_on_left_requests(
     ``new_only`` pass (the worker's looks between passes): MAX_ATTEMPTS failures must
     span more than a moment's trouble.
     """
-    now = utcnow()
-    left = SignupRequest.created_at <= now - timedelta(seconds=LEFT_AFTER)
-    new = SignupRequest.attempts == 0
+    left = SignupRequest.created_at <= utcnow() - timedelta(seconds=LEFT_AFTER)
+    taken = SignupRequest.attempts == 0
     if not in_worker(config):
-        new = and_(new, left)
+        taken = and_(taken, left)
     if not new_only:
-        new = or_(new, and_(SignupRequest.attempts < MAX_ATTEMPTS, left))
+        taken = or_(taken, and_(SignupRequest.attempts < MAX_ATTEMPTS, left))
     with sessions() as session:
         ids = session.scalars(
-            select(SignupRequest.id).where(new).order_by(SignupRequest.id).limit(limit)
+            select(SignupRequest.id).where(taken).order_by(SignupRequest.id).limit(limit)
         ).all()
     queued = 0
     for start in range(0, len(ids), BATCH):

@@ -104,10 +104,10 @@ def subscribe():
         request_id = signups.record_request(
             session, newsletter_id, form.address, consent, page_language()
         )
-        if current_app.config["SIGNUP_WORK"] == "server":
+        if signups.in_worker(current_app.config):
+            wake_worker()  # the worker acts on it; this process's outbox thread too, if it runs
+        else:
             answer.call_on_close(_acting_on(request_id))
-        else:  # the worker acts on it; this process's outbox thread too, if it runs
-            wake_worker()
     return answer
 
 
