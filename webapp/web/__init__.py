@@ -4,12 +4,13 @@ defences of it all, and the captured-mail viewer of development installations.""
 from flask import Flask
 
 from ..texts import TEXTS
-from . import archive, captured, notices, preferences, security, signup, tracking
+from . import after_answer, archive, captured, notices, preferences, security, signup, tracking
 
 
 def init_app(app: Flask) -> None:
     """Register the pages, their error pages and defences, and the outbox worker's start."""
     notices.init_app(app)
+    after_answer.init_app(app)
     app.register_blueprint(signup.bp)
     app.register_blueprint(archive.bp)
     app.register_blueprint(preferences.bp)

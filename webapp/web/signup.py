@@ -29,6 +29,7 @@ from ..subscribers import service, signups
 from ..subscribers.mail import queue_welcome
 from ..subscribers.outbox import wake_worker
 from ..texts import TEXTS
+from .after_answer import after_answer
 from .forms import ConfirmForm, SubscribeForm
 from .notices import linked, notice, wants_json
 from .security import limit_signups, robot_check_enabled, robot_check_passes
@@ -107,7 +108,7 @@ def subscribe():
         if signups.in_worker(current_app.config):
             wake_worker()  # the worker acts on it; this process's outbox thread too, if it runs
         else:
-            answer.call_on_close(_acting_on(request_id))
+            after_answer(_acting_on(request_id))
     return answer
 
 
