@@ -89,9 +89,10 @@ def free_port() -> int:
 
 
 class ServerLikeClient(FlaskClient):
-    """A test client that, like a WSGI server, closes each response once it has it: the
-    work a view leaves for after its answer (``call_on_close``) is done when a test
-    looks. ``buffered=False`` keeps a response open, to time the answer alone."""
+    """A test client that, like a WSGI server, takes each response's whole body once it
+    has it: the work a view leaves for after its answer (``after_answer``) is done when
+    a test looks. ``buffered=False`` takes the first part only and leaves the response
+    open, to time the answer alone (and to play a server that stopped right after it)."""
 
     def open(self, *args, buffered: bool = True, **kwargs):
         return super().open(*args, buffered=buffered, **kwargs)
@@ -524,9 +525,36 @@ def start_worker(app, relay, interval: float = 0.2, **settings):
 
 
 def stop(worker) -> tuple[str, str]:
-    """SIGTERM a worker and wait for it: its (stdout, stderr)."""
-    worker.send_signal(signal.SIGTERM)
+    """SIGTERM a worker and wait for it: its (stdout, stderr).
+
+    Sent once the worker handles it: one still starting up on a loaded machine would
+    just die of it (exit -15), which is not what a test of its stopping looks at."""
+    deadline = time.monotonic() + 60
+    while worker.poll() is None and not handles_sigterm(worker.pid):
+        assert time.monotonic() < deadline, "the worker never got ready for SIGTERM"
+        time.sleep(0.05)
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
     return worker.communicate(timeout=60)
+
+
+def handles_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has its own SIGTERM handler (Linux: /proc's SigCgt mask)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:  # gone
+        return True
+    caught = re.search(r"^SigCgt:\s*([0-9a-f]+)", status, re.MULTILINE)
+    return bool(caught and int(caught.group(1), 16) & (1 << (signal.SIGTERM - 1)))
+
+
+def until_one_gives_way(workers, timeout: float = 60) -> None:
+    """Wait (bounded) until one of two workers on SQLite has found the other and left.
+    The second may still be starting when the work is done (a loaded machine); stopped
+    then, it would never have looked."""
+    deadline = time.monotonic() + timeout
+    while all(w.poll() is None for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def wait_for_deliveries(relay, count: int, timeout: float = 60) -> None:
