@@ -5,10 +5,11 @@ from types import SimpleNamespace
 
 import pytest
 from flask_babel import force_locale
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from tests.helpers import GOOD_ADDRESS, count, csrf_token, subscribe
-from webapp.db import session_factory
+from webapp.catalog import seed_catalog
+from webapp.db import engine, session_factory
 from webapp.models import EventKind, OutboxMail, Subscriber, Subscription, SubscriptionStatus
 from webapp.texts import TEXTS
 
@@ -125,6 +126,23 @@ def test_unknown_newsletter_gets_a_message_and_stores_nothing(app, client, newsl
     assert response.status_code == 400
     assert response.json["errors"]["email"] == page.texts.unknown_newsletter
     assert count(app, Subscriber) == 0
+
+
+def test_a_newsletter_added_to_the_catalog_takes_sign_ups_at_once(app, client):
+    # The post remembers the ids it has found (no query for them again), and asks again
+    # for one unknown a moment ago.
+    asked = []
+    event.listen(engine(app), "before_cursor_execute", lambda *a: asked.append(a[2]))
+    subscribe(client, json=True)
+    subscribe(client, email="other@newsroom.org", json=True)
+    assert sum("WHERE newsletters.slug =" in statement for statement in asked) == 1
+    assert subscribe(client, newsletter="late-edition", json=True).status_code == 400
+    entry = {"slug": "late-edition", "title": "Late Edition", "description": "Nightly."}
+    with session_factory(app)() as session:
+        seed_catalog(session, [entry | {"cadence": "Daily", "from_name": "Newsroom"}])
+        session.commit()
+    assert subscribe(client, newsletter="late-edition", json=True).status_code == 200
+    assert count(app, Subscription) == 3
 
 
 def test_missing_csrf_token_is_refused_with_a_message(app, client, page):

@@ -5,10 +5,11 @@ import tomllib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from weakref import WeakKeyDictionary
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
-from sqlalchemy import bindparam, select
+from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.orm import Session
 
 from .db import utcnow
@@ -166,14 +167,29 @@ def newsletter_by_slug(session: Session, slug: object) -> Newsletter | None:
 
 
 _ID_BY_SLUG = select(Newsletter.id).where(Newsletter.slug == bindparam("slug"))
+# The ids found, by database. A newsletter is never deleted and its slug never goes to
+# another, so an id found (committed: callers only read it) stays right. Misses are
+# asked again each time: a newsletter seeded later is found, and made-up slugs (bots)
+# take no memory.
+_IDS: WeakKeyDictionary[Engine, dict[str, int]] = WeakKeyDictionary()
 
 
 def newsletter_id_by_slug(session: Session, slug: object) -> int | None:
     """The id of the newsletter with this slug, or None: :func:`newsletter_by_slug` for
-    the sign-up post, which needs no more and runs with every sign-up."""
+    the sign-up post, which needs no more and runs with every sign-up (a query only the
+    first time a process meets the slug)."""
     if not is_slug(slug):
         return None
-    return session.connection().execute(_ID_BY_SLUG, {"slug": slug}).scalar()
+    bind = session.get_bind()
+    known = _IDS.get(bind)
+    if known is None:
+        known = _IDS.setdefault(bind, {})
+    if slug not in known:
+        found = session.connection().execute(_ID_BY_SLUG, {"slug": slug}).scalar()
+        if found is None:
+            return None
+        known[slug] = found
+    return known[slug]
 
 
 def find_newsletter(session: Session, slug: str) -> Newsletter:
