@@ -88,6 +88,7 @@ def test_files_are_private_whatever_the_umask(tmp_path, umask):
     assert {name: mode for name, mode in found.items() if mode != "0o600"} == {
         "instance": "0o700",
         "outbox": "0o700",
+        "send-journals": "0o700",  # the senders' journals: which readers were sent what
     }
 
 

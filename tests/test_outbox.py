@@ -1,20 +1,38 @@
 """Confirmation mail through a real SMTP server on loopback: every path, relay down then up."""
 
 import asyncio
+import os
+import random
 import re
+import signal
 import socket
+import subprocess
 import threading
 import time
+from collections import Counter
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from tests.helpers import SmtpServer, csrf_token, free_port, make_app, subscribe
-from webapp.db import session_factory
+from emails.addresses import normalize_address
+from tests.helpers import (
+    NEWSLETTER_BIN,
+    SmtpServer,
+    command_env,
+    csrf_token,
+    free_port,
+    make_app,
+    readers,
+    subscribe,
+)
+from webapp.db import session_factory, utcnow
 from webapp.delivery import outbox_transport
 from webapp.inbound.verp import Verp
+from webapp.issues.journal import Journal, journal_folder
+from webapp.issues.queue import host_name
 from webapp.models import OutboxMail, OutboxStatus, Subscription, SubscriptionStatus
-from webapp.subscribers import outbox
+from webapp.subscribers import outbox, service, signups
 from webapp.subscribers.outbox import deliver_queued
 from webapp.texts import TEXTS
 
@@ -405,3 +423,115 @@ def test_a_pass_told_to_stop_ends_after_the_message_in_flight(tmp_path, smtp_ser
     )
     assert report.sent == 2 and len(smtp_server.messages) == 2
     assert outbox_states(app) == [OutboxStatus.SENT] * 2 + [OutboxStatus.QUEUED] * 3
+
+
+def queue_confirmations(app, count: int) -> None:
+    """``count`` sign-ups recorded and acted on: a confirmation each in the outbox."""
+    sessions = session_factory(app)
+    consent = service.Consent("127.0.0.1", "test", "/")
+    with app.app_context(), sessions() as session:
+        for email in readers(count):
+            signups.record_request(session, 1, normalize_address(email), consent)
+        signups.act_on_left_requests(sessions, app.config | {"SIGNUP_WORK": "worker"})
+
+
+def recipients(relay) -> Counter:
+    return Counter(to for received in relay.messages for to in received.recipients)
+
+
+def test_kill_9_mid_delivery_sends_again_only_the_message_in_flight(tmp_path, smtp_server):
+    # Results are committed 20 at a time; the journal keeps what the relay took
+    # meanwhile, so a killed process's next run sends none of them again.
+    total, kills = 300, 3
+    app = make_app(tmp_path, **smtp_server.config())
+    queue_confirmations(app, total)
+    env = command_env(app, smtp_server)
+    chosen = random.Random(seed := random.randrange(2**32))
+    for _ in range(kills):
+        process = subprocess.Popen(
+            [NEWSLETTER_BIN, "outbox", "send"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        target = len(smtp_server.messages) + chosen.randint(1, 60)
+        deadline = time.monotonic() + 60
+        while len(smtp_server.messages) < target and time.monotonic() < deadline:
+            time.sleep(0.005)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    assert len(smtp_server.messages) < total, f"seed {seed}"
+    assert list(journal_folder(app.instance_path).glob("outbox.*")), "a killed run's journal"
+
+    done = app.test_cli_runner().invoke(args=["outbox", "send"])
+    assert done.exit_code == 0, done.output
+    counts = recipients(smtp_server)
+    assert set(counts) == set(readers(total)), f"seed {seed}"  # nobody missed
+    twice = sum(counts.values()) - total
+    assert twice <= kills, f"{twice} second copies; seed {seed}"  # one in flight per kill
+    assert outbox_states(app) == [OutboxStatus.SENT] * total
+    assert not list(journal_folder(app.instance_path).iterdir())  # folded, then removed
+
+
+def test_journals_of_dead_or_failed_passes_are_recorded_not_sent_again(tmp_path, smtp_server):
+    app = make_app(tmp_path, **smtp_server.config())
+    queue_confirmations(app, 5)
+    sessions = session_factory(app)
+    with sessions() as session:
+        ids = list(session.scalars(select(OutboxMail.id).order_by(OutboxMail.id)))
+    folder = journal_folder(app.instance_path)
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # reaped: its pid is dead now
+    dead = f"{host_name()}:{gone.pid}:aaaaaa"  # a pass killed mid-send
+    left = {
+        dead: ids[0],
+        f"{host_name()}:{os.getpid()}:bbbbbb": ids[1],  # a pass here that could not record
+        f"elsewhere:{os.getpid()}:cccccc": ids[2],  # another host's: its lease tells
+    }
+    for sender, message_id in left.items():
+        journal = Journal(folder, "outbox", sender)
+        journal.accepted(message_id)
+        journal.close(recorded=False)
+    with sessions() as session:  # the dead pass held two claims for five minutes more
+        session.execute(
+            update(OutboxMail)
+            .where(OutboxMail.id.in_([ids[0], ids[3]]))
+            .values(claimed_by=dead, claimed_until=utcnow() + timedelta(minutes=5))
+        )
+        session.commit()
+
+    report = deliver_queued(sessions, outbox_transport(app.config), lease=60, journal=folder)
+    # Recorded from the journals, not sent; the dead pass's other claim goes at once.
+    assert report.sent == 3
+    assert sorted(recipients(smtp_server)) == sorted(readers(5)[2:])
+    assert outbox_states(app) == [OutboxStatus.SENT] * 5
+    kept = [path.name for path in folder.iterdir()]
+    assert kept == [f"outbox.elsewhere.{os.getpid()}.cccccc.journal"]
+
+
+def test_a_relay_slower_than_the_lease_per_claim_gets_each_confirmation_once(tmp_path, smtp_server):
+    # 12 messages claimed at once take 2.4 s at this relay's pace, against a 2 s lease:
+    # a pass stops sending at half its lease and claims again, so the other pass
+    # never takes back a claim still being sent.
+    smtp_server.handler.delay = 0.2
+    app = make_app(tmp_path, **smtp_server.config())
+    queue_confirmations(app, 12)
+    folder = journal_folder(app.instance_path)
+
+    def worker(started: float) -> None:
+        while time.monotonic() - started < 15 and len(smtp_server.messages) < 12:
+            deliver_queued(
+                session_factory(app), outbox_transport(app.config), lease=2, journal=folder
+            )
+            time.sleep(0.05)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(started,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    time.sleep(0.5)  # a second copy, if one were on its way
+    assert recipients(smtp_server) == Counter(readers(12))
+    assert outbox_states(app) == [OutboxStatus.SENT] * 12

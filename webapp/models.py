@@ -275,6 +275,9 @@ class OutboxMail(Model):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # A sender claims a message by setting this lease; nobody else takes it until it ends.
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # host:pid:random of the delivery pass holding the claim: one on this host whose
+    # process died has its claims taken back at once, not at the lease's end.
+    claimed_by: Mapped[str | None] = mapped_column(String(300))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(String(500))
 

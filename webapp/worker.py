@@ -25,6 +25,7 @@ from .db import session_factory, utcnow
 from .delivery import outbox_transport
 from .inbound.verp import Verp
 from .issues.automatic import run_automatic
+from .issues.journal import journal_folder
 from .issues.queue import finish_done
 from .issues.running import run_send, single_sender, sqlite_only_one
 from .issues.schedule import due
@@ -132,6 +133,7 @@ def deliver_outbox(
         keep_open=relay is not None,
         verp=Verp.from_config(config),
         stopping=stopping,
+        journal=journal_folder(app.instance_path),
     )
 
 

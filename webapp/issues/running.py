@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 
 import click
 from flask import Flask
@@ -28,7 +27,7 @@ from ..db import engine
 from ..delivery import transport_from_config
 from ..links import reader_links, tracked_links
 from ..models import DeliveryStatus, Issue
-from .journal import fold_journals
+from .journal import fold_journals, journal_folder
 from .mail import IssueMail
 from .queue import (
     counts,
@@ -93,7 +92,7 @@ def run_send(app: Flask, session, issue: Issue, settings: SendSettings, yes: boo
         click.confirm(question, abort=True)
     if first:
         take_list(session, issue)
-    settings = replace(settings, journal=journal_folder(app))
+    settings = replace(settings, journal=journal_folder(app.instance_path))
     # Claims of a send that died: what its journals say it sent is recorded first; on
     # SQLite the lock says no sender is alive; elsewhere, this host's dead senders,
     # and others' once their lease ran out.
@@ -138,11 +137,6 @@ def run_send(app: Flask, session, issue: Issue, settings: SendSettings, yes: boo
         sys.exit(1)
     if after[DeliveryStatus.FAILED]:
         raise click.ClickException(f"{after[DeliveryStatus.FAILED]:,} delivery(ies) failed")
-
-
-def journal_folder(app: Flask) -> Path:
-    """Where this host's senders keep their journals: in the instance folder."""
-    return Path(app.instance_path) / "send-journals"
 
 
 def _left(found: dict[DeliveryStatus, int]) -> int:

@@ -128,7 +128,7 @@ class Sender:
     def run(self) -> SenderReport:
         """Send until nothing is due, the send is paused, or ``should_stop()`` says so."""
         if self.settings.journal is not None:
-            self._journal = Journal(self.settings.journal, self.issue_id, self.name)
+            self._journal = Journal(self.settings.journal, f"issue-{self.issue_id}", self.name)
         recorded = False
         try:
             with self.transport:

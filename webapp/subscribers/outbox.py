@@ -6,11 +6,14 @@ threads, processes or hosts may drain the same outbox without sending a message 
 
 import contextlib
 import logging
+import os
+import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from flask import Flask, current_app
 from sqlalchemy import bindparam, insert, literal, or_, select, update
@@ -21,6 +24,8 @@ from emails.transport import DeliveryError, Transport
 from ..db import UTCDateTime, session_factory, utcnow
 from ..delivery import outbox_transport
 from ..inbound.verp import Verp
+from ..issues.journal import Journal, dead_journals, journal_folder
+from ..issues.queue import host_name
 from ..models import EventKind, OutboxMail, OutboxStatus, Subscription, SubscriptionEvent
 from ..reports.clicks import fold_clicks
 from .signups import LEFT_AFTER, act_on_left_requests, in_worker
@@ -52,6 +57,7 @@ def deliver_queued(
     keep_open: bool = False,
     verp: Verp | None = None,
     stopping: Callable[[], bool] | None = None,
+    journal: Path | None = None,
 ) -> DeliveryReport:
     """Send queued messages until none is left or the relay fails temporarily.
 
@@ -63,22 +69,44 @@ def deliver_queued(
     goes out from its own bounces+TOKEN@ envelope sender, else from the stored one.
     ``stopping`` is asked before each message: once it says so, the pass ends (the
     message in flight has been recorded; the rest stays queued for the next worker).
+
+    Messages are claimed CLAIM_AT_ONCE to a statement. Without a ``journal`` folder
+    each one sent is recorded by its own commit; with one, it is noted in this pass's
+    journal as the relay accepts it and recorded with up to RECORD_EVERY others: either
+    way only the message in flight when the process is killed can go out twice. With
+    the journal, the next pass on this host also takes a killed pass's other claims
+    back at once; without it, they wait for the lease to end.
     """
     report = DeliveryReport()
+    run = _Pass(sessions, transport, lease, backoff, due_only, verp, journal, report)
     with contextlib.nullcontext() if keep_open else transport:
-        while True:
-            with sessions() as session:
-                ids = session.scalars(_pending(due_only).limit(batch)).all()
-            if not ids:
-                return report
-            for message_id in ids:
-                if stopping is not None and stopping():
+        try:
+            if journal is not None:
+                with sessions() as session:
+                    fold_outbox_journals(session, journal)
+            while True:
+                with sessions() as session:
+                    ids = session.scalars(_pending(due_only).limit(batch)).all()
+                if not ids:
                     return report
-                outcome = _deliver_one(
-                    sessions, transport, message_id, lease, backoff, due_only, report, verp
-                )
-                if outcome == "retry":
-                    return report
+                for start in range(0, len(ids), CLAIM_AT_ONCE):
+                    if stopping is not None and stopping():
+                        return report
+                    if not run.send(ids[start : start + CLAIM_AT_ONCE], stopping):
+                        return report
+        finally:
+            run.close()
+
+
+# Messages claimed by one statement: claiming each alone cost a commit a message.
+# Sending starts only while half the lease is left (a send's deadline is the other
+# half), so a slow relay makes a pass claim again, never outlive its claims.
+CLAIM_AT_ONCE = 20
+# Messages sent between two commits of their results, with a journal (a commit each
+# was a fifth of the worker's time in a wave of sign-ups).
+RECORD_EVERY = 20
+JOB = "outbox"  # the outbox senders' journals: outbox.HOST.PID.RANDOM.journal
+_OPEN: set[str] = set()  # this process's passes with a journal open (threads may share)
 
 
 def _pending(due_only: bool):
@@ -98,7 +126,7 @@ def _claimable(due_only: bool) -> list:
 
 def _claim(due_only: bool):
     conditions = [
-        OutboxMail.id == bindparam("message_id"),
+        OutboxMail.id.in_(bindparam("ids", expanding=True)),
         OutboxMail.status == OutboxStatus.QUEUED,
         or_(OutboxMail.claimed_until.is_(None), OutboxMail.claimed_until < NOW),
     ]
@@ -107,11 +135,9 @@ def _claim(due_only: bool):
     return (
         update(OutboxMail)
         .where(*conditions)
-        .values(
-            claimed_until=bindparam("until", type_=UTCDateTime),
-            attempts=OutboxMail.attempts + 1,
-        )
+        .values(claimed_until=UNTIL, claimed_by=NAME, attempts=OutboxMail.attempts + 1)
         .returning(
+            OutboxMail.id,
             OutboxMail.kind,
             OutboxMail.subscription_id,
             OutboxMail.sender,
@@ -122,13 +148,17 @@ def _claim(due_only: bool):
     )
 
 
-# Built once: each message runs one claim and one record.
+# Built once: each group of messages runs a claim and a record.
 NOW = bindparam("now", type_=UTCDateTime)
+UNTIL = bindparam("until", type_=UTCDateTime)
+NAME = bindparam("name")
+IDS = OutboxMail.id.in_(bindparam("ids", expanding=True))
 _CLAIMS = {due_only: _claim(due_only) for due_only in (True, False)}
 _SENT = (
     update(OutboxMail)
-    .where(OutboxMail.id == bindparam("message_id"))
-    .values(status=OutboxStatus.SENT, sent_at=NOW, claimed_until=None, message=b"")
+    .where(IDS, OutboxMail.status == OutboxStatus.QUEUED)
+    .values(status=OutboxStatus.SENT, sent_at=NOW, claimed_until=None, claimed_by=None, message=b"")
+    .returning(OutboxMail.id)
 )
 _NOT_SENT = (
     update(OutboxMail)
@@ -138,58 +168,173 @@ _NOT_SENT = (
         last_error=bindparam("error"),
         next_attempt_at=bindparam("next_attempt", type_=UTCDateTime),
         claimed_until=None,
+        claimed_by=None,
     )
+)
+# Claimed but not tried: free at once, the attempt not counted. Only under the
+# pass's own claim.
+_RELEASE = (
+    update(OutboxMail)
+    .where(IDS, OutboxMail.status == OutboxStatus.QUEUED, OutboxMail.claimed_by == NAME)
+    .values(claimed_until=None, claimed_by=None, attempts=OutboxMail.attempts - 1)
 )
 
 
-def _deliver_one(
-    sessions, transport, message_id, lease, backoff, due_only, report, verp=None
-) -> str | None:
-    with sessions() as session:
-        db = session.connection()
+class _Pass:
+    """One pass's sending: claims in groups, results recorded in groups (see
+    :func:`deliver_queued`)."""
+
+    def __init__(self, sessions, transport, lease, backoff, due_only, verp, journal, report):
+        self.sessions, self.transport, self.verp = sessions, transport, verp
+        self.lease, self.backoff, self.due_only = lease, backoff, due_only
+        self.folder, self.report = journal, report
+        self.journal: Journal | None = None  # opened before the first claim
+        # host:pid:random, on its claims and its journal: a pass of this host whose
+        # process died is known by it (see fold_outbox_journals).
+        self.name = f"{host_name()}:{os.getpid()}:{random.getrandbits(24):06x}"
+        self.sent: list[tuple[int, str, int | None]] = []  # (id, kind, subscription) not recorded
+
+    def send(self, ids: list[int], stopping: Callable[[], bool] | None) -> bool:
+        """Claim ``ids`` (those still claimable) and send them; False when the pass
+        must end (told to stop, or the relay failed temporarily)."""
+        if self.folder is not None and self.journal is None:
+            _OPEN.add(self.name)  # before the file is there: not another's to fold
+            self.journal = Journal(self.folder, JOB, self.name)
         now = utcnow()
-        message = db.execute(
-            _CLAIMS[due_only],
-            {"message_id": message_id, "now": now, "until": now + timedelta(seconds=lease)},
-        ).first()
-        if message is None:
-            session.rollback()
-            return None  # another sender took it
-        session.commit()  # no transaction stays open while the relay is talked to
+        until = now + timedelta(seconds=self.lease)
+        started = time.monotonic()
+        with self.sessions() as session:
+            claimed = session.connection().execute(
+                _CLAIMS[self.due_only], {"ids": ids, "now": now, "until": until, "name": self.name}
+            )
+            claimed = sorted(claimed.all())  # in the queue's order
+            session.commit()  # no transaction stays open while the relay is talked to
+        for index, message in enumerate(claimed):
+            stop = stopping is not None and stopping()
+            if stop or time.monotonic() - started > self.lease / 2:
+                self._release([m.id for m in claimed[index:]])
+                return not stop
+            if not self._deliver(message):
+                self._release([m.id for m in claimed[index + 1 :]])
+                return False
+        self.record()
+        return True
+
+    def _deliver(self, message) -> bool:
+        """Send one claimed message; False if the relay failed temporarily."""
         try:
-            sender = verp.sender("o", message_id) if verp else message.sender
-            transport.send(message.message, sender, [message.recipient])
+            sender = self.verp.sender("o", message.id) if self.verp else message.sender
+            self.transport.send(message.message, sender, [message.recipient])
         except DeliveryError as exc:
-            error = str(exc)[:500]
-            report.last_error = error
-            if exc.permanent:
-                status, next_attempt, outcome = OutboxStatus.FAILED, utcnow(), "failed"
-                report.failed += 1
-            else:
-                delay = min(backoff * 2 ** (message.attempts - 1), MAX_BACKOFF)
-                next_attempt = utcnow() + timedelta(seconds=delay)
-                status, outcome = OutboxStatus.QUEUED, "retry"
-                report.retry += 1
+            self._not_sent(message, exc)
+            return exc.permanent
+        if self.journal is not None:
+            self.journal.accepted(message.id)
+        self.sent.append((message.id, message.kind, message.subscription_id))
+        self.report.sent += 1
+        if self.journal is None or len(self.sent) >= RECORD_EVERY:
+            self.record()
+        return True
+
+    def _not_sent(self, message, exc: DeliveryError) -> None:
+        error = str(exc)[:500]
+        self.report.last_error = error
+        if exc.permanent:
+            status, next_attempt = OutboxStatus.FAILED, utcnow()
+            self.report.failed += 1
+        else:
+            delay = min(self.backoff * 2 ** (message.attempts - 1), MAX_BACKOFF)
+            status, next_attempt = OutboxStatus.QUEUED, utcnow() + timedelta(seconds=delay)
+            self.report.retry += 1
+        log.warning("outbox message %s not delivered: %s", message.id, exc)
+        with self.sessions() as session:
+            self._record_sent(session)
             session.connection().execute(
                 _NOT_SENT,
                 {
-                    "message_id": message_id,
+                    "message_id": message.id,
                     "new_status": status,
                     "error": error,
                     "next_attempt": next_attempt,
                 },
             )
-            log.warning("outbox message %s not delivered: %s", message_id, exc)
-        else:
-            # Delivered: the bytes are not needed again.
-            sent_at = utcnow()
-            session.connection().execute(_SENT, {"message_id": message_id, "now": sent_at})
-            if message.kind == "welcome" and message.subscription_id is not None:
-                _welcome_sent(session, message.subscription_id, sent_at)
-            report.sent += 1
-            outcome = "sent"
+            session.commit()
+        self._recorded()
+
+    def record(self) -> None:
+        """Commit the results of the messages sent since the last time."""
+        if self.sent:
+            with self.sessions() as session:
+                self._record_sent(session)
+                session.commit()
+            self._recorded()
+
+    def _record_sent(self, session: Session) -> None:
+        if self.sent:
+            record_sent(session, self.sent, utcnow())
+
+    def _recorded(self) -> None:
+        self.sent = []
+        if self.journal is not None:
+            self.journal.recorded()
+
+    def _release(self, ids: list[int]) -> None:
+        self.record()
+        if ids:
+            with self.sessions() as session:
+                session.connection().execute(_RELEASE, {"ids": ids, "name": self.name})
+                session.commit()
+
+    def close(self) -> None:
+        """Record what was sent; remove the journal once nothing in it is unrecorded."""
+        try:
+            self.record()
+        finally:
+            if self.journal is not None:
+                self.journal.close(recorded=not self.sent)
+                _OPEN.discard(self.name)  # if left (not recorded), the next pass folds it
+
+
+def record_sent(session: Session, sent: list[tuple[int, str, int | None]], at) -> None:
+    """Record messages (id, kind, subscription id) as sent ``at`` in ``session``'s
+    transaction: their bytes are not needed again, and a welcome is in its reader's
+    history from then. Those already recorded are left as they are."""
+    recorded = set(
+        session.connection().execute(_SENT, {"ids": [m[0] for m in sent], "now": at}).scalars()
+    )
+    for message_id, kind, subscription_id in sent:
+        if kind == "welcome" and subscription_id is not None and message_id in recorded:
+            _welcome_sent(session, subscription_id, at)
+
+
+def fold_outbox_journals(session: Session, folder: Path) -> int:
+    """Record as sent what the journals of this host's dead delivery passes hold, put
+    their other claims back in the queue at once, and remove the journals. Returns how
+    many messages were recorded.
+
+    Dead: the process is gone (kill -9), or it is this one and the pass ended without
+    recording (the database went away)."""
+    folded = 0
+    for sender, ids in dead_journals(folder, JOB, all_dead=False, open_here=_OPEN):
+        for start in range(0, len(ids), 500):  # bounded parameter lists
+            chunk = ids[start : start + 500]
+            kinds = session.execute(
+                select(OutboxMail.id, OutboxMail.kind, OutboxMail.subscription_id).where(
+                    OutboxMail.id.in_(chunk), OutboxMail.status == OutboxStatus.QUEUED
+                )
+            ).all()
+            if kinds:
+                record_sent(session, [tuple(row) for row in kinds], utcnow())
+            folded += len(kinds)
+        session.execute(
+            update(OutboxMail)
+            .where(OutboxMail.status == OutboxStatus.QUEUED, OutboxMail.claimed_by == sender)
+            .values(claimed_until=None, claimed_by=None)
+        )
         session.commit()
-        return outcome
+    if folded:
+        log.warning("outbox: %s message(s) a stopped sender had sent, recorded now", folded)
+    return folded
 
 
 def _welcome_sent(session: Session, subscription_id: int, at) -> None:
@@ -293,6 +438,7 @@ class OutboxWorker:
                         backoff=retry,
                         keep_open=True,
                         verp=Verp.from_config(self.config),
+                        journal=journal_folder(self.app.instance_path),
                     )
                     if report.sent or report.retry or report.failed:
                         last_used = time.monotonic()
