@@ -15,6 +15,7 @@ number of processes may look at the same requests and each is acted on once.
 """
 
 import logging
+import time
 from datetime import timedelta
 
 from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
@@ -36,6 +37,11 @@ MAX_ATTEMPTS = 5  # a request that failed this often is left alone, and logged
 # the acting. Few, as SQLite's writer lock is held for the batch and the web posts'
 # INSERTs wait for it (with 10, the p99 of a post at 16 connections grew by half).
 BATCH = 4
+# Seconds a pass waits between two batches. The writer lock (sqlite_writers) is a flock,
+# which is not fair: a pass that took it again at once kept the web posts waiting for
+# its whole backlog. This lets a post woken by the commit take its turn first (the p99
+# of a post at 16 connections: 56 ms against 62, medians of 3 runs each).
+GIVE_WAY = 0.0003
 
 
 # Built once: each sign-up runs them (see service.subscribe).
@@ -181,6 +187,8 @@ def act_on_left_requests(
     queued = 0
     for start in range(0, len(ids), BATCH):
         batch = ids[start : start + BATCH]
+        if start:
+            time.sleep(GIVE_WAY)
         with sessions() as session:
             try:
                 done = sum(_act(session, request_id, config) for request_id in batch)
