@@ -123,9 +123,7 @@ def queue_confirmation(session: Session, subscription: Subscription) -> None:
 def queue_confirmation_of(session: Session, newsletter, due: Due) -> None:
     """Queue the confirmation email a sign-up called for (:func:`service.subscribe`);
     ``newsletter`` is a Newsletter or a row with its ``title`` and ``from_name``."""
-    title = newsletter.title
-    with force_locale(due.language):
-        subject = TEXTS.confirm_email_subject.format(newsletter=title)
+    subject = _confirm_subject(due.language, newsletter.title)
     links = reader_links(due.language)
     _queue(
         session,
@@ -138,6 +136,13 @@ def queue_confirmation_of(session: Session, newsletter, due: Due) -> None:
         {"confirm_url": links.confirm_url(due.subscription_id, due.nonce)},
         language=due.language,
     )
+
+
+@lru_cache(maxsize=256)
+def _confirm_subject(language: str, title: str) -> str:
+    # Each sign-up's: the catalogs are loaded once per process, so it is found once.
+    with force_locale(language):
+        return TEXTS.confirm_email_subject.format(newsletter=title)
 
 
 def queue_welcome(session: Session, subscription: Subscription) -> None:

@@ -18,7 +18,7 @@ import logging
 import time
 from datetime import timedelta
 
-from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Row, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -102,7 +102,7 @@ def act_on_request(session: Session, request_id: int, config) -> bool:
     """
     for attempt in range(3):
         try:
-            queued = _act(session, request_id, config)
+            queued = _act(session, request_id, config, {})
             session.commit()
             return queued
         except IntegrityError:
@@ -119,15 +119,23 @@ def act_on_request(session: Session, request_id: int, config) -> bool:
     return False  # not reached
 
 
-def _act(session: Session, request_id: int, config) -> bool:
+def _act(
+    session: Session,
+    request_id: int,
+    config,
+    newsletters: dict[int, Row],
+    address: Address | InvalidAddress | None = None,
+) -> bool:
+    """Act on one request in ``session``'s transaction. ``newsletters``: the titles
+    and sender names found so far, by id; ``address``: the request's address, checked
+    before the transaction (the writer lock) when the caller could."""
     db = session.connection()
     # Taken by deleting it: if another process took it first, nothing comes back.
     request = db.execute(_TAKE, {"id": request_id}).first()
     if request is None:
         return False
-    try:
-        address = normalize_address(request.email)
-    except InvalidAddress:  # refused by a stricter policy since it was recorded
+    address = address or _checked(request.email)
+    if isinstance(address, InvalidAddress):  # refused by a stricter policy since recorded
         log.warning("sign-up request %s dropped: the address is no longer accepted", request_id)
         return False
     due = service.subscribe(
@@ -142,9 +150,19 @@ def _act(session: Session, request_id: int, config) -> bool:
     )
     if due is None:
         return False
-    newsletter = db.execute(_NEWSLETTER, {"id": request.newsletter_id}).one()
+    newsletter = newsletters.get(request.newsletter_id)
+    if newsletter is None:
+        newsletter = db.execute(_NEWSLETTER, {"id": request.newsletter_id}).one()
+        newsletters[request.newsletter_id] = newsletter
     queue_confirmation_of(session, newsletter, due)
     return True
+
+
+def _checked(email: str) -> Address | InvalidAddress:
+    try:
+        return normalize_address(email)
+    except InvalidAddress as exc:
+        return exc
 
 
 def _count_failure(session: Session, request_id: int) -> None:
@@ -181,9 +199,17 @@ def act_on_left_requests(
     if not new_only:
         taken = or_(taken, and_(SignupRequest.attempts < MAX_ATTEMPTS, left))
     with sessions() as session:
-        ids = session.scalars(
-            select(SignupRequest.id).where(taken).order_by(SignupRequest.id).limit(limit)
+        found = session.execute(
+            select(SignupRequest.id, SignupRequest.email)
+            .where(taken)
+            .order_by(SignupRequest.id)
+            .limit(limit)
         ).all()
+    ids = [request_id for request_id, _ in found]
+    # Checked here, not while the batch holds the writer lock (SQLite's: the web posts
+    # wait for it); the newsletters' titles found once a pass.
+    addresses = {request_id: _checked(email) for request_id, email in found}
+    newsletters: dict[int, Row] = {}
     queued = 0
     for start in range(0, len(ids), BATCH):
         batch = ids[start : start + BATCH]
@@ -191,7 +217,10 @@ def act_on_left_requests(
             time.sleep(GIVE_WAY)
         with sessions() as session:
             try:
-                done = sum(_act(session, request_id, config) for request_id in batch)
+                done = sum(
+                    _act(session, request_id, config, newsletters, addresses[request_id])
+                    for request_id in batch
+                )
                 session.commit()
                 queued += done
                 continue
