@@ -35,8 +35,10 @@ LEFT_AFTER = 30  # seconds: a request this old was left by a process that stoppe
 MAX_ATTEMPTS = 5  # a request that failed this often is left alone, and logged
 # Requests acted on in one transaction by a pass: a commit each costs about as much as
 # the acting. Few, as SQLite's writer lock is held for the batch and the web posts'
-# INSERTs wait for it (with 10, the p99 of a post at 16 connections grew by half).
-BATCH = 4
+# INSERTs wait for it: with 10, the p99 of a post at 16 connections grew by half; with
+# 2, since acting got cheaper, the posts answered 5 to 10 % more a second than with 4
+# (bench/subscribe_bench.py's setup, 3 runs each, at 4 and at 16 connections).
+BATCH = 2
 # Seconds a pass waits between two batches. The writer lock (sqlite_writers) is a flock,
 # which is not fair: a pass that took it again at once kept the web posts waiting for
 # its whole backlog. This lets a post woken by the commit take its turn first (the p99
