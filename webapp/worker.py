@@ -96,11 +96,15 @@ def run_worker(app: Flask, interval: float) -> None:
             deadline = time.monotonic() + interval
             relay = None  # one relay connection for the sign-ups of this interval
             try:
+                found = False
                 while not stopping and time.monotonic() < deadline:
-                    time.sleep(0.05)
+                    if not found:  # after a look that found some, more came meanwhile
+                        time.sleep(0.05)
                     if signups_here:  # a wave of sign-ups: acted on as they come
                         relay = relay or outbox_transport(config)
-                        _guarded("sign-ups", lambda relay=relay: _signups(app, relay, stopping))
+                        found = _guarded(
+                            "sign-ups", lambda relay=relay: _signups(app, relay, stopping)
+                        )
             finally:
                 if relay is not None:
                     relay.close()
@@ -137,11 +141,13 @@ def deliver_outbox(
     )
 
 
-def _signups(app: Flask, relay: Transport, stopping: list) -> None:
-    # Between passes, every 50 ms: one look at the requests, and when some wait, act on
-    # them and deliver their confirmations at once.
-    if requests_waiting(session_factory(app)):
-        _deliver_outbox(app, stopping, relay)
+def _signups(app: Flask, relay: Transport, stopping: list) -> bool:
+    # Between passes: one look at the requests, and when some wait, act on them and
+    # deliver their confirmations at once. True when some did.
+    if not requests_waiting(session_factory(app)):
+        return False
+    _deliver_outbox(app, stopping, relay)
+    return True
 
 
 def _deliver_outbox(app: Flask, stopping: list, relay: Transport | None = None) -> None:
@@ -159,16 +165,17 @@ def _deliver_outbox(app: Flask, stopping: list, relay: Transport | None = None) 
         )
 
 
-def _guarded(job: str, run) -> None:
-    """Run one job of a pass; what goes wrong is one line in the log, not the end of the
-    worker (it is tried again on the next pass)."""
+def _guarded(job: str, run):
+    """Run one job of a pass and return what it returns; what goes wrong is one line in
+    the log (and None), not the end of the worker (it is tried again on the next pass)."""
     try:
-        run()
+        return run()
     except SQLAlchemyError as exc:  # the database restarting: look again later
         cause = getattr(exc, "orig", None) or exc
         click.echo(f"Database error in {job}, trying again: {cause}", err=True)
     except Exception as exc:  # a long-running process logs it and goes on
         click.echo(f"Error in {job}, trying again next pass: {exc!r}", err=True)
+    return None
 
 
 def _deliver_webhooks(app: Flask, stopping: list, budget: float, said: set[str]) -> None:
