@@ -366,6 +366,23 @@ def test_an_https_site_that_captures_its_mail_is_warned(tmp_path, args):
     ]
 
 
+def two_workers(app, seconds: float, until=lambda: False, **options) -> None:
+    """Two threads delivering the outbox pass after pass, as two workers would, for
+    ``seconds`` or until ``until()``."""
+    started = time.monotonic()
+
+    def worker() -> None:
+        while time.monotonic() - started < seconds and not until():
+            deliver_queued(session_factory(app), outbox_transport(app.config), **options)
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds + 15)
+
+
 @pytest.mark.parametrize("security", ["none", "ssl", "starttls"])
 def test_a_slow_relay_never_gets_one_confirmation_twice(tmp_path, monkeypatch, security):
     # The relay stalls on the first RCPT longer than the lease. Before, the lease ran
@@ -388,19 +405,7 @@ def test_a_slow_relay_never_gets_one_confirmation_twice(tmp_path, monkeypatch, s
     try:
         app = make_app(tmp_path, **(relay.config() | {"SMTP_TIMEOUT": 30, "OUTBOX_LEASE": 2}))
         subscribe(app.test_client())
-        config = app.config
-
-        def worker(started: float) -> None:
-            while time.monotonic() - started < 5:
-                deliver_queued(session_factory(app), outbox_transport(config), lease=2, backoff=0.2)
-                time.sleep(0.1)
-
-        started = time.monotonic()
-        threads = [threading.Thread(target=worker, args=(started,)) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(15)
+        two_workers(app, 5, lease=2, backoff=0.2)
         assert stalled and len(relay.messages) == 1
         with session_factory(app)() as session:
             [mail] = session.scalars(select(OutboxMail)).all()
@@ -517,21 +522,13 @@ def test_a_relay_slower_than_the_lease_per_claim_gets_each_confirmation_once(tmp
     smtp_server.handler.delay = 0.2
     app = make_app(tmp_path, **smtp_server.config())
     queue_confirmations(app, 12)
-    folder = journal_folder(app.instance_path)
-
-    def worker(started: float) -> None:
-        while time.monotonic() - started < 15 and len(smtp_server.messages) < 12:
-            deliver_queued(
-                session_factory(app), outbox_transport(app.config), lease=2, journal=folder
-            )
-            time.sleep(0.05)
-
-    started = time.monotonic()
-    threads = [threading.Thread(target=worker, args=(started,)) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    two_workers(
+        app,
+        15,
+        until=lambda: len(smtp_server.messages) >= 12,
+        lease=2,
+        journal=journal_folder(app.instance_path),
+    )
     time.sleep(0.5)  # a second copy, if one were on its way
     assert recipients(smtp_server) == Counter(readers(12))
     assert outbox_states(app) == [OutboxStatus.SENT] * 12
