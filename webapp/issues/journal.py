@@ -23,6 +23,8 @@ from pathlib import Path
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from emails.transport import private_folder
+
 from ..db import utcnow
 from ..models import Delivery, DeliveryStatus
 from .queue import alive, host_name
@@ -40,7 +42,7 @@ class Journal:
     first line, then one id a line."""
 
     def __init__(self, folder: Path, job: str, sender: str) -> None:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_folder(folder)  # and those on the way: who was sent what is private
         self.path = folder / f"{job}.{sender.replace(':', '.')}{SUFFIX}"
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
         self._header = f"{sender}\n".encode()
