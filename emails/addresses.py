@@ -33,9 +33,6 @@ class Address:
     key: str
 
 
-# A sign-up post checks its address twice (its per-address limit, then its form) at
-# about 50 us each: the second is a look-up. Only addresses that pass are kept.
-@lru_cache(maxsize=1024)
 def normalize_address(raw: str) -> Address:
     """Check and normalize ``raw`` as typed into a form.
 
