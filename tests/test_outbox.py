@@ -381,6 +381,7 @@ def two_workers(app, seconds: float, until=lambda: False, **options) -> None:
         thread.start()
     for thread in threads:
         thread.join(seconds + 15)
+    assert not any(thread.is_alive() for thread in threads), "a worker hung"
 
 
 @pytest.mark.parametrize("security", ["none", "ssl", "starttls"])
@@ -517,10 +518,10 @@ def test_journals_of_dead_or_failed_passes_are_recorded_not_sent_again(tmp_path,
 
 def test_a_relay_slower_than_the_lease_per_claim_gets_each_confirmation_once(tmp_path, smtp_server):
     # 12 messages claimed at once take 2.4 s at this relay's pace, against a 2 s lease:
-    # a pass stops sending at half its lease and claims again, so the other pass
-    # never takes back a claim still being sent.
+    # a pass starts sending only in the first quarter of its lease and then claims
+    # again, so the other pass never takes back a claim still being sent.
     smtp_server.handler.delay = 0.2
-    app = make_app(tmp_path, **smtp_server.config())
+    app = make_app(tmp_path, **smtp_server.config(), OUTBOX_LEASE=2)  # attempts cut at 1 s
     queue_confirmations(app, 12)
     two_workers(
         app,
@@ -532,3 +533,51 @@ def test_a_relay_slower_than_the_lease_per_claim_gets_each_confirmation_once(tmp
     time.sleep(0.5)  # a second copy, if one were on its way
     assert recipients(smtp_server) == Counter(readers(12))
     assert outbox_states(app) == [OutboxStatus.SENT] * 12
+
+
+def test_a_pass_ended_by_an_error_puts_the_messages_it_did_not_try_back_at_once(
+    tmp_path, smtp_server
+):
+    # Ctrl-C (or a full disk, or the database going away) between two messages: those
+    # not tried are free for the next pass now, not in five minutes, their attempt
+    # not counted.
+    app = make_app(tmp_path, **smtp_server.config())
+    queue_confirmations(app, 5)
+
+    def interrupted() -> bool:
+        if len(smtp_server.messages) == 2:
+            raise KeyboardInterrupt
+        return False
+
+    with pytest.raises(KeyboardInterrupt):
+        deliver_queued(
+            session_factory(app), outbox_transport(app.config), lease=300, stopping=interrupted
+        )
+    assert len(smtp_server.messages) == 2
+    with session_factory(app)() as session:
+        rows = session.execute(
+            select(OutboxMail.status, OutboxMail.claimed_by, OutboxMail.attempts).order_by(
+                OutboxMail.id
+            )
+        ).all()
+    assert [row.status for row in rows] == [OutboxStatus.SENT] * 2 + [OutboxStatus.QUEUED] * 3
+    assert [(row.claimed_by, row.attempts) for row in rows[2:]] == [(None, 0)] * 3
+
+    report = deliver_queued(session_factory(app), outbox_transport(app.config), lease=300)
+    assert report.sent == 3 and recipients(smtp_server) == Counter(readers(5))
+
+
+def test_a_journal_folder_that_cannot_be_made_does_not_stop_the_mail(tmp_path, smtp_server, caplog):
+    # The instance folder read-only, or a file where the folder should be: each
+    # message is then recorded by its own commit, and the operator is told.
+    app = make_app(tmp_path, **smtp_server.config())
+    queue_confirmations(app, 3)
+    blocked = tmp_path / "send-journals"
+    blocked.write_text("a file, not a folder")
+    report = deliver_queued(
+        session_factory(app), outbox_transport(app.config), lease=60, journal=blocked
+    )
+    assert report.sent == 3 and recipients(smtp_server) == Counter(readers(3))
+    assert outbox_states(app) == [OutboxStatus.SENT] * 3
+    assert "no journal" in caplog.text
+    assert not outbox._OPEN  # no name left behind to shield a journal that is not there

@@ -143,16 +143,17 @@ def deliver_outbox(
 
 def _signups(app: Flask, relay: Transport, stopping: list) -> bool:
     # Between passes: one look at the requests, and when some wait, act on them and
-    # deliver their confirmations at once. True when some did.
+    # deliver their confirmations at once. True when that sent mail: a wave is on.
+    # (Requests that fail stay waiting: looked at again only after the usual wait.)
     if not requests_waiting(session_factory(app)):
         return False
-    _deliver_outbox(app, stopping, relay)
-    return True
+    return _deliver_outbox(app, stopping, relay).sent > 0
 
 
-def _deliver_outbox(app: Flask, stopping: list, relay: Transport | None = None) -> None:
-    # Over the interval's relay it is a quick pass for new sign-ups: no housekeeping,
-    # and a line only if some mail did not go (a wave would log every 50 ms).
+def _deliver_outbox(app: Flask, stopping: list, relay: Transport | None = None):
+    # One delivery pass; its report. Over the interval's relay it is a quick pass for
+    # new sign-ups: no housekeeping, and a line only if some mail did not go (a wave
+    # would log every 50 ms).
     quick = relay is not None
     report = deliver_outbox(
         app, relay=relay, housekeeping=not quick, stopping=lambda: bool(stopping)
@@ -163,6 +164,7 @@ def _deliver_outbox(app: Flask, stopping: list, relay: Transport | None = None) 
             + (f" ({report.last_error})" if report.last_error else "")
             + "."
         )
+    return report
 
 
 def _guarded(job: str, run):

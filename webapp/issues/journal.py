@@ -48,9 +48,10 @@ class Journal:
         self._header = f"{sender}\n".encode()
         os.write(self._fd, self._header)
 
-    def accepted(self, delivery_id: int) -> None:
-        """Note a message the relay accepted: one write, in the page cache on return."""
-        os.write(self._fd, b"%d\n" % delivery_id)
+    def accepted(self, message_id: int) -> None:
+        """Note a message (a delivery's or an outbox message's id) the relay accepted:
+        one write, in the page cache on return."""
+        os.write(self._fd, b"%d\n" % message_id)
 
     def recorded(self) -> None:
         """Everything noted so far is committed to the database: start again empty."""

@@ -1,7 +1,9 @@
 """Delivering the transactional outbox: claim, send, record; and the server's worker thread.
 
-Each message is claimed with a lease by one conditional UPDATE, so any number of
-threads, processes or hosts may drain the same outbox without sending a message twice.
+Messages are claimed in groups with a lease by one conditional UPDATE, so any number
+of threads, processes or hosts may drain the same outbox and each message is claimed
+by one pass at a time; what the relay accepted is noted in the pass's journal before
+its group is recorded (see :func:`deliver_queued` for what a killed pass may repeat).
 """
 
 import contextlib
@@ -71,20 +73,22 @@ def deliver_queued(
     message in flight has been recorded; the rest stays queued for the next worker).
 
     Messages are claimed CLAIM_AT_ONCE to a statement. Without a ``journal`` folder
-    each one sent is recorded by its own commit; with one, it is noted in this pass's
-    journal as the relay accepts it and recorded with up to RECORD_EVERY others: either
-    way only the message in flight when the process is killed can go out twice. With
-    the journal, the next pass on this host also takes a killed pass's other claims
-    back at once; without it, they wait for the lease to end.
+    each one sent is recorded by its own commit, and only the message in flight when
+    the process is killed can go out twice. With one, each is noted in this pass's
+    journal as the relay accepts it and recorded with up to RECORD_EVERY others; the
+    passes of this host fold a killed pass's journal (before each look at the queue)
+    and take its other claims back at once, so again only the message in flight can
+    go out twice. Passes on other hosts cannot read it: if none on its host runs
+    within the lease, they may send again what it had sent and not recorded.
     """
     report = DeliveryReport()
     run = _Pass(sessions, transport, lease, backoff, due_only, verp, journal, report)
     with contextlib.nullcontext() if keep_open else transport:
         try:
-            if journal is not None:
-                with sessions() as session:
-                    fold_outbox_journals(session, journal)
             while True:
+                if journal is not None:  # before each look: a pass may last a wave
+                    with sessions() as session:
+                        fold_outbox_journals(session, journal)
                 with sessions() as session:
                     ids = session.scalars(_pending(due_only).limit(batch)).all()
                 if not ids:
@@ -99,14 +103,18 @@ def deliver_queued(
 
 
 # Messages claimed by one statement: claiming each alone cost a commit a message.
-# Sending starts only while half the lease is left (a send's deadline is the other
-# half), so a slow relay makes a pass claim again, never outlive its claims.
+# A send starts only in the first quarter of the lease and its deadline is half of it,
+# so a group is sent and recorded with a quarter of the lease to spare; a slow relay
+# makes a pass claim again, never outlive its claims.
 CLAIM_AT_ONCE = 20
 # Messages sent between two commits of their results, with a journal (a commit each
 # was a fifth of the worker's time in a wave of sign-ups).
 RECORD_EVERY = 20
 JOB = "outbox"  # the outbox senders' journals: outbox.HOST.PID.RANDOM.journal
-_OPEN: set[str] = set()  # this process's passes with a journal open (threads may share)
+# The names of this process's passes that have a journal open (several threads of one
+# process may each run a pass): another pass of the process folds only the others'.
+_OPEN: set[str] = set()
+_SAID: set[str] = set()  # journal folders that could not be used, said once
 
 
 def _pending(due_only: bool):
@@ -162,7 +170,11 @@ _SENT = (
 )
 _NOT_SENT = (
     update(OutboxMail)
-    .where(OutboxMail.id == bindparam("message_id"))
+    .where(
+        OutboxMail.id == bindparam("message_id"),
+        OutboxMail.status == OutboxStatus.QUEUED,
+        OutboxMail.claimed_by == NAME,  # not one a fold or another pass recorded meanwhile
+    )
     .values(
         status=bindparam("new_status"),
         last_error=bindparam("error"),
@@ -198,8 +210,7 @@ class _Pass:
         """Claim ``ids`` (those still claimable) and send them; False when the pass
         must end (told to stop, or the relay failed temporarily)."""
         if self.folder is not None and self.journal is None:
-            _OPEN.add(self.name)  # before the file is there: not another's to fold
-            self.journal = Journal(self.folder, JOB, self.name)
+            self._open_journal()
         now = utcnow()
         until = now + timedelta(seconds=self.lease)
         started = time.monotonic()
@@ -209,16 +220,36 @@ class _Pass:
             )
             claimed = sorted(claimed.all())  # in the queue's order
             session.commit()  # no transaction stays open while the relay is talked to
-        for index, message in enumerate(claimed):
-            stop = stopping is not None and stopping()
-            if stop or time.monotonic() - started > self.lease / 2:
-                self._release([m.id for m in claimed[index:]])
-                return not stop
-            if not self._deliver(message):
-                self._release([m.id for m in claimed[index + 1 :]])
-                return False
+        tried = 0  # claimed[:tried] were sent, refused, or are in flight
+        try:
+            for message in claimed:
+                stop = stopping is not None and stopping()
+                if stop or time.monotonic() - started > self.lease / 4:
+                    self._release([m.id for m in claimed[tried:]])
+                    return not stop
+                tried += 1
+                if not self._deliver(message):
+                    self._release([m.id for m in claimed[tried:]])
+                    return False
+        except BaseException:
+            # Whatever else ends the pass (Ctrl-C, a full disk, the database): the
+            # messages not tried go back at once; one in flight waits out its lease.
+            with contextlib.suppress(Exception):
+                self._release([m.id for m in claimed[tried:]])
+            raise
         self.record()
         return True
+
+    def _open_journal(self) -> None:
+        _OPEN.add(self.name)  # before the file is there: not another pass's to fold
+        try:
+            self.journal = Journal(self.folder, JOB, self.name)
+        except OSError as exc:  # mail still goes, a commit a message
+            _OPEN.discard(self.name)
+            if str(self.folder) not in _SAID:
+                _SAID.add(str(self.folder))
+                log.warning("outbox: no journal (%s); each message is recorded alone", exc)
+            self.folder = None
 
     def _deliver(self, message) -> bool:
         """Send one claimed message; False if the relay failed temporarily."""
@@ -253,6 +284,7 @@ class _Pass:
                 _NOT_SENT,
                 {
                     "message_id": message.id,
+                    "name": self.name,
                     "new_status": status,
                     "error": error,
                     "next_attempt": next_attempt,
@@ -295,16 +327,18 @@ class _Pass:
                 _OPEN.discard(self.name)  # if left (not recorded), the next pass folds it
 
 
-def record_sent(session: Session, sent: list[tuple[int, str, int | None]], at) -> None:
+def record_sent(session: Session, sent: list[tuple[int, str, int | None]], at) -> int:
     """Record messages (id, kind, subscription id) as sent ``at`` in ``session``'s
     transaction: their bytes are not needed again, and a welcome is in its reader's
-    history from then. Those already recorded are left as they are."""
+    history from then. Those already recorded are left as they are; returns how many
+    were not."""
     recorded = set(
         session.connection().execute(_SENT, {"ids": [m[0] for m in sent], "now": at}).scalars()
     )
     for message_id, kind, subscription_id in sent:
         if kind == "welcome" and subscription_id is not None and message_id in recorded:
             _welcome_sent(session, subscription_id, at)
+    return len(recorded)
 
 
 def fold_outbox_journals(session: Session, folder: Path) -> int:
@@ -324,8 +358,7 @@ def fold_outbox_journals(session: Session, folder: Path) -> int:
                 )
             ).all()
             if kinds:
-                record_sent(session, [tuple(row) for row in kinds], utcnow())
-            folded += len(kinds)
+                folded += record_sent(session, [tuple(row) for row in kinds], utcnow())
         session.execute(
             update(OutboxMail)
             .where(OutboxMail.status == OutboxStatus.QUEUED, OutboxMail.claimed_by == sender)
