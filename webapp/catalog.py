@@ -180,10 +180,7 @@ def newsletter_id_by_slug(session: Session, slug: object) -> int | None:
     first time a process meets the slug)."""
     if not is_slug(slug):
         return None
-    bind = session.get_bind()
-    known = _IDS.get(bind)
-    if known is None:
-        known = _IDS.setdefault(bind, {})
+    known = _IDS.setdefault(session.get_bind(), {})
     if slug not in known:
         found = session.connection().execute(_ID_BY_SLUG, {"slug": slug}).scalar()
         if found is None:

@@ -9,6 +9,7 @@ sending core: nothing here needs Flask.
 """
 
 import os
+import random
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -175,6 +176,12 @@ def release_dead_local_claims(session: Session, issue_id: int) -> int:
 def host_name() -> str:
     """This host's name as it appears in sender names (``host:pid:random``)."""
     return socket.gethostname().replace(":", "-")
+
+
+def sender_name() -> str:
+    """A new sender's name, ``host:pid:random``: a sender on the same host can tell
+    when this one died (:func:`alive`)."""
+    return f"{host_name()}:{os.getpid()}:{random.getrandbits(24):06x}"
 
 
 def alive(pid: int) -> bool:

@@ -7,8 +7,6 @@ template and plain settings, never the app, so each forked sender process runs i
 without Flask and its rules are tested without processes.
 """
 
-import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,11 +28,11 @@ from .queue import (
     Result,
     claim,
     counts,
-    host_name,
     next_due,
     record,
     release_claims,
     renew,
+    sender_name,
 )
 
 # Messages between two commits of results: a batch's worth. With the journal a
@@ -113,8 +111,7 @@ class Sender:
         self.transport = transport
         self.settings = settings
         self.should_stop = should_stop
-        # host:pid:random: a sender on the same host can tell when this one died.
-        self.name = f"{host_name()}:{os.getpid()}:{random.getrandbits(24):06x}"
+        self.name = sender_name()
         self.report = SenderReport()
         self._results: list[Result] = []
         self._held: list[tuple[Claimed, Result]] = []

@@ -8,8 +8,6 @@ its group is recorded (see :func:`deliver_queued` for what a killed pass may rep
 
 import contextlib
 import logging
-import os
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +25,7 @@ from ..db import UTCDateTime, session_factory, utcnow
 from ..delivery import outbox_transport
 from ..inbound.verp import Verp
 from ..issues.journal import Journal, dead_journals, journal_folder
-from ..issues.queue import host_name
+from ..issues.queue import sender_name
 from ..models import EventKind, OutboxMail, OutboxStatus, Subscription, SubscriptionEvent
 from ..reports.clicks import fold_clicks
 from .signups import LEFT_AFTER, act_on_left_requests, in_worker
@@ -166,7 +164,7 @@ _SENT = (
     update(OutboxMail)
     .where(IDS, OutboxMail.status == OutboxStatus.QUEUED)
     .values(status=OutboxStatus.SENT, sent_at=NOW, claimed_until=None, claimed_by=None, message=b"")
-    .returning(OutboxMail.id)
+    .returning(OutboxMail.kind, OutboxMail.subscription_id)
 )
 _NOT_SENT = (
     update(OutboxMail)
@@ -201,10 +199,10 @@ class _Pass:
         self.lease, self.backoff, self.due_only = lease, backoff, due_only
         self.folder, self.report = journal, report
         self.journal: Journal | None = None  # opened before the first claim
-        # host:pid:random, on its claims and its journal: a pass of this host whose
-        # process died is known by it (see fold_outbox_journals).
-        self.name = f"{host_name()}:{os.getpid()}:{random.getrandbits(24):06x}"
-        self.sent: list[tuple[int, str, int | None]] = []  # (id, kind, subscription) not recorded
+        # On its claims and its journal: a pass of this host whose process died is
+        # known by it (see fold_outbox_journals).
+        self.name = sender_name()
+        self.sent: list[int] = []  # ids sent, not yet recorded
 
     def send(self, ids: list[int], stopping: Callable[[], bool] | None) -> bool:
         """Claim ``ids`` (those still claimable) and send them; False when the pass
@@ -261,7 +259,7 @@ class _Pass:
             return exc.permanent
         if self.journal is not None:
             self.journal.accepted(message.id)
-        self.sent.append((message.id, message.kind, message.subscription_id))
+        self.sent.append(message.id)
         self.report.sent += 1
         if self.journal is None or len(self.sent) >= RECORD_EVERY:
             self.record()
@@ -327,16 +325,13 @@ class _Pass:
                 _OPEN.discard(self.name)  # if left (not recorded), the next pass folds it
 
 
-def record_sent(session: Session, sent: list[tuple[int, str, int | None]], at) -> int:
-    """Record messages (id, kind, subscription id) as sent ``at`` in ``session``'s
-    transaction: their bytes are not needed again, and a welcome is in its reader's
-    history from then. Those already recorded are left as they are; returns how many
-    were not."""
-    recorded = set(
-        session.connection().execute(_SENT, {"ids": [m[0] for m in sent], "now": at}).scalars()
-    )
-    for message_id, kind, subscription_id in sent:
-        if kind == "welcome" and subscription_id is not None and message_id in recorded:
+def record_sent(session: Session, ids: list[int], at) -> int:
+    """Record the messages ``ids`` as sent ``at`` in ``session``'s transaction: their
+    bytes are not needed again, and a welcome is in its reader's history from then.
+    Those already recorded are left as they are; returns how many were not."""
+    recorded = session.connection().execute(_SENT, {"ids": ids, "now": at}).all()
+    for kind, subscription_id in recorded:
+        if kind == "welcome" and subscription_id is not None:
             _welcome_sent(session, subscription_id, at)
     return len(recorded)
 
@@ -351,14 +346,7 @@ def fold_outbox_journals(session: Session, folder: Path) -> int:
     folded = 0
     for sender, ids in dead_journals(folder, JOB, all_dead=False, open_here=_OPEN):
         for start in range(0, len(ids), 500):  # bounded parameter lists
-            chunk = ids[start : start + 500]
-            kinds = session.execute(
-                select(OutboxMail.id, OutboxMail.kind, OutboxMail.subscription_id).where(
-                    OutboxMail.id.in_(chunk), OutboxMail.status == OutboxStatus.QUEUED
-                )
-            ).all()
-            if kinds:
-                folded += record_sent(session, [tuple(row) for row in kinds], utcnow())
+            folded += record_sent(session, ids[start : start + 500], utcnow())
         session.execute(
             update(OutboxMail)
             .where(OutboxMail.status == OutboxStatus.QUEUED, OutboxMail.claimed_by == sender)
