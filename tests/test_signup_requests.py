@@ -16,10 +16,10 @@ from urllib.parse import urlencode
 
 import pytest
 from flask import request
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from werkzeug.serving import make_server
 
-from emails.addresses import Address
+from emails.addresses import Address, normalize_address
 from tests.helpers import (
     confirm_path,
     count,
@@ -37,6 +37,7 @@ from tests.helpers import (
 from webapp.db import session_factory, utcnow
 from webapp.models import (
     EventKind,
+    Mailbox,
     OutboxMail,
     OutboxStatus,
     SignupRequest,
@@ -348,3 +349,135 @@ def attempts(app) -> dict[str, int]:
     """The requests not acted on: their attempts by address."""
     with session_factory(app)() as session:
         return dict(session.execute(select(SignupRequest.email, SignupRequest.attempts)).all())
+
+
+# One pass's requests, in their order: new addresses, one of them twice and once more
+# in capitals, a second newsletter for a new address, two spellings of one Gmail inbox,
+# a new address of an inbox over its daily cap, and known addresses in each state.
+BATCH_POSTS = [
+    ("new1@newsroom.org", 1),
+    ("new2@newsroom.org", 1),
+    ("new1@newsroom.org", 2),
+    ("New1@NEWSROOM.org", 1),
+    ("o.lena@gmail.com", 1),
+    ("olena+news@gmail.com", 1),
+    ("capped+b@newsroom.org", 1),
+    ("pending@newsroom.org", 1),
+    ("confirmed@newsroom.org", 1),
+    ("left@newsroom.org", 1),
+    ("new3@newsroom.org", 2),
+]
+
+
+def known_addresses(app) -> None:
+    """Readers before the pass: one pending, one confirmed, one who left, and an inbox
+    that had its day's confirmations."""
+    sessions = session_factory(app)
+    with app.app_context(), sessions() as session:
+        for email in ("pending", "confirmed", "left", "capped"):
+            address = Address(f"{email}@newsroom.org", f"{email}@newsroom.org", "")
+            signups.record_request(session, 1, address, service.Consent(None, None))
+    with app.app_context():
+        assert signups.act_on_left_requests(sessions, app.config) == 4
+    with sessions() as session:
+        for email, status in (
+            ("confirmed", SubscriptionStatus.CONFIRMED),
+            ("left", SubscriptionStatus.UNSUBSCRIBED),
+        ):
+            subscriber = select(Subscriber.id).where(Subscriber.email == f"{email}@newsroom.org")
+            session.execute(
+                update(Subscription)
+                .where(Subscription.subscriber_id == subscriber.scalar_subquery())
+                .values(status=status)
+            )
+        session.execute(
+            update(Mailbox)
+            .where(Mailbox.key == "capped@newsroom.org")
+            .values(window_count=app.config["CONFIRM_DAILY_CAP"])
+        )
+        session.commit()
+
+
+def record_posts(app, posts) -> list[int]:
+    with app.app_context(), session_factory(app)() as session:
+        return [
+            signups.record_request(
+                session,
+                newsletter_id,
+                normalize_address(email),
+                service.Consent("127.0.0.1", "test", f"/{n}"),
+            )
+            for n, (email, newsletter_id) in enumerate(posts)
+        ]
+
+
+def outcome(app) -> dict:
+    """What the sign-ups left, by address and newsletter (ids and nonces aside)."""
+    with session_factory(app)() as session:
+        subscriptions = session.execute(
+            select(Subscriber.email, Subscription.newsletter_id, Subscription.status)
+            .join(Subscription.subscriber)
+            .order_by(Subscriber.email, Subscription.newsletter_id)
+        ).all()
+        events = session.execute(
+            select(
+                Subscriber.email,
+                SubscriptionEvent.newsletter_id,
+                SubscriptionEvent.kind,
+                SubscriptionEvent.source,
+            )
+            .join(Subscription, SubscriptionEvent.subscription_id == Subscription.id)
+            .join(Subscription.subscriber)
+            .order_by(Subscriber.email, SubscriptionEvent.newsletter_id, SubscriptionEvent.id)
+        ).all()
+        mails = session.execute(
+            select(OutboxMail.recipient, OutboxMail.kind, Subscription.newsletter_id)
+            .join(Subscription, OutboxMail.subscription_id == Subscription.id)
+            .order_by(OutboxMail.recipient, Subscription.newsletter_id)
+        ).all()
+        inboxes = session.execute(
+            select(Mailbox.key, Mailbox.window_count).order_by(Mailbox.key)
+        ).all()
+    return {"subscriptions": subscriptions, "events": events, "mails": mails, "inboxes": inboxes}
+
+
+def test_a_pass_acting_on_its_requests_together_leaves_what_they_leave_one_by_one(tmp_path):
+    apart, together = (make_app(tmp_path / name, SIGNUP_WORK="worker") for name in "ab")
+    for app in (apart, together):
+        known_addresses(app)
+    with apart.app_context(), session_factory(apart)() as session:
+        queued_apart = sum(
+            signups.act_on_request(session, request_id, apart.config)
+            for request_id in record_posts(apart, BATCH_POSTS)
+        )
+    record_posts(together, BATCH_POSTS)
+    with together.app_context():
+        queued = signups.act_on_left_requests(session_factory(together), together.config)
+
+    assert queued == queued_apart == 7  # new1 twice, new2, new3, o.lena, left; not capped
+    result = outcome(together)
+    assert result == outcome(apart)
+    assert ("capped+b@newsroom.org", 1, SubscriptionStatus.PENDING) in result["subscriptions"]
+    assert ("olena@gmail.com", 2) in result["inboxes"]  # both spellings counted
+
+
+def statements_of_a_pass(app, posts) -> int:
+    """How many statements a pass runs to act on ``posts``."""
+    record_posts(app, posts)
+    statements = []
+    engine = session_factory(app).kw["bind"]
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    try:
+        with app.app_context():
+            queued = signups.act_on_left_requests(session_factory(app), app.config)
+    finally:
+        engine.dispatch.before_cursor_execute.clear()
+    assert queued == len(posts)
+    return len(statements)
+
+
+def test_new_addresses_in_one_pass_are_written_a_statement_per_table_not_per_sign_up(tmp_path):
+    app = make_app(tmp_path, SIGNUP_WORK="worker")
+    few = statements_of_a_pass(app, [(f"a{n}@newsroom.org", 1 + n % 2) for n in range(3)])
+    many = statements_of_a_pass(app, [(f"b{n}@newsroom.org", 1 + n % 2) for n in range(30)])
+    assert many == few <= 12, (few, many)  # one by one: 27 and 243

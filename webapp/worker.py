@@ -36,6 +36,13 @@ from .subscribers.signups import act_on_left_requests, in_worker, requests_waiti
 from .webhooks.delivery import deliver_webhooks
 
 RETRY_AFTER = 60  # seconds before a send that did not finish is tried again
+# Seconds between two looks at the sign-ups in a wave (after a look that found some).
+# Much of a pass's cost is the same whatever it finds (new addresses are acted on a
+# batch to a statement, confirmations claimed 20 to one), so a pass that looked again at
+# once spent most of its time on itself: at about 900 posts a second, the worker spent
+# 0.83 to 1.10 ms of CPU per sign-up looking again at once, 0.46 waiting this long. A
+# confirmation waits 20 ms more at most.
+WAVE_WAIT = 0.02
 
 
 class Stop(Exception):
@@ -98,8 +105,7 @@ def run_worker(app: Flask, interval: float) -> None:
             try:
                 found = False
                 while not stopping and time.monotonic() < deadline:
-                    if not found:  # after a look that found some, more came meanwhile
-                        time.sleep(0.05)
+                    time.sleep(WAVE_WAIT if found else 0.05)
                     if signups_here:  # a wave of sign-ups: acted on as they come
                         relay = relay or outbox_transport(config)
                         found = _guarded(

@@ -80,6 +80,36 @@ def record_event_of(
 _NEW_EVENT = insert(SubscriptionEvent)  # built once: it runs with every change
 
 
+def record_events_of(
+    session: Session,
+    events: list[tuple[int, int, "Consent", datetime]],
+    kind: EventKind,
+    how: str,
+) -> None:
+    """:func:`record_event_of` for several subscriptions at once, one statement: each
+    of ``events`` is (subscription id, newsletter id, consent, time)."""
+    session.connection().execute(
+        _NEW_EVENT,
+        [
+            {
+                "subscription_id": subscription_id,
+                "newsletter_id": newsletter_id,
+                "kind": kind,
+                "how": how,
+                "at": at,
+                "ip": consent.ip,
+                "user_agent": consent.user_agent,
+                "source": consent.source,
+                "inbound_id": None,
+                "issue_id": None,
+            }
+            for subscription_id, newsletter_id, consent, at in events
+        ],
+    )
+    for subscription_id, _, _, at in events:
+        subscription_changed(session, subscription_id, kind, how, at)
+
+
 def iso(value: datetime | None) -> str | None:
     """A time as ISO 8601 text (UTC), or None."""
     return value.isoformat() if value else None

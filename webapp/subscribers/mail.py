@@ -27,8 +27,12 @@ from ..texts import DEFAULT_LANGUAGE, TEXTS
 from .service import Due
 
 
-def _queue(
-    session: Session,
+def _queue(session: Session, *mail, **options) -> None:
+    """Queue one email (see :func:`_mail`): one INSERT, no object loaded or flushed."""
+    session.connection().execute(_NEW_MAIL, _mail(*mail, **options))
+
+
+def _mail(
     to: tuple[int, str],
     newsletter: Newsletter | None,
     subscription_id: int | None,
@@ -38,11 +42,10 @@ def _queue(
     personal: dict[str, str],
     headers: tuple[dict[str, str], dict[str, str]] = ({}, {}),
     language: str = DEFAULT_LANGUAGE,
-) -> None:
-    """Queue ``kind`` to ``to`` (subscriber id, address) in the reader's ``language``:
-    ``fixed`` is the same for every reader of the newsletter, ``personal`` fills the
-    reader's slots; ``headers`` are (fixed, personal). One INSERT: no object is loaded
-    or flushed."""
+) -> dict:
+    """The outbox row of ``kind`` to ``to`` (subscriber id, address) in the reader's
+    ``language``: ``fixed`` is the same for every reader of the newsletter, ``personal``
+    fills the reader's slots; ``headers`` are (fixed, personal)."""
     config = current_app.config
     if newsletter is not None:
         fixed = {"newsletter": newsletter.title, **fixed}
@@ -59,17 +62,14 @@ def _queue(
     subscriber_id, email = to
     recipient = envelope_address(email)
     raw = template.merge(recipient, {"email": email, **personal}, headers[1])
-    session.connection().execute(
-        _NEW_MAIL,
-        {
-            "kind": kind,
-            "subscription_id": subscription_id,
-            "subscriber_id": subscriber_id,
-            "sender": config["MAIL_FROM"],
-            "recipient": recipient,
-            "message": dkim_sign(config, raw),
-        },
-    )
+    return {
+        "kind": kind,
+        "subscription_id": subscription_id,
+        "subscriber_id": subscriber_id,
+        "sender": config["MAIL_FROM"],
+        "recipient": recipient,
+        "message": dkim_sign(config, raw),
+    }
 
 
 _NEW_MAIL = insert(OutboxMail)  # built once: every confirmation runs it
@@ -123,10 +123,21 @@ def queue_confirmation(session: Session, subscription: Subscription) -> None:
 def queue_confirmation_of(session: Session, newsletter, due: Due) -> None:
     """Queue the confirmation email a sign-up called for (:func:`service.subscribe`);
     ``newsletter`` is a Newsletter or a row with its ``title`` and ``from_name``."""
+    queue_confirmations_of(session, [(newsletter, due)])
+
+
+def queue_confirmations_of(session: Session, confirmations: list[tuple[object, Due]]) -> None:
+    """:func:`queue_confirmation_of` for each (newsletter, due) of ``confirmations``,
+    in one statement."""
+    session.connection().execute(
+        _NEW_MAIL, [_confirmation(newsletter, due) for newsletter, due in confirmations]
+    )
+
+
+def _confirmation(newsletter, due: Due) -> dict:
     subject = _confirm_subject(due.language, newsletter.title)
     links = reader_links(due.language)
-    _queue(
-        session,
+    return _mail(
         (due.subscriber_id, due.email),
         newsletter,
         due.subscription_id,
