@@ -4,9 +4,6 @@
 
 import os
 import shutil
-import socket
-import subprocess
-import time
 
 import pytest
 from hypothesis import settings
@@ -23,6 +20,7 @@ from tests.helpers import (
     free_port,
     make_app,
     postgres_cluster,
+    start_redis,
     stop_postgres,
 )
 
@@ -71,38 +69,22 @@ def postgres():
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory):
-    """A real redis-server on a free loopback port, for the shared rate-limit storage."""
+def redis_binary():
+    """The redis-server program (the test is skipped without it, or fails when
+    NEWSLETTER_REQUIRE_REDIS is set)."""
     binary = shutil.which("redis-server")
     if binary is None:
         if REQUIRE_REDIS:
             pytest.fail("redis-server is required (NEWSLETTER_REQUIRE_REDIS) but not installed")
         pytest.skip("redis-server not found (apt-get install redis-server)")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory, redis_binary):
+    """A real redis-server on a free loopback port, for the shared rate-limit storage."""
     port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
-    server = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(folder),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    server = start_redis(redis_binary, tmp_path_factory.mktemp("redis"), port)
     yield f"redis://127.0.0.1:{port}"
     server.terminate()
     server.wait(10)

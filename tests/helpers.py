@@ -88,6 +88,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_redis(binary: str, folder: Path, port: int) -> subprocess.Popen:
+    """A redis-server on 127.0.0.1:``port`` keeping nothing on disk, once it takes
+    connections."""
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        + ["--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return server
+
+
 class ServerLikeClient(FlaskClient):
     """A test client that, like a WSGI server, takes each response's whole body once it
     has it: the work a view leaves for after its answer (``after_answer``) is done when

@@ -81,6 +81,9 @@ def test_secret_key_is_generated_once_and_kept(tmp_path):
         ({"HOOKS_SES_URL": "https://sns\\.(["}, "NEWSLETTER_HOOKS_SES_URL is not a regular"),
         ({"HOOKS_SENDGRID_PUBLIC_KEY": "bm90IGEga2V5"}, "NEWSLETTER_HOOKS_SENDGRID_PUBLIC_KEY"),
         ({"HOOKS_POSTMARK_USERNAME": "postmark"}, "set both NEWSLETTER_HOOKS_POSTMARK_USERNAME"),
+        ({"SUBSCRIBE_LIMITS": "20 per minit"}, "NEWSLETTER_SUBSCRIBE_LIMITS: '20 per minit' is"),
+        ({"SUBSCRIBE_ADDRESS_LIMITS": "ten/hour"}, "NEWSLETTER_SUBSCRIBE_ADDRESS_LIMITS: 'ten"),
+        ({"RATELIMIT_STORAGE_URI": "pigeon://x"}, "NEWSLETTER_RATELIMIT_STORAGE_URI: unknown"),
     ],
 )
 def test_bad_settings_are_refused_with_a_reason(tmp_path, setting, message):

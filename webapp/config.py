@@ -61,12 +61,12 @@ DEFAULTS: dict[str, object] = {
     "WTF_I18N_ENABLED": False,
     "SESSION_COOKIE_SAMESITE": "Lax",
     "MAX_CONTENT_LENGTH": 64 * 1024,  # a sign-up post is a few hundred bytes
-    # Flask-Limiter syntax, e.g. "20/minute;200/hour"; empty turns a limit off.
+    # The limits package's syntax, e.g. "20/minute;200/hour"; empty turns a limit off.
     "SUBSCRIBE_LIMITS": "20/minute;200/hour",  # per client IP
     "SUBSCRIBE_ADDRESS_LIMITS": "10/hour;30/day",  # per target address, from any IP
-    "RATELIMIT_STORAGE_URI": "memory://",  # e.g. redis://127.0.0.1:6379 for several workers
-    # Storage down (Redis restarting): per-process limits and one warning, never a 500.
-    "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+    # E.g. redis://127.0.0.1:6379 for several workers; while it is down (Redis
+    # restarting), per-process limits and one warning, never a 500.
+    "RATELIMIT_STORAGE_URI": "memory://",
     "CONFIRM_DAILY_CAP": 5,  # confirmation emails per address per 24 h, all newsletters
     "TRUSTED_PROXIES": 0,  # reverse proxies in front; X-Forwarded-For is used only then
     # Proof of work (ALTCHA) on the sign-up forms: set a secret key to switch it on.

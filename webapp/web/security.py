@@ -11,16 +11,16 @@ import json
 import logging
 import re
 from datetime import datetime, timedelta
+from functools import wraps
 
 import altcha
 import regex
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
-from limits.storage import MemoryStorage
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from emails.addresses import InvalidAddress, mailbox, normalize_address
+
+from .rate_limits import RateLimits, rate_limits
 
 # No inline script or style anywhere on our pages; forms post only to us.
 CSP = (
@@ -33,6 +33,7 @@ TOKEN_PATH = re.compile(
     r"(/(?:confirm|unsubscribe|manage|data|r|o)/)([A-Za-z0-9_\-.]{6})[A-Za-z0-9_\-.]{0,2000}"
 )
 bp = Blueprint("security", __name__)
+log = logging.getLogger(__name__)
 # An address in a log line: its local part (apostrophes and the rest of atext) is masked.
 # Every quantifier is bounded (a local part has at most 64 octets, a domain label 63, a
 # domain 127 labels) and a match starts only after a character that cannot go on a
@@ -47,11 +48,6 @@ ADDRESS = regex.compile(
     rf"(?<![\w\p{{M}}.+%\-])({_LOCAL}){_LOCAL}{{0,63}}(?:@|%40)"
     rf"((?:{_LABEL}{{1,63}}\.){{1,126}}{_LABEL}{{2,63}})"
 )
-
-
-# Declared once, bound to each app by init_app (Flask-Limiter's app-factory pattern);
-# the views it guards carry its decorators. Limits are read from the config per request.
-limiter = Limiter(lambda: client_network(get_remote_address()), default_limits=[])
 
 
 def client_network(address: str) -> str:
@@ -73,25 +69,33 @@ def init_app(app: Flask) -> None:
     if app.config["TRUSTED_PROXIES"]:
         hops = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
-    limiter.init_app(app)
+    app.extensions["rate_limits"] = RateLimits(app)
     app.register_blueprint(bp)
     app.after_request(security_headers)
     redact_logs()
 
 
 def limit_signups(view):
-    """The sign-up limits on ``view``: per client IP, and per target address from any IP."""
-    view = limiter.limit(
-        lambda: current_app.config["SUBSCRIBE_LIMITS"],
-        scope="subscribe-ip",
-        exempt_when=lambda: not current_app.config["SUBSCRIBE_LIMITS"],
-    )(view)
-    return limiter.limit(
-        lambda: current_app.config["SUBSCRIBE_ADDRESS_LIMITS"],
-        key_func=_address_key,
-        scope="subscribe-address",
-        exempt_when=lambda: not current_app.config["SUBSCRIBE_ADDRESS_LIMITS"],
-    )(view)
+    """The sign-up limits on ``view``: per client network, and per target inbox from any
+    client. A post over one is answered 429 (by the view's blueprint) and goes no further."""
+
+    @wraps(view)
+    def limited(*args, **kwargs):
+        limits = rate_limits()
+        for name, each, key_of in (
+            ("per-client", limits.per_client, _client_key),
+            ("per-address", limits.per_address, _address_key),
+        ):
+            if each and not limits.hit(each, f"subscribe-{name}", key := key_of()):
+                log.info("a sign-up post over the %s limit (%s)", name, key)  # redacted
+                abort(429)
+        return view(*args, **kwargs)
+
+    return limited
+
+
+def _client_key() -> str:
+    return client_network(request.remote_addr or "")
 
 
 def _address_key() -> str:
@@ -158,8 +162,8 @@ def redact_logs() -> None:
 
     Done where records are made, not by filters: a logger's filter sees neither the
     records its children pass up nor those of loggers made after it was attached, and
-    addresses reach the logs through libraries too (Flask-Limiter names the key of an
-    exceeded limit: for the per-address limit, the address).
+    addresses reach the logs through libraries too (a mail server's refusal quotes the
+    address it refused).
     """
     if not isinstance(logging.getLogRecordFactory(), _RedactingRecords):
         logging.setLogRecordFactory(_RedactingRecords(logging.getLogRecordFactory()))
@@ -196,7 +200,7 @@ def altcha_challenge():
 def robot_check_passes(payload: str | None) -> bool:
     """Verify a solved challenge, once: a replayed solution is refused.
 
-    Used challenges are counted in the rate limiter's storage, so with Redis every
+    Used challenges are counted in the rate limits' storage, so with Redis every
     worker and host sees them.
     """
     if not payload or len(payload) > 2000:
@@ -213,17 +217,4 @@ def robot_check_passes(payload: str | None) -> bool:
     # JSON re-indented): what makes it one solution is its signature.
     signature = json.loads(base64.b64decode(payload).decode())["signature"]
     key = f"altcha-used:{hashlib.sha256(str(signature).encode()).hexdigest()}"
-    return _count_once(key, current_app.config["ALTCHA_EXPIRES"]) == 1
-
-
-_fallback = MemoryStorage()
-
-
-def _count_once(key: str, expiry: int) -> int:
-    # The limits' storage (Redis, shared by every worker) or, while it cannot be reached,
-    # this process's memory, as the limits themselves fall back.
-    try:
-        return limiter.storage.incr(key, expiry)
-    except Exception as exc:  # the storage's own errors: redis.ConnectionError and kin
-        logging.getLogger(__name__).warning("rate-limit storage unreachable: %s", exc)
-        return _fallback.incr(key, expiry)
+    return rate_limits().increment(key, current_app.config["ALTCHA_EXPIRES"]) == 1
