@@ -75,10 +75,13 @@ def record_request(
     language: str = "en",
 ) -> int:
     """Record one sign-up post (made on a page in ``language``) and commit; its id. The
-    same work for every address."""
-    request_id = (
-        session.connection()
-        .execute(
+    same work for every address.
+
+    Written by a connection of ``session``'s engine in a transaction of its own, not
+    by the session: the post needs no more, and a session's transaction cost a tenth
+    of the post's CPU."""
+    with session.get_bind().begin() as db:
+        return db.execute(
             _RECORD,
             {
                 "newsletter_id": newsletter_id,
@@ -91,11 +94,7 @@ def record_request(
                 "created_at": utcnow(),
                 "attempts": 0,
             },
-        )
-        .scalar_one()
-    )
-    session.commit()
-    return request_id
+        ).scalar_one()
 
 
 def act_on_request(session: Session, request_id: int, config) -> bool:
