@@ -77,24 +77,28 @@ def record_request(
     """Record one sign-up post (made on a page in ``language``) and commit; its id. The
     same work for every address.
 
-    Written by a connection of ``session``'s engine in a transaction of its own, not
-    by the session: the post needs no more, and a session's transaction cost a tenth
-    of the post's CPU."""
+    Written in a transaction of its own on a connection of ``session``'s engine: the
+    post needs no more, and a session's transaction cost a twentieth of its CPU. A
+    session that holds a connection already (it looked something up) writes through
+    it: a second one for each of many concurrent posts would empty the pool.
+    """
+    values = {
+        "newsletter_id": newsletter_id,
+        "email": address.email,
+        "email_key": address.key,
+        "ip": consent.ip,
+        "user_agent": consent.user_agent,
+        "source": consent.source,
+        "language": language,
+        "created_at": utcnow(),
+        "attempts": 0,
+    }
+    if session.in_transaction():
+        request_id = session.connection().execute(_RECORD, values).scalar_one()
+        session.commit()
+        return request_id
     with session.get_bind().begin() as db:
-        return db.execute(
-            _RECORD,
-            {
-                "newsletter_id": newsletter_id,
-                "email": address.email,
-                "email_key": address.key,
-                "ip": consent.ip,
-                "user_agent": consent.user_agent,
-                "source": consent.source,
-                "language": language,
-                "created_at": utcnow(),
-                "attempts": 0,
-            },
-        ).scalar_one()
+        return db.execute(_RECORD, values).scalar_one()
 
 
 def act_on_request(session: Session, request_id: int, config) -> bool:
