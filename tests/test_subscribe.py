@@ -4,10 +4,11 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
+from flask import g
 from flask_babel import force_locale
 from sqlalchemy import event, select
 
-from tests.helpers import GOOD_ADDRESS, count, csrf_token, subscribe
+from tests.helpers import GOOD_ADDRESS, count, csrf_from, csrf_token, subscribe
 from webapp.catalog import seed_catalog
 from webapp.db import engine, session_factory
 from webapp.models import EventKind, OutboxMail, Subscriber, Subscription, SubscriptionStatus
@@ -167,6 +168,26 @@ def test_csrf_token_of_another_session_is_refused(app, client):
     assert response.status_code == 400
     assert TEXTS.session_expired in response.get_data(as_text=True)
     assert count(app, Subscriber) == 0
+
+
+def test_a_form_shown_again_with_its_error_carries_a_token_that_works(app, client):
+    # A posted form's token is signed only when the form is shown: never for a post
+    # that succeeds (a redirect), and then on the page with the form's error.
+    with client:
+        subscribe(client, "first@newsroom.org")
+        assert "csrf_token" not in g  # nothing was signed for the answer
+        again = subscribe(client, "not an address")
+        assert again.status_code == 400 and "csrf_token" in g
+    token = csrf_from(again.get_data(as_text=True))
+    response = client.post(
+        "/subscribe",
+        data={
+            "email": "second@newsroom.org",
+            "newsletter": "explaining-ukraine",
+            "csrf_token": token,
+        },
+    )
+    assert response.status_code == 302 and count(app, Subscriber) == 2
 
 
 def test_filled_honeypot_gets_the_same_answer_and_stores_nothing(app, client):
