@@ -258,20 +258,22 @@ def subscribe_many(
     A wave of sign-ups is mostly new addresses, and for those the work is the same rows
     each: they are written by one statement per table for the whole batch, not by one
     per sign-up (each statement costs far more in Python than in the database). The
-    others (an address already known, or a second sign-up of one address or inbox in
-    the batch) go through :func:`subscribe` after them, one by one, and find what the
-    first wrote. Concurrent sign-ups of one address may raise IntegrityError: retry.
+    others (an address already known, or one whose inbox an earlier sign-up of the
+    batch reaches) go through :func:`subscribe` after them, one by one, and find what
+    those wrote. Concurrent sign-ups of one address may raise IntegrityError: retry.
     """
     db = session.connection()
     keys = list({signup.address.key for signup in signups})
     known = set(db.execute(_SUBSCRIBERS, {"keys": keys}).scalars()) if keys else set()
-    together: dict[str, int] = {}  # address key: the index of its sign-up written together
+    # Written together: a new address whose inbox no earlier sign-up of the batch
+    # reaches (each inbox's daily cap is then met in the batch's order).
+    together: dict[str, int] = {}  # address key: the index of its sign-up
     inboxes: set[str] = set()
     for index, signup in enumerate(signups):
         key, inbox = signup.address.key, mailbox(signup.address.key)
-        if key not in known and key not in together and inbox not in inboxes:
+        if key not in known and inbox not in inboxes:
             together[key] = index
-            inboxes.add(inbox)
+        inboxes.add(inbox)
     dues: list[Due | None] = [None] * len(signups)
     if together:
         places = list(together.values())
