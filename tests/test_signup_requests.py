@@ -5,6 +5,7 @@ worker, as soon as it is recorded."""
 
 import http.client
 import re
+import secrets
 import socket
 import sqlite3
 import statistics
@@ -16,6 +17,8 @@ from urllib.parse import urlencode
 
 import pytest
 from flask import request
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import event, select, update
 from werkzeug.serving import make_server
 
@@ -493,3 +496,48 @@ def test_new_addresses_in_one_pass_are_written_a_statement_per_table_not_per_sig
     few = statements_of_a_pass(app, [(f"a{n}@newsroom.org", 1 + n % 2) for n in range(3)])
     many = statements_of_a_pass(app, [(f"b{n}@newsroom.org", 1 + n % 2) for n in range(30)])
     assert many == few <= 12, (few, many)  # one by one: 27 and 243
+
+
+# Spellings of three inboxes, as readers type them.
+SPELLINGS = [
+    "olena@gmail.com",
+    "o.lena@gmail.com",
+    "Olena+a@googlemail.com",
+    "olena+b@gmail.com",
+    "taras@newsroom.org",
+    "Taras@newsroom.org",
+    "taras+x@newsroom.org",
+    "ira@newsroom.org",
+]
+POSTS = st.lists(
+    st.tuples(st.integers(0, len(SPELLINGS) - 1), st.integers(1, 2)), min_size=1, max_size=12
+)
+
+
+@pytest.fixture
+def apart_and_together(tmp_path):
+    # No cooldown: a known address gets another email at once, up to its inbox's cap.
+    settings = {"SIGNUP_WORK": "worker", "CONFIRM_COOLDOWN": 0}
+    return [make_app(tmp_path / name, **settings) for name in ("apart", "together")]
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(passes=st.lists(POSTS, min_size=1, max_size=3))
+def test_any_passes_of_sign_ups_leave_what_they_leave_one_by_one(apart_and_together, passes):
+    # The two apps keep what earlier examples left, alike; each example's readers are
+    # its own (a prefix on every address).
+    apart, together = apart_and_together
+    example = secrets.token_hex(3)
+    for posts in passes:
+        posts = [(f"{example}{SPELLINGS[n]}", newsletter) for n, newsletter in posts]
+        with apart.app_context(), session_factory(apart)() as session:
+            for request_id in record_posts(apart, posts):
+                signups.act_on_request(session, request_id, apart.config)
+        record_posts(together, posts)
+        with together.app_context():
+            signups.act_on_left_requests(session_factory(together), together.config)
+        assert outcome(together) == outcome(apart)
