@@ -100,10 +100,11 @@ def start_redis(binary: str, folder: Path, port: int) -> subprocess.Popen:
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
+            return server
         except OSError:
             time.sleep(0.05)
-    return server
+    server.kill()
+    raise RuntimeError(f"redis-server did not take connections on port {port} within 10 s")
 
 
 class ServerLikeClient(FlaskClient):

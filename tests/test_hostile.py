@@ -4,6 +4,7 @@ import base64
 import hashlib
 import json
 import logging
+import socket
 import threading
 from datetime import timedelta
 
@@ -404,6 +405,17 @@ def test_sign_ups_go_on_when_redis_is_down(tmp_path, caplog):
     assert answers == [200, 200, 200, 429]  # the limit holds, per process
     assert count(app, Subscriber) == 3
     assert any("unreachable" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.timeout(60)  # without timeouts of its own, the first post waited forever
+def test_a_redis_that_does_not_answer_does_not_hold_the_sign_ups(tmp_path, caplog):
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # takes connections, says nothing
+        storage = f"redis://127.0.0.1:{silent.getsockname()[1]}"
+        app = make_app(tmp_path, SUBSCRIBE_LIMITS="3/minute", RATELIMIT_STORAGE_URI=storage)
+        client = app.test_client()
+        answers = [subscribe(client, f"r{n}@newsroom.org", json=True).status_code for n in range(4)]
+    assert answers == [200, 200, 200, 429]  # counted in memory
+    assert "storage unreachable" in caplog.text
 
 
 def test_the_limits_count_in_redis_again_once_it_is_back(

@@ -11,7 +11,7 @@ from functools import lru_cache
 
 from flask import current_app
 from flask_babel import force_locale
-from sqlalchemy import insert
+from sqlalchemy import Row, insert
 from sqlalchemy.orm import Session
 
 from emails.addresses import envelope_address
@@ -126,7 +126,9 @@ def queue_confirmation_of(session: Session, newsletter, due: Due) -> None:
     queue_confirmations_of(session, [(newsletter, due)])
 
 
-def queue_confirmations_of(session: Session, confirmations: list[tuple[object, Due]]) -> None:
+def queue_confirmations_of(
+    session: Session, confirmations: list[tuple[Newsletter | Row, Due]]
+) -> None:
     """:func:`queue_confirmation_of` for each (newsletter, due) of ``confirmations``,
     in one statement."""
     session.connection().execute(
@@ -134,7 +136,7 @@ def queue_confirmations_of(session: Session, confirmations: list[tuple[object, D
     )
 
 
-def _confirmation(newsletter, due: Due) -> dict:
+def _confirmation(newsletter: Newsletter | Row, due: Due) -> dict:
     subject = _confirm_subject(due.language, newsletter.title)
     links = reader_links(due.language)
     return _mail(

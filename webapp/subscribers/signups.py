@@ -26,7 +26,7 @@ from emails.addresses import Address, InvalidAddress, normalize_address
 
 from ..db import utcnow
 from ..models import Newsletter, SignupRequest
-from . import service
+from . import batches, service
 from .mail import queue_confirmations_of
 
 log = logging.getLogger(__name__)
@@ -34,11 +34,12 @@ log = logging.getLogger(__name__)
 LEFT_AFTER = 30  # seconds: a request this old was left by a process that stopped
 MAX_ATTEMPTS = 5  # a request that failed this often is left alone, and logged
 # Requests acted on in one transaction by a pass. Their new addresses (most of a wave)
-# are written a statement per table for the whole batch (service.subscribe_many), so a
-# bigger batch costs less per sign-up: the worker alone spent 0.85 ms of CPU a sign-up
-# acted on and delivered with 2, 0.65 with 4, 0.49 with 8 and 0.41 with 32. SQLite's
-# writer lock is held for the batch, and the web posts' INSERTs wait for it; with 32,
-# the p99 of a post at 16 connections stayed near 33 ms (bench/subscribe_bench.py).
+# are written a statement per table for the whole batch (batches.subscribe_many), so a
+# bigger batch costs less per sign-up: measured alone, the worker spent 0.85 ms of CPU
+# a sign-up acted on and delivered with 2, 0.65 with 4, 0.49 with 8 and 0.41 with 32.
+# SQLite's writer lock is held for the batch and the web posts' INSERTs wait for it:
+# 32 new addresses held it 4 ms, 32 known ones 3 ms, and the p99 of a post at 16
+# connections stayed between 33 and 38 ms (bench/subscribe_bench.py).
 BATCH = 32
 # Seconds a pass waits between two batches. The writer lock (sqlite_writers) is a flock,
 # which is not fair: a pass that took it again at once kept the web posts waiting for
@@ -152,13 +153,13 @@ def _act(
             continue
         consent = service.Consent(request.ip, request.user_agent, request.source)
         signups.append(
-            service.SignUp(
+            batches.SignUp(
                 request.newsletter_id, address, consent, request.created_at, request.language
             )
         )
     if not signups:
         return 0
-    dues = service.subscribe_many(
+    dues = batches.subscribe_many(
         session, signups, cooldown=config["CONFIRM_COOLDOWN"], daily_cap=config["CONFIRM_DAILY_CAP"]
     )
     confirmations = []
@@ -237,8 +238,13 @@ def act_on_left_requests(
                 session.commit()
                 queued += done
                 continue
-            except Exception:  # rolled back, the batch untouched: one at a time below
+            except Exception as exc:  # rolled back, the batch untouched: one at a time
                 session.rollback()
+                log.warning(
+                    "a batch of %d sign-up requests failed (%r); acting on them one at a time",
+                    len(batch),
+                    exc,
+                )
         for request_id in batch:
             with sessions() as session:
                 try:
