@@ -61,23 +61,36 @@ def record_event_of(
     at = at or utcnow()
     session.connection().execute(
         _NEW_EVENT,
-        {
-            "subscription_id": subscription_id,
-            "newsletter_id": newsletter_id,
-            "kind": kind,
-            "how": how,
-            "at": at,
-            "ip": consent.ip if consent else None,
-            "user_agent": consent.user_agent if consent else None,
-            "source": consent.source if consent else None,
-            "inbound_id": inbound_id,
-            "issue_id": issue_id,
-        },
+        _row(subscription_id, newsletter_id, kind, how, consent, at, inbound_id, issue_id),
     )
     subscription_changed(session, subscription_id, kind, how, at)
 
 
 _NEW_EVENT = insert(SubscriptionEvent)  # built once: it runs with every change
+
+
+def _row(
+    subscription_id: int,
+    newsletter_id: int,
+    kind: EventKind,
+    how: str | None,
+    consent: "Consent | None",
+    at: datetime,
+    inbound_id: int | None = None,
+    issue_id: int | None = None,
+) -> dict:
+    return {
+        "subscription_id": subscription_id,
+        "newsletter_id": newsletter_id,
+        "kind": kind,
+        "how": how,
+        "at": at,
+        "ip": consent.ip if consent else None,
+        "user_agent": consent.user_agent if consent else None,
+        "source": consent.source if consent else None,
+        "inbound_id": inbound_id,
+        "issue_id": issue_id,
+    }
 
 
 def record_events_of(
@@ -91,18 +104,7 @@ def record_events_of(
     session.connection().execute(
         _NEW_EVENT,
         [
-            {
-                "subscription_id": subscription_id,
-                "newsletter_id": newsletter_id,
-                "kind": kind,
-                "how": how,
-                "at": at,
-                "ip": consent.ip,
-                "user_agent": consent.user_agent,
-                "source": consent.source,
-                "inbound_id": None,
-                "issue_id": None,
-            }
+            _row(subscription_id, newsletter_id, kind, how, consent, at)
             for subscription_id, newsletter_id, consent, at in events
         ],
     )
