@@ -46,10 +46,10 @@ def subscribe_many(
     """:func:`service.subscribe` for each of ``signups``, as if one after the other;
     the confirmation email each calls for, if any, in their order.
 
-    New addresses are written together, a statement per table. The
-    others (an address already known, or one whose inbox an earlier sign-up of the
-    batch reaches) go through :func:`subscribe` after them, one by one, and find what
-    those wrote. Concurrent sign-ups of one address may raise IntegrityError: retry.
+    New addresses are written together, a statement per table. The others (an address
+    already known, or one whose inbox an earlier sign-up of the batch reaches) go
+    through :func:`subscribe` after them, one by one, and find what those wrote.
+    Concurrent sign-ups of one address may raise IntegrityError: retry.
     """
     db = session.connection()
     keys = list({signup.address.key for signup in signups})

@@ -39,7 +39,7 @@ MAX_ATTEMPTS = 5  # a request that failed this often is left alone, and logged
 # a sign-up acted on and delivered with 2, 0.65 with 4, 0.49 with 8 and 0.41 with 32.
 # SQLite's writer lock is held for the batch and the web posts' INSERTs wait for it:
 # 32 new addresses held it 4 ms, 32 known ones 3 ms, and the p99 of a post at 16
-# connections stayed between 33 and 38 ms (bench/subscribe_bench.py).
+# connections stayed between 32 and 48 ms (bench/subscribe_bench.py, six runs).
 BATCH = 32
 # Seconds a pass waits between two batches. The writer lock (sqlite_writers) is a flock,
 # which is not fair: a pass that took it again at once kept the web posts waiting for
