@@ -159,7 +159,7 @@ def _signups(app: Flask, relay: Transport, stopping: list) -> bool:
 def _deliver_outbox(app: Flask, stopping: list, relay: Transport | None = None):
     # One delivery pass; its report. Over the interval's relay it is a quick pass for
     # new sign-ups: no housekeeping, and a line only if some mail did not go (a wave
-    # would log every 50 ms).
+    # would log every few milliseconds).
     quick = relay is not None
     report = deliver_outbox(
         app, relay=relay, housekeeping=not quick, stopping=lambda: bool(stopping)

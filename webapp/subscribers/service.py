@@ -114,19 +114,6 @@ _WINDOW_OVER = or_(
 _COUNT_IN_WINDOW = (
     update(Mailbox)
     .where(
-        Mailbox.key == bindparam("mailbox"),
-        or_(_WINDOW_OVER, Mailbox.window_count < bindparam("cap")),
-    )
-    .values(
-        window_count=case((_WINDOW_OVER, 1), else_=Mailbox.window_count + 1),
-        window_start=case((_WINDOW_OVER, NOW), else_=Mailbox.window_start),
-    )
-)
-
-
-_COUNT_MANY_IN_WINDOW = (
-    update(Mailbox)
-    .where(
         Mailbox.key.in_(bindparam("mailboxes", expanding=True)),
         or_(_WINDOW_OVER, Mailbox.window_count < bindparam("cap")),
     )
@@ -240,7 +227,7 @@ def claim_daily_slots(session: Session, keys: list[str], cap: int) -> set[str]:
     db.execute(_MAILBOX[db.dialect.name], [{"key": key} for key in sorted(keys)])
     now = utcnow()
     counted = db.execute(
-        _COUNT_MANY_IN_WINDOW,
+        _COUNT_IN_WINDOW,
         {"mailboxes": keys, "cap": cap, "now": now, "day_ago": now - timedelta(days=1)},
     )
     return set(counted.scalars())
@@ -280,15 +267,8 @@ def claim_daily_slot(session: Session, address_key: str, cap: int) -> bool:
     Every spelling of one inbox (``+tags``, Gmail's dots) counts together. One
     conditional UPDATE decides: concurrent posts cannot together pass the cap.
     """
-    db = session.connection()
     key = mailbox(address_key)
-    db.execute(_MAILBOX[db.dialect.name], {"key": key})
-    now = utcnow()
-    counted = db.execute(
-        _COUNT_IN_WINDOW,
-        {"mailbox": key, "cap": cap, "now": now, "day_ago": now - timedelta(days=1)},
-    )
-    return counted.rowcount == 1
+    return key in claim_daily_slots(session, [key], cap)
 
 
 def _start_pending(subscription: Subscription, now: datetime) -> None:
