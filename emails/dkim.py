@@ -2,11 +2,13 @@
 
 The RSA signature is made by OpenSSL through ``cryptography``: 0.3 ms a message,
 where dkimpy's pure-Python RSA takes 7 ms, which would cap a send at about 140
-messages a second per core. The canonicalization is the RFC's, a few regular
-expressions; the tests check every signature with dkimpy's independent verifier.
+messages a second per core. The canonicalization is the RFC's, made of byte
+searches (C), and kept for the header fields every message of a send shares; the
+tests check every signature with dkimpy's independent verifier.
 """
 
 import base64
+import functools
 import hashlib
 import re
 import time
@@ -86,11 +88,14 @@ def sign(message: bytes, *, domain: str, selector: str, private_key: bytes) -> b
 
 def canonical_body(body: bytes) -> bytes:
     """The relaxed body canonicalization (RFC 6376 section 3.4.4)."""
-    # bytes.replace, not a regular expression: ten times faster on a 16 KB body.
-    body = body.replace(b"\t", b" ")
-    while b"  " in body:  # each pass halves the runs of spaces
-        body = body.replace(b"  ", b" ")
-    body = body.replace(b" \r\n", b"\r\n")
+    # Searches of bytes (C), not a regular expression: ten times faster on a 16 KB
+    # body, and each rewrite is skipped when the body has nothing for it.
+    if b"\t" in body:
+        body = body.replace(b"\t", b" ")
+    if b"  " in body:
+        body = _single_spaces(body)
+    if b" \r\n" in body:  # a line's runs are single spaces now: one space to drop
+        body = body.replace(b" \r\n", b"\r\n")
     end = len(body)
     while body.endswith(b"\r\n", 0, end):  # empty lines at the end are ignored
         end -= 2
@@ -98,11 +103,36 @@ def canonical_body(body: bytes) -> bytes:
     return b"" if body == b"\r\n" else body
 
 
+def _single_spaces(data: bytes) -> bytes:
+    """``data`` with each run of spaces made one space, in one pass over it."""
+    pieces, start = [], 0
+    run = data.find(b"  ")
+    while run != -1:
+        end = run + 2
+        while data.startswith(b" ", end):
+            end += 1
+        pieces.append(data[start : run + 1])
+        start = end
+        run = data.find(b"  ", end)
+    pieces.append(data[start:])
+    return b"".join(pieces)
+
+
 def canonical_header(field: bytes) -> bytes:
     """One header field in the relaxed form: ``name:value`` and CRLF (section 3.4.2)."""
     name, _, value = field.partition(b":")
+    if not (b"\n" in value.rstrip(b"\r\n") or b"\t" in field or b"  " in value):
+        # Most fields: one line, single spaces; strips only (a regular expression's
+        # setup costs more than such a field's whole canonicalization).
+        return name.strip(b" ").lower() + b":" + value.rstrip(b"\r\n").strip(b" ") + b"\r\n"
     value = _WSP_RUN.sub(b" ", _FOLD.sub(b"", value.rstrip(b"\r\n"))).strip(b" ")
     return name.strip(b" \t").lower() + b":" + value + b"\r\n"
+
+
+# Most fields of a send's messages are the same in each (From, Subject, List-Id…): kept
+# canonical, least recently used first out, while each reader's own (To, Message-ID)
+# pass through.
+_canonical_header = functools.lru_cache(maxsize=256)(canonical_header)
 
 
 def _header_fields(head: bytes) -> dict[str, list[bytes]]:
@@ -117,7 +147,10 @@ def _header_fields(head: bytes) -> dict[str, list[bytes]]:
 
 def _picked(fields: dict[str, list[bytes]], names: list[str]):
     """Fields in h= order, each name taking its instances from the bottom up."""
-    left = {name: list(found) for name, found in fields.items()}
+    taken: dict[str, int] = {}
     for name in names:
-        if left.get(name):
-            yield canonical_header(left[name].pop())
+        found = fields.get(name, ())
+        count = taken.get(name, 0) + 1
+        if count <= len(found):
+            taken[name] = count
+            yield _canonical_header(found[-count])
