@@ -120,6 +120,20 @@ def test_a_relay_that_cannot_be_reached_is_tried_again_then_pauses(tmp_path, rel
     assert {d.attempts for d in deliveries(app).values()} == {0}
 
 
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one by one", "pipelined"])
+def test_lines_that_start_with_a_dot_arrive_as_they_were_written(relay, pipelining):
+    # A digest's style sheet starts lines with dots; a lone dot would end the message.
+    relay.handler.pipelining = pipelining
+    message = (
+        b"From: letters@news.test\r\nSubject: dots\r\n\r\n"
+        b".outer { width: 100%; }\r\n..two\r\n.\r\nafter the lone dot\r\n."
+    )
+    with SmtpTransport(SmtpSettings(host="127.0.0.1", port=relay.port, timeout=5)) as transport:
+        transport.send(message, "letters@news.test", ["reader@news.test"])
+    [received] = relay.messages
+    assert received.data == message + b"\r\n"
+
+
 def test_a_lost_connection_is_reopened_and_the_same_reader_tried_again(tmp_path, relay):
     app = app_with_issue(tmp_path, relay, 6)
     sender = sender_for(app, relay.port)
