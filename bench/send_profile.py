@@ -88,7 +88,7 @@ def profile(options, size: int, sink_pid: int) -> None:
     from webapp.issues.mail import IssueMail
     from webapp.issues.queue import take_list
     from webapp.issues.sender import Sender, SendSettings
-    from webapp.links import reader_links
+    from webapp.links import reader_links, tracked_links
     from webapp.models import Issue, Newsletter
 
     app = create_app()
@@ -98,8 +98,11 @@ def profile(options, size: int, sink_pid: int) -> None:
             select(Issue).join(Newsletter).where(Newsletter.slug == SLUG, Issue.number == 1)
         )
         take_list(session, issue)
-        mail = IssueMail(issue, app.config, reader_links())
+        # As the send command makes it: the reader's language, tracked links.
+        language = issue.newsletter.language
+        mail = IssueMail(issue, app.config, reader_links(language), tracked_links())
         mail.links.for_reader = timed.wrap("merge: links", mail.links.for_reader)
+        mail.tracked.for_reader = timed.wrap("merge: links", mail.tracked.for_reader)
         mail.template.merge = timed.wrap("merge: bytes", mail.template.merge)
         if mail.signer is not None:
             mail.signer.sign = timed.wrap("DKIM", mail.signer.sign)
