@@ -3,8 +3,9 @@
 One sender (one SMTP connection) of the sending core runs in this process over a
 fresh instance with 20,000 readers, sending to Postfix's ``smtp-sink`` on loopback.
 Each step is timed around its call (wall time and this process's CPU time): claiming
-batches, the merge (the reader's links, then the message's bytes), the DKIM signature,
-the SMTP transaction, recording results; the sink's CPU time is read from /proc. With
+batches, the merge (the reader's links, then the message's bytes), the DKIM signature
+(and the RSA signature within it), the SMTP transaction, recording results; the sink's
+CPU time is read from /proc. With
 ``--cprofile`` the 25 costliest functions are printed as well (cProfile slows the many
 small calls, so its figures are shares, not costs).
 
@@ -45,6 +46,13 @@ class Timed:
                 self.cpu[step] += time.process_time() - cpu
 
         return timed
+
+
+class _TimedKey:
+    """The signer's RSA key, its ``sign`` timed (the key itself cannot be patched)."""
+
+    def __init__(self, key, sign) -> None:
+        self._key, self.sign = key, sign
 
 
 def cpu_seconds(pid: int) -> float:
@@ -106,6 +114,11 @@ def profile(options, size: int, sink_pid: int) -> None:
         mail.template.merge = timed.wrap("merge: bytes", mail.template.merge)
         if mail.signer is not None:
             mail.signer.sign = timed.wrap("DKIM", mail.signer.sign)
+            # The RSA signature inside it, on its own row: the part no code of ours
+            # can make cheaper.
+            mail.signer._key = _TimedKey(
+                mail.signer._key, timed.wrap("  of it RSA", mail.signer._key.sign)
+            )
         settings = SendSettings.from_config(app.config, connections=1)
         transport = transport_from_config(app.config)
         transport.send = timed.wrap("SMTP", transport.send)
@@ -128,12 +141,13 @@ def profile(options, size: int, sink_pid: int) -> None:
         f"to smtp-sink: {wall:.2f} s, {sent / wall:,.0f} msg/s on one connection"
     )
     print(f"{'step':<14} {'wall µs/msg':>12} {'CPU µs/msg':>11}")
-    for step in ("claim", "merge: links", "merge: bytes", "DKIM", "SMTP", "record"):
+    for step in ("claim", "merge: links", "merge: bytes", "DKIM", "  of it RSA", "SMTP", "record"):
         if step in timed.wall:
             wall_us, cpu_us = timed.wall[step] / sent * 1e6, timed.cpu[step] / sent * 1e6
             print(f"{step:<14} {wall_us:>12.1f} {cpu_us:>11.1f}")
-    rest_wall = wall - sum(timed.wall.values())
-    rest_cpu = cpu - sum(timed.cpu.values())
+    outer = [step for step in timed.wall if not step.startswith(" ")]
+    rest_wall = wall - sum(timed.wall[step] for step in outer)
+    rest_cpu = cpu - sum(timed.cpu[step] for step in outer)
     print(f"{'the rest':<14} {rest_wall / sent * 1e6:>12.1f} {rest_cpu / sent * 1e6:>11.1f}")
     print(f"{'total':<14} {wall / sent * 1e6:>12.1f} {cpu / sent * 1e6:>11.1f}")
     print(f"{'sink (CPU)':<14} {'':>12} {sink_cpu / sent * 1e6:>11.1f}")
