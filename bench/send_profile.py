@@ -5,9 +5,8 @@ fresh instance with 20,000 readers, sending to Postfix's ``smtp-sink`` on loopba
 Each step is timed around its call (wall time and this process's CPU time): claiming
 batches, the merge (the reader's links, then the message's bytes), the DKIM signature
 (and the RSA signature within it), the SMTP transaction, recording results; the sink's
-CPU time is read from /proc. With
-``--cprofile`` the 25 costliest functions are printed as well (cProfile slows the many
-small calls, so its figures are shares, not costs).
+CPU time is read from /proc. With ``--cprofile`` the 25 costliest functions are printed
+as well (cProfile slows the many small calls, so its figures are shares, not costs).
 
 Run: ``python bench/send_profile.py [--readers N] [--dkim] [--cprofile]``.
 """
