@@ -28,6 +28,7 @@ from tests.helpers import (
 from webapp.db import session_factory
 from webapp.inbound.verp import Verp
 from webapp.issues.queue import take_list
+from webapp.issues.running import Progress
 from webapp.links import row_for_link
 from webapp.models import (
     Delivery,
@@ -365,3 +366,23 @@ def test_test_copies_dry_runs_and_refusals_record_nothing(tmp_path, relay):
     assert statuses(app) == Counter()
     with session_factory(app)() as session:
         assert session.scalar(select(Issue)).sent_at is None  # still a draft
+
+
+def test_without_a_terminal_the_progress_is_counted_and_written_every_ten_seconds(
+    monkeypatch, capsys
+):
+    # A send's log (cron, systemd) gets a line every 10 s, and the parent counts the
+    # deliveries only then: counting 200,000 rows twice a second cost 2 % of a core.
+    now = [1_000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    progress = Progress(total=200, done=0)  # stderr is captured: not a terminal
+    found = {status: 0 for status in DeliveryStatus} | {DeliveryStatus.QUEUED: 200}
+    assert progress.due()
+    progress.show(found)
+    now[0] += 9.5
+    assert not progress.due()
+    now[0] += 1
+    assert progress.due()
+    progress.show(found | {DeliveryStatus.SENT: 50, DeliveryStatus.QUEUED: 150})
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split()[:2] for line in lines] == [["0/200", "0.0%"], ["50/200", "25.0%"]]
