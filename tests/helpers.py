@@ -308,6 +308,7 @@ class Received:
     recipients: list[str]
     data: bytes
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    peer: tuple | None = None  # the client's address and port: which connection
 
     @property
     def message(self):
@@ -353,7 +354,12 @@ class Recorder:
         if self.delay:
             await asyncio.sleep(self.delay)
         self.messages.append(
-            Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+            Received(
+                envelope.mail_from,
+                list(envelope.rcpt_tos),
+                envelope.original_content,
+                peer=session.peer,
+            )
         )
         return "250 Message accepted for delivery"
 

@@ -288,8 +288,20 @@ def test_a_short_lease_outlived_by_a_paced_send_gives_every_reader_one_copy(tmp_
     assert statuses(app) == Counter({DeliveryStatus.SENT: 30})
 
 
+def test_a_paced_send_of_a_short_list_goes_out_over_all_its_connections(tmp_path, relay):
+    # The rate is shared out among the connections. A list shorter than a batch was
+    # claimed whole by one connection while the other waited: half the rate asked.
+    app, env = setup_list(tmp_path, relay, 30)
+    done = send(env, "--yes", "--rate", "10", "--connections", "2")
+    assert done.returncode == 0, done.stderr
+    assert received_by(relay) == Counter(readers(30))
+    by_connection = Counter(message.peer for message in relay.messages)
+    assert len(by_connection) == 2 and min(by_connection.values()) >= 8, by_connection
+
+
 def test_a_relay_slower_than_the_lease_per_batch_gives_every_reader_one_copy(tmp_path, relay):
-    relay.handler.delay = 0.25  # 30 readers on one claim: 7.5 s, against a 3 s lease
+    # Each connection claims about 15 of the 30 readers: 7.5 s a claim, against a 3 s lease.
+    relay.handler.delay = 0.5
     app, env = setup_list(tmp_path, relay, 30, SEND_LEASE=3)
     done = send(env, "--yes", "--connections", "2")
     assert done.returncode == 0, done.stderr

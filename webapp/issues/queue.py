@@ -239,9 +239,14 @@ class Claimed:
     sendable: bool  # still confirmed and not suppressed
 
 
-def claim(session: Session, issue_id: int, sender: str, batch: int, lease: float) -> list[Claimed]:
+def claim(
+    session: Session, issue_id: int, sender: str, batch: int, lease: float, spread: int = 1
+) -> list[Claimed]:
     """Claim up to ``batch`` deliveries that are due, for ``sender``, for ``lease`` seconds.
 
+    With ``spread`` connections sending, a claim takes no more than its share of what
+    is due: the last batches of a send (and all of a short one) are spread over the
+    connections, not held by one while the others wait, at a rate per connection.
     One UPDATE over a ``FOR UPDATE SKIP LOCKED`` selection: senders on PostgreSQL
     take disjoint batches without waiting for each other (SQLite has one writer).
     """
@@ -256,9 +261,13 @@ def claim(session: Session, issue_id: int, sender: str, batch: int, lease: float
             or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
         )
         .order_by(Delivery.id)
-        .limit(batch)
-        .with_for_update(skip_locked=True)
     )
+    if spread > 1:  # counts no further than a batch for each: cheap on any list
+        found = session.scalar(
+            select(func.count()).select_from(due.limit(batch * spread).subquery())
+        )
+        batch = max(1, min(batch, -(-found // spread)))
+    due = due.limit(batch).with_for_update(skip_locked=True)
     ids = session.scalars(
         update(Delivery)
         .where(Delivery.id.in_(due.scalar_subquery()))

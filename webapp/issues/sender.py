@@ -140,7 +140,12 @@ class Sender:
         while not self.should_stop() and self.report.paused is None:
             with self.sessions() as session:
                 batch = claim(
-                    session, self.issue_id, self.name, self.settings.batch, self.settings.lease
+                    session,
+                    self.issue_id,
+                    self.name,
+                    self.settings.batch,
+                    self.settings.lease,
+                    spread=self.settings.connections,
                 )
                 if not batch and self._take_back(session):
                     continue  # a sender died holding these: they are due now
