@@ -227,22 +227,23 @@ def _run_senders(app, issue, settings, session, before):
 class Progress:
     """A progress line on stderr: count, rate, ETA; redrawn on a terminal, else every 10 s."""
 
-    def __init__(self, total: int, done: int) -> None:
+    def __init__(self, total: int, done: int, clock=time.monotonic) -> None:
         self.total, self.start_done = total, done
-        self.started = time.monotonic()
+        self.clock = clock
+        self.started = clock()
         self.tty = sys.stderr.isatty()
         self.last_line = 0.0
 
     def due(self) -> bool:
         """Whether a line would be drawn now (on a terminal, always)."""
-        return self.tty or time.monotonic() - self.last_line >= 10
+        return self.tty or self.clock() - self.last_line >= 10
 
     def show(self, found: dict[DeliveryStatus, int]) -> None:
         """Draw the line for these counts."""
         done = sum(
             found[s] for s in (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED)
         )
-        elapsed = time.monotonic() - self.started
+        elapsed = self.clock() - self.started
         rate = (found[DeliveryStatus.SENT] - self.start_done) / elapsed if elapsed else 0
         left = self.total - done
         eta = f"{int(left / rate) // 60}:{int(left / rate) % 60:02d}" if rate > 0 else "--:--"
@@ -252,7 +253,7 @@ class Progress:
             click.echo(f"\r{line}   ", nl=False, err=True)
         elif self.due():
             click.echo(line, err=True)
-            self.last_line = time.monotonic()
+            self.last_line = self.clock()
 
     def close(self) -> None:
         """End the line."""
