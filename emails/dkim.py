@@ -59,9 +59,12 @@ class Signer:
     def sign(self, message: bytes) -> bytes:
         """The message with a ``DKIM-Signature`` header prepended.
 
-        ``message`` has CRLF line ends, as sent. Headers of SIGNED_HEADERS that the
-        message lacks are left out of the signature.
+        ``message`` has CRLF line ends, as sent; one whose last line has no line end
+        gets one, as SMTP would give it (a verifier then drops the spaces before it).
+        Headers of SIGNED_HEADERS that the message lacks are left out of the signature.
         """
+        if not message.endswith(b"\r\n"):
+            message += b"\r\n"
         head, _, body = message.partition(b"\r\n\r\n")
         fields = _header_fields(head + b"\r\n")
         present = [name for name in SIGNED_HEADERS if name in fields]

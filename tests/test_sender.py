@@ -6,11 +6,13 @@ import socket
 import subprocess
 import sys
 
+import dkim
 import pytest
 from sqlalchemy import select
 
+from emails.dkim import Signer
 from emails.transport import SmtpSettings, SmtpTransport
-from tests.helpers import ROOT, SmtpServer, app_with_issue, free_port, readers
+from tests.helpers import ROOT, SmtpServer, app_with_issue, dkim_key, free_port, readers
 from webapp.db import engine, session_factory
 from webapp.issues.mail import IssueMail
 from webapp.issues.queue import (
@@ -132,6 +134,18 @@ def test_lines_that_start_with_a_dot_arrive_as_they_were_written(relay, pipelini
         transport.send(message, "letters@news.test", ["reader@news.test"])
     [received] = relay.messages
     assert received.data == message + b"\r\n"
+
+
+def test_a_signed_message_without_a_final_line_end_verifies_as_the_relay_gets_it(tmp_path, relay):
+    # SMTP ends the message's last line; a space before that end is then trailing
+    # white space, which relaxed canonicalization drops: the signer must see it so.
+    path, record = dkim_key(tmp_path)
+    signer = Signer(domain="news.test", selector="s1", private_key=path.read_bytes())
+    message = b"From: letters@news.test\r\nTo: reader@news.test\r\nSubject: s\r\n\r\nlast "
+    with SmtpTransport(SmtpSettings(host="127.0.0.1", port=relay.port, timeout=5)) as transport:
+        transport.send(signer.sign(message), "letters@news.test", ["reader@news.test"])
+    [received] = relay.messages
+    assert dkim.verify(received.data, dnsfunc=lambda name, timeout=5: record)
 
 
 def test_a_lost_connection_is_reopened_and_the_same_reader_tried_again(tmp_path, relay):
