@@ -32,6 +32,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/import_bench.py
 	$(BIN)/python bench/send_bench.py
 	$(BIN)/python bench/inbound_bench.py
+	$(BIN)/python bench/bounce_bench.py
 	@command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk (for the load benchmark)"; exit 1; }
 	$(BIN)/python bench/subscribe_bench.py
 	$(BIN)/python bench/tracking_bench.py

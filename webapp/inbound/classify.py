@@ -1,10 +1,16 @@
-"""What a message heard back is: a bounce (hard or soft), a complaint, an unsubscribe by
-mail, an auto-reply, a reader's reply, or unknown. Never raises: garbage is unknown.
+"""What a message heard back is: a bounce (hard, soft, or a refusal of us), a delay, a
+complaint, an unsubscribe by mail, an auto-reply, a reader's reply, or unknown, with a
+reason for every failed recipient. Never raises: garbage is unknown.
 
 Standard reports first: RFC 3464 delivery status notifications and RFC 5965 feedback
-(ARF) reports, read here. Then the non-standard bounces real MTAs still send, through
-flufl.bounce (Mailman's detectors). Then auto-replies (RFC 3834 and the usual vacation
-markers), which change nothing: a vacation note is not a bounce.
+(ARF) reports, read here. Then the non-standard bounces real MTAs still send: their
+addresses through flufl.bounce (Mailman's detectors), their reasons from the words
+before the returned message. Then auto-replies (RFC 3834 and the usual vacation
+markers), which change nothing: a vacation note is not a bounce. The reason itself is
+:mod:`emails.reasons`'s.
+
+Who a message is about is decided by our VERP token only (see ``_our_token``): a token
+that fails its check marks the report ``forged``, and it names nobody.
 """
 
 import email
@@ -14,26 +20,41 @@ from email.policy import compat32
 
 from flufl.bounce import all_failures
 
-from .report import Report, ReportKind
+from emails.reasons import MAX_TEXT, Reason, command_in, reason_of, reply_in, status_in
+
+from .report import Report, ReportKind, Verdict
 from .verp import Verp
 
-# Some 5.x.x statuses are not the address failing: a full mailbox (5.2.2) will empty,
-# and 5.7.x is a policy refusal of the sender (spam filters, DMARC). Those count soft.
-SOFT_PERMANENT = re.compile(r"5\.2\.2|5\.7\.\d{1,3}")
 STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
-VERP_IN_TEXT = re.compile(rb"[A-Za-z0-9._-]+\+[do][0-9a-zA-Z]{1,13}-[a-zA-Z2-7]{13}@[A-Za-z0-9.-]+")
+VERP_IN_TEXT = re.compile(rb"[A-Za-z0-9._-]{1,64}\+[do][0-9a-zA-Z]{1,13}-[a-zA-Z2-7]{13}@[A-Za-z0-9.-]{1,255}")
 AUTO_SUBJECT = re.compile(
     r"^\s*(out of (the )?office|automatic reply|auto(matic)?[ -]?(reply|response)|auto:|"
-    r"vacation|away from|abwesenheit|absence|autosvar|відсутн)",
+    r"vacation|away from|abwesenheit|absence|autosvar|відсутн|réponse automatique|"
+    r"respuesta automática)",
     re.IGNORECASE,
 )
-BOUNCE_SENDER = re.compile(r"mailer-daemon|postmaster|mail delivery", re.IGNORECASE)
+BOUNCE_SENDER = re.compile(r"mailer-daemon|postmaster|mail delivery|mail administrator", re.I)
 BOUNCE_SUBJECT = re.compile(
-    r"undeliver|delivery (status|failure|has failed)|returned mail|failure notice|"
-    r"could not be delivered|delivery notification",
+    r"undeliver|delivery (status|failure|has failed|problem)|returned mail|failure notice|"
+    r"could not be delivered|delivery notification|mail delivery failed|nondeliverable|"
+    r"non[- ]delivery|delivery failure|mail system error|rejected|bounce|"
+    r"warning: could not send|delivery report|message not delivered|failed delivery|"
+    r"returned to sender|mail failure|error sending|permanent error|delayed mail",
     re.IGNORECASE,
 )
+# Where a bounce's own words end and the returned message begins.
+ORIGINAL = re.compile(
+    r"^[ \t>|-]*(?:-{2,}|={2,}|_{2,})?\s*(?:this is a copy of|below this line is a copy|"
+    r"original message|the (?:original )?(?:header|headers|message) of the original|"
+    r"a copy of the original|undelivered message|unsent message below|returned message|"
+    r"message header follows|the header of the original message|original message header|"
+    r"rfc822 header|text of the (?:original )?message|your message reads|"
+    r"content-type: message/rfc822|headers of your message)",
+    re.IGNORECASE | re.MULTILINE,
+)
+ADDRESS_IN_TEXT = re.compile(r"[A-Za-z0-9._%+=-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}")
 MAX_SCAN = 256 * 1024  # bytes of a message searched for a VERP token
+MAX_FLUFL = 64 * 1024  # bytes of a non-standard bounce handed to flufl.bounce's detectors
 
 
 def classify(raw: bytes, recipient: str | None, verp: Verp, mail_from: str) -> Report:
@@ -46,158 +67,279 @@ def classify(raw: bytes, recipient: str | None, verp: Verp, mail_from: str) -> R
 
 def _classify(raw: bytes, recipient: str | None, verp: Verp, mail_from: str) -> Report:
     msg = email.message_from_bytes(raw, policy=compat32)
-    token = _our_token(raw, recipient, msg, verp)
-    if msg.get_content_type() == "multipart/report":
-        report_type = (msg.get_param("report-type") or "").lower()
-        if report_type == "feedback-report":
-            return _complaint(msg, token)
-        if report_type == "delivery-status":
-            found = _delivery_status(msg, token)
-            if found is not None:
-                return found
-    if _looks_like_bounce(msg) or (token and not _auto_replied(msg)):
-        found = _nonstandard_bounce(msg, token)
-        if found is not None:
-            return found
+    token, forged = _our_token(raw, recipient, msg, verp)
+    mark = {"token": token, "forged": forged}
+    report_type = (msg.get_param("report-type") or "").lower() if msg.is_multipart() else ""
+    if report_type == "feedback-report" or _feedback_part(msg) is not None:
+        return _complaint(msg, mark)
+    verdicts = _delivery_status(msg)
+    if not verdicts and (_looks_like_bounce(msg) or (token and not _auto_replied(msg))):
+        verdicts = _nonstandard_bounce(msg)
+    if verdicts:
+        failed = [v for v in verdicts if v.reason != Reason.DELIVERED] or verdicts
+        first = failed[0]
+        kind = first.kind
+        if kind is ReportKind.UNKNOWN and _auto_replied(msg) and not _looks_like_bounce(msg):
+            kind = ReportKind.AUTO_REPLY
+        detail = "; ".join(v.line() for v in failed[:10])
+        return Report(
+            kind,
+            address=first.address,
+            code=first.code,
+            detail=f"{detail} | {first.diagnostic}"[:500] if first.diagnostic else detail,
+            reason=first.reason,
+            verdicts=tuple(failed),
+            **mark,
+        )
     if _auto_replied(msg):
-        return Report(ReportKind.AUTO_REPLY, token=token, detail=_subject(msg))
+        return Report(
+            ReportKind.AUTO_REPLY, detail=_subject(msg), reason=Reason.VACATION, **mark
+        )
     to_us = (recipient or _first(msg, "Delivered-To", "X-Original-To", "To") or "").lower()
-    if mail_from.lower() in to_us:
+    if mail_from.lower() in to_us[:1000]:
         subject = _subject(msg)
         words = subject.split()
         if len(words) == 2 and words[0].lower() == "unsubscribe":
             return Report(ReportKind.UNSUBSCRIBE, token=words[1], detail="by mail (mailto)")
         return Report(ReportKind.REPLY, address=_sender(msg), detail=subject)
-    return Report(ReportKind.UNKNOWN, token=token, detail=_subject(msg))
+    return Report(ReportKind.UNKNOWN, detail=_subject(msg), **mark)
 
 
-def _our_token(raw: bytes, recipient: str | None, msg: Message, verp: Verp) -> str | None:
-    """Our VERP token: in the envelope recipient, the headers it is copied to, or the
-    returned original (its Return-Path) within the message."""
+def _our_token(raw: bytes, recipient: str | None, msg: Message, verp: Verp) -> tuple[str | None, bool]:
+    """Our VERP token, and whether a token of ours failed its check (forged).
+
+    The envelope recipient and the headers an MTA copies it to decide when they carry
+    a ``bounces+…`` form: a genuine token there is the answer, an altered one makes the
+    report forged whatever else it holds. Else the returned original's Return-Path (or
+    any copy of an envelope sender of ours) within the message."""
     for candidate in (recipient, msg.get("X-Original-To"), msg.get("Delivered-To")):
-        if candidate and verp.read(str(candidate)):
-            return str(candidate)
+        candidate = str(candidate or "")[:512]
+        if not candidate or not verp.is_bounce_address(candidate):
+            continue
+        if verp.read(candidate):
+            return candidate, False
+        if "+" in candidate.partition("@")[0]:
+            return None, True
+    forged = False
     for found in VERP_IN_TEXT.finditer(raw[:MAX_SCAN]):
         text = found.group().decode("ascii", "replace")
         if verp.read(text):
-            return text
-    return None
+            return text, False
+        forged = forged or verp.is_bounce_address(text)
+    return None, forged
 
 
-def _delivery_status(msg: Message, token: str | None) -> Report | None:
-    """An RFC 3464 DSN: the first failed or delayed recipient."""
-    for part in msg.walk():
-        if part.get_content_type() != "message/delivery-status":
+def _delivery_status(msg: Message) -> list[Verdict]:
+    """An RFC 3464 DSN's recipients, each with its verdict."""
+    verdicts: list[Verdict] = []
+    for part in _parts(msg):
+        if part.get_content_type() not in ("message/delivery-status", "message/global-delivery-status"):
             continue
         blocks = part.get_payload()
         if not isinstance(blocks, list):  # unparsed: read the fields ourselves
             blocks = [email.message_from_string(b, policy=compat32) for b in _blocks(part)]
+        text = _human_text(msg)
         for block in blocks[1:] if len(blocks) > 1 else blocks:
-            action = (block.get("Action") or "").strip().lower()
-            if action not in ("failed", "delayed"):
+            action = _field(block, "Action", 32).lower().split(" ")[0] or None
+            address = _address_field(_field(block, "Original-Recipient")) or _address_field(
+                _field(block, "Final-Recipient")
+            )
+            if not (action or address):
                 continue
-            status = (block.get("Status") or "").strip()
-            address = _address_field(block.get("Original-Recipient")) or _address_field(
-                block.get("Final-Recipient")
+            status = _status(_field(block, "Status", 64))
+            diagnostic = _field(block, "Diagnostic-Code", MAX_TEXT)
+            if not diagnostic.partition(";")[2].strip() or diagnostic.lower().startswith("x-unix"):
+                said = _around(text, address)
+                diagnostic = f"{diagnostic} {said}".strip()
+            if not status or status.endswith((".0.0", ".1.0")):
+                # A generic status ("other address status"): the reply quoted in the
+                # diagnostic says more.
+                status = status_in(diagnostic.partition(";")[2].replace(status or "-", "")) or status
+            reply = reply_in(diagnostic.partition(";")[2] or diagnostic)
+            command = command_in(diagnostic) or command_in(_around(text, address))
+            reason = reason_of(status, reply, diagnostic, action, command)
+            verdicts.append(
+                Verdict(address, reason, status, reply, action, _line(diagnostic))
             )
-            diagnostic = " ".join((block.get("Diagnostic-Code") or "").split())
-            hard = (
-                action == "failed" and status.startswith("5.") and not SOFT_PERMANENT.match(status)
-            )
-            kind = ReportKind.HARD_BOUNCE if hard else ReportKind.SOFT_BOUNCE
-            detail = f"{action} {status} {diagnostic}".strip()
-            return Report(kind, address=address, token=token, code=status or None, detail=detail)
+    return verdicts
+
+
+def _complaint(msg: Message, mark: dict) -> Report:
+    """An RFC 5965 feedback report: who complained about which message. The address it
+    names is only shown to staff; the token (in the returned original) names the reader."""
+    address, feedback = None, ""
+    part = _feedback_part(msg)
+    if part is not None:
+        fields = part.get_payload()
+        block = fields[0] if isinstance(fields, list) and fields else part
+        if not isinstance(block, Message):
+            block = email.message_from_string(str(block)[:MAX_TEXT], policy=compat32)
+        address = _address_field(_field(block, "Original-Rcpt-To"))
+        feedback = _field(block, "Feedback-Type", 64).lower()
+    for part in _parts(msg):
+        if part.get_content_type() in ("message/rfc822", "text/rfc822-headers"):
+            original = part.get_payload()
+            if isinstance(original, list) and original:
+                address = address or _address_field(_field(original[0], "To"))
+    detail = " ".join(x for x in (feedback, _first(msg, "Subject") or "abuse report") if x)
+    return Report(
+        ReportKind.COMPLAINT,
+        address=address,
+        detail=detail[:200],
+        reason=Reason.FEEDBACK,
+        verdicts=(Verdict(address, Reason.FEEDBACK, action="failed", diagnostic=feedback),),
+        **mark,
+    )
+
+
+def _feedback_part(msg: Message) -> Message | None:
+    for part in _parts(msg):
+        if part.get_content_type() == "message/feedback-report":
+            return part
     return None
 
 
-def _blocks(part: Message) -> list[str]:
-    text = part.get_payload(decode=True) or b""
-    return [b for b in re.split(r"\r?\n\r?\n", text.decode("utf-8", "replace")) if b.strip()]
+def _nonstandard_bounce(msg: Message) -> list[Verdict]:
+    """A bounce in words: flufl.bounce finds the addresses, the words before the
+    returned message give each its reason."""
+    text = _human_text(msg)
+    lowered_start = text[:MAX_TEXT]
+    small = msg if len(text) < MAX_FLUFL else email.message_from_string(text[:MAX_FLUFL])
+    try:
+        temporary, permanent = all_failures(small)
+    except Exception:  # noqa: BLE001  a detector that trips on odd input finds nothing
+        temporary, permanent = set(), set()
+    addresses = sorted(a.decode("utf-8", "replace") for a in permanent | temporary)
+    if not addresses:
+        found = ADDRESS_IN_TEXT.search(lowered_start)
+        addresses = [found.group()] if found else []
+    if not addresses and not lowered_start.strip():
+        return []
+    verdicts = []
+    for address in addresses[:20] or [None]:
+        said = _around(text, address) if address else lowered_start
+        command = command_in(said)
+        reason = reason_of(None, None, said, command=command)
+        if reason in (Reason.ONHOLD, Reason.UNDEFINED):
+            reason = reason_of(None, None, lowered_start, command=command)
+        status = status_in(said) or status_in(lowered_start)
+        reply = reply_in(said) or reply_in(lowered_start)
+        if address in temporary and not status and reason in (Reason.ONHOLD, Reason.UNDEFINED):
+            reason = Reason.EXPIRED
+        verdicts.append(
+            Verdict(address.lower() if address else None, reason, status, reply, "failed", _line(said))
+        )
+    return verdicts
 
 
-def _complaint(msg: Message, token: str | None) -> Report:
-    """An RFC 5965 feedback report: who complained about which message."""
-    address = None
-    for part in msg.walk():
-        if part.get_content_type() == "message/feedback-report":
-            fields = part.get_payload()
-            block = fields[0] if isinstance(fields, list) and fields else part
-            address = _address_field(block.get("Original-Rcpt-To")) or address
-        elif part.get_content_type() in ("message/rfc822", "text/rfc822-headers"):
-            original = part.get_payload()
-            if isinstance(original, list) and original:
-                address = address or _address_field(original[0].get("To"))
-    feedback = _first(msg, "Subject") or "abuse report"
-    return Report(ReportKind.COMPLAINT, address=address, token=token, detail=feedback[:200])
+def _human_text(msg: Message) -> str:
+    """The bounce's own words: its text parts, not the returned message, cut at the
+    first line that starts the returned copy, and bounded."""
+    chunks, size = [], 0
+    for part in _parts(msg):
+        if part.get_content_maintype() != "text" or part.get_content_type() == "text/rfc822-headers":
+            continue
+        payload = part.get_payload(decode=True) or b""
+        text = payload[: MAX_TEXT * 4].decode(part.get_content_charset() or "utf-8", "replace")
+        if part.get_content_subtype() == "html":
+            text = re.sub(r"<[^<>]{0,2000}>", " ", text)
+        cut = ORIGINAL.search(text)
+        chunks.append(text[: cut.start()] if cut else text)
+        size += len(chunks[-1])
+        if size > MAX_TEXT * 4:
+            break
+    return "\n".join(chunks)[: MAX_TEXT * 4]
 
 
-def _nonstandard_bounce(msg: Message, token: str | None) -> Report | None:
-    temporary, permanent = all_failures(msg)
-    failed = permanent or temporary
-    if not failed and not token:
-        return None
-    if not failed and not _looks_like_bounce(msg):
-        return None
-    address = sorted(failed)[0].decode("utf-8", "replace") if failed else None
-    text = _text(msg)
-    status = STATUS.search(text)
-    code = ".".join(status.groups()) if status else None
-    hard = bool(permanent) and not (code and (code[0] == "4" or SOFT_PERMANENT.match(code)))
-    if not permanent and code and code[0] == "5" and not SOFT_PERMANENT.match(code):
-        hard = True
-    kind = ReportKind.HARD_BOUNCE if hard else ReportKind.SOFT_BOUNCE
-    return Report(kind, address=address, token=token, code=code, detail=_subject(msg))
+def _around(text: str, address: str | None) -> str:
+    """The words about ``address``: from a line before where it is named, bounded."""
+    if not address:
+        return text[:MAX_TEXT]
+    at = text.lower().find(address.lower())
+    if at < 0:
+        return text[:MAX_TEXT]
+    start = text.rfind("\n", 0, max(0, at - 1))
+    return text[max(0, start) : at + MAX_TEXT // 2]
+
+
+def _parts(msg: Message):
+    """The parts of ``msg``, not descending into a returned message."""
+    stack = [msg]
+    while stack:
+        part = stack.pop(0)
+        yield part
+        if part.get_content_type() == "message/rfc822":
+            continue
+        payload = part.get_payload()
+        if part.is_multipart() and isinstance(payload, list):
+            stack[0:0] = payload[:50]
 
 
 def _looks_like_bounce(msg: Message) -> bool:
-    sender = " ".join(str(msg.get(h, "")) for h in ("From", "Return-Path", "Sender"))
+    sender = " ".join(_field(msg, h, 500) for h in ("From", "Return-Path", "Sender"))
     return bool(BOUNCE_SENDER.search(sender) or BOUNCE_SUBJECT.search(_subject(msg)))
 
 
 def _auto_replied(msg: Message) -> bool:
-    submitted = (msg.get("Auto-Submitted") or "no").strip().lower()
+    submitted = _field(msg, "Auto-Submitted", 64).lower() or "no"
     return (
         (submitted != "no" and not submitted.startswith("auto-generated"))
-        or any(msg.get(h) for h in ("X-Autoreply", "X-Autorespond"))
-        or (msg.get("Precedence") or "").strip().lower() == "auto_reply"
+        or any(msg.get(h) for h in ("X-Autoreply", "X-Autorespond", "X-Autoresponder"))
+        or _field(msg, "Precedence", 64).lower() == "auto_reply"
         or bool(AUTO_SUBJECT.match(_subject(msg)))
     )
 
 
 def _subject(msg: Message) -> str:
-    subject = msg.get("Subject") or ""
+    subject = _field(msg, "Subject", 2000)
     try:
-        decoded = str(email.header.make_header(email.header.decode_header(str(subject))))
-    except (ValueError, LookupError, UnicodeError):
-        decoded = str(subject)
+        decoded = str(email.header.make_header(email.header.decode_header(subject)))
+    except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
+        decoded = subject
     return " ".join(decoded.split())[:200]
 
 
 def _sender(msg: Message) -> str | None:
-    return _address_field(msg.get("Reply-To") or msg.get("From"))
+    return _address_field(_field(msg, "Reply-To") or _field(msg, "From"))
 
 
 def _first(msg: Message, *names: str) -> str | None:
     for name in names:
-        if msg.get(name):
-            return str(msg.get(name))
+        if value := _field(msg, name):
+            return value
     return None
 
 
-def _address_field(value) -> str | None:
+def _field(msg: Message, name: str, limit: int = 1000) -> str:
+    """A header field's value as text, unfolded and cut to ``limit``: what is read of any
+    field is bounded, whatever its length."""
+    value = msg.get(name)
+    if value is None:
+        return ""
+    return " ".join(str(value)[: limit * 2].split())[:limit]
+
+
+def _status(value: str) -> str | None:
+    """The status code of a ``Status:`` field, whatever comment follows it."""
+    found = STATUS.search(value)
+    return ".".join(found.groups()) if found else None
+
+
+def _address_field(value: str | None) -> str | None:
     """The address of ``rfc822; reader@example.org``, ``<reader@…>`` or a From-like field."""
     if not value:
         return None
-    text = str(value).rpartition(";")[2]
-    found = re.search(r"[^\s<>;\"']+@[^\s<>;\"']+", text)
-    return found.group().strip(".").lower() if found else None
+    text = str(value)[:1000].rpartition(";")[2]
+    for word in re.split(r"[\s<>;\"',()]+", text):
+        if "@" in word and 3 <= len(word) <= 320:
+            return word.strip(".:").lower()
+    return None
 
 
-def _text(msg: Message) -> str:
-    """The message's text parts, for a status code (bounded)."""
-    chunks = []
-    for part in msg.walk():
-        if part.get_content_maintype() == "text":
-            payload = part.get_payload(decode=True) or b""
-            chunks.append(payload[:MAX_SCAN].decode("utf-8", "replace"))
-    return "\n".join(chunks)[:MAX_SCAN]
+def _line(text: str) -> str:
+    return " ".join(text.split())[:300]
+
+
+def _blocks(part: Message) -> list[str]:
+    text = (part.get_payload(decode=True) or b"")[:MAX_SCAN]
+    return [b for b in re.split(r"\r?\n\r?\n", text.decode("utf-8", "replace")) if b.strip()]

@@ -1,0 +1,579 @@
+"""Why a message was not delivered: a reason from the status, the SMTP reply code and the
+diagnostic text, in the taxonomy of sisimai (the most thorough bounce classifier), and
+whose fault it is.
+
+Only four reasons mean the address itself is gone (:data:`ADDRESS`); a full mailbox, a
+queue that gave up, a spam filter or a block of our sending IP are not the reader's
+doing, and :func:`fault` says so. The phrases below are what real mail systems write
+(learned from sisimai's public reason patterns and its corpus); the code is ours.
+
+Every pattern is a set of plain phrases or anchored, bounded expressions over text
+already cut to :data:`MAX_TEXT`, so a reason takes linear time whatever the input.
+"""
+
+import enum
+import re
+
+
+class Reason(enum.StrEnum):
+    """Sisimai's reasons (its names, so figures compare)."""
+
+    USERUNKNOWN = "userunknown"
+    HOSTUNKNOWN = "hostunknown"
+    HASMOVED = "hasmoved"
+    NOTACCEPT = "notaccept"
+    MAILBOXFULL = "mailboxfull"
+    EXCEEDLIMIT = "exceedlimit"
+    SUSPEND = "suspend"
+    EXPIRED = "expired"
+    SYSTEMERROR = "systemerror"
+    SYSTEMFULL = "systemfull"
+    NETWORKERROR = "networkerror"
+    MAILERERROR = "mailererror"
+    TOOMANYCONN = "toomanyconn"
+    ONHOLD = "onhold"
+    BLOCKED = "blocked"
+    BADREPUTATION = "badreputation"
+    SPAMDETECTED = "spamdetected"
+    FILTERED = "filtered"
+    REJECTED = "rejected"
+    POLICYVIOLATION = "policyviolation"
+    AUTHFAILURE = "authfailure"
+    REQUIREPTR = "requireptr"
+    NORELAYING = "norelaying"
+    SECURITYERROR = "securityerror"
+    CONTENTERROR = "contenterror"
+    VIRUSDETECTED = "virusdetected"
+    MESGTOOBIG = "mesgtoobig"
+    SYNTAXERROR = "syntaxerror"
+    NOTCOMPLIANTRFC = "notcompliantrfc"
+    FAILEDSTARTTLS = "failedstarttls"
+    SPEEDING = "speeding"
+    VACATION = "vacation"
+    FEEDBACK = "feedback"
+    DELIVERED = "delivered"
+    UNDEFINED = "undefined"
+
+
+class Fault(enum.StrEnum):
+    """Whose doing a failure is, which decides what is done about it."""
+
+    ADDRESS = "address"  # the address is gone: suppress at once
+    MAILBOX = "mailbox"  # there, but cannot take mail now: the soft score
+    US = "us"  # the receiving system refused us: never the reader's fault
+    NONE = "none"  # not a failure, or nothing known: change nothing
+
+
+ADDRESS = frozenset({Reason.USERUNKNOWN, Reason.HOSTUNKNOWN, Reason.HASMOVED, Reason.NOTACCEPT})
+MAILBOX = frozenset(
+    {
+        Reason.MAILBOXFULL,
+        Reason.EXCEEDLIMIT,
+        Reason.SUSPEND,
+        Reason.EXPIRED,
+        Reason.SYSTEMERROR,
+        Reason.SYSTEMFULL,
+        Reason.NETWORKERROR,
+        Reason.MAILERERROR,
+        Reason.TOOMANYCONN,
+        Reason.ONHOLD,
+    }
+)
+US = frozenset(
+    {
+        Reason.BLOCKED,
+        Reason.BADREPUTATION,
+        Reason.SPAMDETECTED,
+        Reason.FILTERED,
+        Reason.REJECTED,
+        Reason.POLICYVIOLATION,
+        Reason.AUTHFAILURE,
+        Reason.REQUIREPTR,
+        Reason.NORELAYING,
+        Reason.SECURITYERROR,
+        Reason.CONTENTERROR,
+        Reason.VIRUSDETECTED,
+        Reason.MESGTOOBIG,
+        Reason.SYNTAXERROR,
+        Reason.NOTCOMPLIANTRFC,
+        Reason.FAILEDSTARTTLS,
+        Reason.SPEEDING,
+    }
+)
+MAX_TEXT = 4096  # characters of diagnostic text read: the reason is in its first lines
+
+
+def fault(reason: Reason | str | None) -> Fault:
+    """Whose doing ``reason`` is."""
+    if reason in ADDRESS:
+        return Fault.ADDRESS
+    if reason in MAILBOX:
+        return Fault.MAILBOX
+    if reason in US:
+        return Fault.US
+    return Fault.NONE
+
+
+def is_hard(reason: Reason | str | None, status: str | None, reply: str | None) -> bool:
+    """The address is gone for good: an address reason that is not a temporary (4xx)
+    answer. A 4.x.x "user unknown" is a directory that could not be asked, not a verdict."""
+    temporary = (status or "").startswith("4") or (reply or "").startswith("4")
+    return fault(reason) is Fault.ADDRESS and not temporary
+
+
+# RFC 3463 statuses, by subject and detail, where they name a reason by themselves.
+# 5.7.1 and the bare classes (x.0.0) say little: they are decided by the text.
+BY_STATUS = {
+    "1.0": Reason.USERUNKNOWN,
+    "1.1": Reason.USERUNKNOWN,
+    "1.2": Reason.HOSTUNKNOWN,
+    "1.3": Reason.USERUNKNOWN,
+    "1.4": Reason.FILTERED,
+    "1.6": Reason.HASMOVED,
+    "1.7": Reason.REJECTED,
+    "1.8": Reason.REJECTED,
+    "1.9": Reason.SYSTEMERROR,
+    "1.10": Reason.NOTACCEPT,
+    "2.0": Reason.FILTERED,
+    "2.1": Reason.FILTERED,
+    "2.2": Reason.MAILBOXFULL,
+    "2.3": Reason.EXCEEDLIMIT,
+    "2.4": Reason.FILTERED,
+    "3.0": Reason.SYSTEMERROR,
+    "3.1": Reason.SYSTEMFULL,
+    "3.2": Reason.NOTACCEPT,
+    "3.3": Reason.SYSTEMERROR,
+    "3.4": Reason.MESGTOOBIG,
+    "3.5": Reason.SYSTEMERROR,
+    "4.0": Reason.NETWORKERROR,
+    "4.1": Reason.EXPIRED,
+    "4.2": Reason.NETWORKERROR,
+    "4.3": Reason.SYSTEMERROR,
+    "4.4": Reason.HOSTUNKNOWN,
+    "4.5": Reason.SYSTEMFULL,
+    "4.6": Reason.NETWORKERROR,
+    "4.7": Reason.EXPIRED,
+    "4.8": Reason.NETWORKERROR,
+    "5.2": Reason.SYNTAXERROR,
+    "5.3": Reason.TOOMANYCONN,
+    "5.4": Reason.SYSTEMERROR,
+    "5.5": Reason.SYSTEMERROR,
+    "5.6": Reason.SYNTAXERROR,
+    "7.13": Reason.SUSPEND,
+    "7.16": Reason.MESGTOOBIG,
+    "7.17": Reason.HASMOVED,
+    "7.18": Reason.HASMOVED,
+    "7.20": Reason.AUTHFAILURE,
+    "7.21": Reason.AUTHFAILURE,
+    "7.22": Reason.AUTHFAILURE,
+    "7.23": Reason.AUTHFAILURE,
+    "7.24": Reason.AUTHFAILURE,
+    "7.25": Reason.REQUIREPTR,
+    "7.26": Reason.AUTHFAILURE,
+    "7.27": Reason.NOTACCEPT,
+    "7.28": Reason.SPAMDETECTED,
+    "7.29": Reason.AUTHFAILURE,
+    "7.30": Reason.FAILEDSTARTTLS,
+}
+# 4.x.x statuses that differ from their 5.x.x twins.
+BY_TEMPORARY_STATUS = {
+    "1.0": None,  # a directory lookup that failed for now says nothing of the address
+    "1.1": None,
+    "2.1": Reason.BLOCKED,
+    "4.4": Reason.NETWORKERROR,
+    "4.7": Reason.EXPIRED,
+    "7.1": Reason.BLOCKED,
+    "7.2": Reason.BLOCKED,
+}
+
+
+def _phrases(*phrases: str) -> re.Pattern[str]:
+    return re.compile("|".join(re.escape(p) for p in phrases))
+
+
+# Each reason's phrases, over lower-cased text. A few are expressions: each is a short
+# run between two fixed words, bounded ({0,80}), so none can backtrack far.
+PHRASES: dict[Reason, re.Pattern[str]] = {
+    Reason.MAILBOXFULL: re.compile(
+        r"mailbox (?:is )?full|full mailbox|mailbox (?:has )?exceeded|over (?:disk )?quota|"
+        r"quota exceeded|exceeded (?:its |their |the )?(?:storage|quota|disk)|"
+        r"(?:mail|disk|storage) quota|quota (?:violation|usage)|insufficient (?:disk )?space|"
+        r"not enough (?:disk |storage )?space|no space left|mailfolder is full|"
+        r"mailbox size limit|exceeding (?:its |their )?(?:mailbox )?quota|"
+        r"would exceed maximum allowed storage|space has been used up|too much mail data|"
+        r"too many messages on the server|boite du destinataire pleine|mailbox is over|"
+        r"user's space|recipient reached disk quota|mailbox has too many|"
+        r"mailbox exceeds allowed size|the user's mailbox is full|inbox is full|"
+        r"over the allowed quota|exceeds? (?:the )?mailbox"
+    ),
+    Reason.MESGTOOBIG: re.compile(
+        r"message (?:size|length) exceeds|message (?:file )?too (?:big|large)|"
+        r"exceeded (?:the )?maximum (?:inbound|incoming) message size|max(?:imum)? message size|"
+        r"message size (?:exceeds|limit)|line limit exceeded|taille limite du message|"
+        r"size limit|message is too big"
+    ),
+    Reason.EXCEEDLIMIT: _phrases(
+        "message too large for this ",
+        "exceeds size limit",
+        "message exceeds the maximum size",
+        "receiving limit",
+    ),
+    Reason.SUSPEND: re.compile(
+        r"(?:is|been|currently) (?:temporarily )?suspended|user suspended|mailbox (?:is )?disabled|"
+        r"account (?:is |has been )?(?:disabled|locked|deactivated|inactive|frozen)|"
+        r"inactive account|mailbox is frozen|mailbox currently suspended|temporary locked|"
+        r"archived recipient|boite du destinataire archivee|user is terminated|"
+        r"deactivated mailbox|temporarily inactive|recipient suspend|user or domain is disabled|"
+        r"invalid/inactive user|this mailbox is disabled|disabled or discontinued|"
+        r"email account that you tried to reach is disabled|account is locked|"
+        r"due to extended inactivity|mailbox (?:is )?inactive|disabled recipient"
+    ),
+    Reason.HASMOVED: _phrases(
+        "has been replaced by ", "address has moved", "mailbox has moved", "no longer at this"
+    ),
+    Reason.NORELAYING: re.compile(
+        r"relay(?:ing)? (?:access )?(?:denied|not permitted|prohibited)|no relaying|"
+        r"unable to relay|not (?:allowed|permitted) to relay|as a relay|"
+        r"not configured to relay|insecure mail relay|relaying mail to|not an open relay|"
+        r"we don't handle mail for|specified domain is not allowed|not local host|"
+        r"that domain isn't in my list of allowed rcpthosts|not a gateway"
+    ),
+    Reason.AUTHFAILURE: re.compile(
+        r"\bspf\b.{0,40}\b(?:fail|violation|error|check)|sender policy framework|"
+        r"\bdmarc\b.{0,40}(?:policy|fail|reject)|\bdkim\b.{0,40}(?:fail|invalid|not pass)|"
+        r"not (?:allowed|authorized) to send (?:mail )?(?:from|on behalf)|"
+        r"unauthenticated (?:email|mail|message)|authentication checks failed|"
+        r"authentication (?:checks? )?fail.{0,20}(?:spf|dkim|dmarc)|please inspect your spf|bad spf records|//spf\.pobox\.com"
+    ),
+    Reason.REQUIREPTR: re.compile(
+        r"reverse dns|\bptr\b|\brdns\b|cannot find your hostname|cannot resolve your address|"
+        r"ip name lookup failed|unresolvable relay host|reverse lookup|"
+        r"forward dns entry does not point|mismatches client ip|generic dns|"
+        r"not have a ptr|hostname lookup failed"
+    ),
+    Reason.NOTCOMPLIANTRFC: re.compile(
+        r"not rfc ?5322 compliant|rfcmessagenoncompliant|multiple .{0,30}headers?|"
+        r"duplicate header|not rfc compliant"
+    ),
+    Reason.BADREPUTATION: _phrases(
+        "reputation",
+        "unexpected volume or user complaints",
+    ),
+    Reason.CONTENTERROR: _phrases(
+        "media error",
+        "header size exceeds",
+        "improper use of 8-bit data",
+        "mime complexity",
+        "invalid mime headers",
+        "improperly-formatted binary content",
+        "unnecessary base64 encoding",
+        "too many received: headers",
+        "message header size",
+    ),
+    Reason.VIRUSDETECTED: re.compile(
+        r"virus|malware|infected|potentially executable|executable (?:files|attachment)"
+    ),
+    Reason.SPAMDETECTED: re.compile(
+        r"\bspam|unsolicited|\bbulk (?:e-?mail|mail|advertising)|content filter|"
+        r"mail content denied|message content rejected|rejecting (?:banned|mail) content|"
+        r"spam-like|recurrent pattern detection|uribl|spamassassin|spamprofiler|"
+        r"antispam|anti-spam|junk mail|rejected due to classification|"
+        r"unacceptable content|probable spam|message filtered|mail score \(|greylisted"
+    ),
+    Reason.POLICYVIOLATION: re.compile(
+        r"policy (?:violation|reasons)|denied by policy|organi[sz]ation(?:al)? (?:policy|settings)|"
+        r"local policy|security polic|illegal attachment|members-only list|closed mailing list|"
+        r"not accepting mail with|not subscribed to this group|mass mailer|"
+        r"header (?:error|are not accepted)|message given low priority|protocol violation|"
+        r"do not accept messages containing|content presents a potential|"
+        r"captcha|rejected by organization policy|messages with multiple addresses"
+    ),
+    Reason.SPEEDING: _phrases(
+        "rate limited",
+        "please try again slower",
+        "at a rate that prevents",
+        "rate limit exceeded",
+        "sending rate",
+        "too fast",
+        "sent to too many recipients",
+    ),
+    Reason.TOOMANYCONN: re.compile(
+        r"too many (?:connections|concurrent|smtp sessions|errors from your ip|recipients)|"
+        r"connection (?:rate )?limit|max emails per hour|throttling failure|trop de connexions|"
+        r"maximum connection limit|numerous attempts to deliver"
+    ),
+    Reason.BLOCKED: re.compile(
+        r"\bblock(?:ed|list)\b|black ?list|\bdnsbl\b|\brbl\b|spamhaus|spamcop|barracudacentral|"
+        r"abuseat\.org|sorbs|bad sender ip|banned sending ip|your ip|from ip|sending ip|"
+        r"client host .{0,80}rejected|helo command rejected|dynamic ip|dynamic/zombied|"
+        r"open proxy|not allowed to connect|go away|refused to talk to me|"
+        r"not accepting connections|connection refused|service refused|"
+        r"not currently accepting mail from|has been rejected|access denied\. |"
+        r"listed (?:in|at|on|as)|bad ip|ip profile|use the smtp server of your isp|"
+        r"confirm this mail server|requires confirmation|looks suspiciously like|"
+        r"host network not allowed|no access from mail server|"
+        r"error from remote mail server after initial connection"
+    ),
+    Reason.REJECTED: re.compile(
+        r"sender (?:address |email address |domain |ip address )?"
+        r"(?:rejected|refused|is (?:in my black list|spammer)|was rejected|verify failed|"
+        r"not pre-approved|blacklisted|is empty)|invalid sender|bogus mail from|"
+        r"mail from (?:not owned|rejected|refused)|envelope blocked|administrative prohibition|"
+        r"domain of sender address|unroutable sender|batv|null sender|empty envelope sender|"
+        r"third-party dsns|returned mail not accepted|not allowed to post to this mailing list|"
+        r"not (?:on|in) the recipient's list of senders|sender is not|senderfilterconfig|"
+        r"your email address has been blacklisted|emetteur invalide|"
+        r"fully qualified email address required|bouncedeny|not a registered gateway|"
+        r"can't determine purported responsible address|does not accept mail from|"
+        r"rule imposed mailbox access|address is not verified|access denied \(in reply to mail"
+    ),
+    Reason.FILTERED: _phrases(
+        "only accepting mail from specific",
+        "is not accepting any mail",
+        "message rejected due to user rules",
+        "refused due to recipient preferences",
+        "resolver.rst.notauthorized",
+        "this account is protected by",
+        "user refuses to receive",
+        "user reject",
+        "refuse to receive mail",
+        "blocked by the recipient",
+        "has restricted sms e-mail",
+        "bounced address",
+        "not found recipient account",
+    ),
+    Reason.HOSTUNKNOWN: re.compile(
+        r"host (?:or domain name )?(?:not found|unknown)|unknown (?:host|domain)|"
+        r"no such domain|domain (?:does not|must) exist|domain is not reachable|"
+        r"unrout(?:e)?able (?:address|mail domain)|name or service not known|"
+        r"mail domain mentioned in email address is unknown|recipient domain must exist|"
+        r"the account or domain may not exist|domain not found|host unreachable"
+    ),
+    Reason.NOTACCEPT: _phrases(
+        "does not accept mail",
+        "nullmx",
+        "null mx",
+        "mail receiving disabled",
+        "no mx record found",
+        "no route for current request",
+        "smtp protocol returned a permanent error",
+    ),
+    Reason.USERUNKNOWN: re.compile(
+        r"user (?:unknown|not found|not known|not exist|does not exist|not active)|"
+        r"unknown (?:user|recipient|mailbox|local ?part|e-?mail address|address)|"
+        r"(?:no such|invalid|bad|unknown|nonexistent|non-existent) "
+        r"(?:user|recipient|mailbox|address|person|account)|"
+        r"(?:recipient|address|mailbox|user|account|addressee) .{0,80}"
+        r"(?:does not exist|doesn't exist|not exist|not found|unknown|was not found)|"
+        r"(?:mailbox|recipient|address) (?:is )?(?:invalid|unavailable|not present|inactive)|"
+        r"not a (?:valid|known) (?:recipient|user|mailbox)|is not a known user|"
+        r"recipient rejected|no mailbox|no account by that name|"
+        r"there is no one at this address|no longer (?:accepts mail|valid|in use)|"
+        r"badrcptto|badrecipientto|validrcptto|address (?:does not exist|unknown|invalid|"
+        r"rejected\.)|destination addresses were unknown|destination server rejected recipients|"
+        r"resolver\.adr\.recipient ?not ?found|recipnotfound|not listed in domino directory|"
+        r"utilisateur inconnu|no existe|nessun utente|wrong or no longer valid|"
+        r"is not an active address|not a local address|no mail ?box available|"
+        r"mailbox unavailable|user doesn't have a|not our customer|"
+        r"requested action not taken: mailbox unavailable|can't accept user|"
+        r"vdeliver: invalid|home directory|dd this user doesn't|does not have an account|"
+        r"not listed in (?:public name & address book|domino directory)"
+    ),
+    Reason.SYSTEMERROR: re.compile(
+        r"loop (?:was found|detected|back)|loops back to myself|forwarding loop|"
+        r"local (?:configuration error|error in processing|problem)|configuration error|"
+        r"config error|queue file write error|misconfigured|service (?:currently )?unavailable|"
+        r"internal (?:server )?error|interrupted system call|timeout waiting for input|"
+        r"can't create user output file|error while being processed|temporary (?:local )?(?:failure|problem)|"
+        r"system error|unable to connect .{0,40}daemon|transaction failed |could not load drd"
+    ),
+    Reason.NETWORKERROR: re.compile(
+        r"host is unreachable|no route to host|name server|dns records for the destination|"
+        r"host not found, try again|unable to resolve route|hop count exceeded|too many hops|"
+        r"message (?:probably in a routing )?loop|could not connect and send|"
+        r"host name lookup failure|dns (?:lookup )?(?:failure|error)"
+    ),
+    Reason.SYSTEMFULL: _phrases("mail system full", "system congestion"),
+    Reason.EXPIRED: re.compile(
+        r"(?:delivery|message) (?:time )?expired|expired after|timed out|"
+        r"(?:queue|queued) (?:too long|period)|in the queue too long|giving up on|"
+        r"have been failing for a long time|has been delayed|"
+        r"not (?:been )?(?:collected|delivered) (?:after|for more than|within)|"
+        r"could not be delivered for|retry time not reached|unable to deliver .{0,40}after|"
+        r"delivery attempts will continue|server did not respond|could not find a gateway|"
+        r"failed to deliver to domain|retry timeout exceeded|was not reachable within"
+    ),
+    Reason.FAILEDSTARTTLS: _phrases(
+        "starttls is required", "tls required but not supported", "must issue a starttls"
+    ),
+    Reason.SECURITYERROR: re.compile(
+        r"authentication (?:credentials invalid|fail|required|turned on)|"
+        r"authentification (?:invalide|requise)|unauthenticated senders|verification failure|"
+        r"you don't authenticate|not authorized to (?:send|perform)|is a dead domain|"
+        r"account not subscribed to ses|executable files are not allowed"
+    ),
+    Reason.MAILERERROR: re.compile(
+        r"mailer error|procmail|maildrop|command (?:failed|died|output)|pipe to \||"
+        r"x-unix;|\|\| exit |unknown mailer error"
+    ),
+    Reason.SYNTAXERROR: re.compile(
+        r"syntax error|command unrecognized|command not (?:recognized|implemented)|"
+        r"unrecognized command|bad sequence of commands"
+    ),
+}
+
+# The order phrases are tried in: the specific before the general, and what is not
+# the address before "user unknown", whose words turn up inside other refusals.
+FIRST = (
+    Reason.MAILBOXFULL,
+    Reason.MESGTOOBIG,
+    Reason.SUSPEND,
+    Reason.HASMOVED,
+    Reason.NORELAYING,
+    Reason.AUTHFAILURE,
+    Reason.REQUIREPTR,
+    Reason.NOTCOMPLIANTRFC,
+    Reason.BADREPUTATION,
+    Reason.CONTENTERROR,
+    Reason.VIRUSDETECTED,
+    Reason.SPAMDETECTED,
+    Reason.POLICYVIOLATION,
+    Reason.SPEEDING,
+    Reason.TOOMANYCONN,
+    Reason.REJECTED,
+    Reason.FILTERED,
+    Reason.NOTACCEPT,
+    Reason.HOSTUNKNOWN,
+    Reason.USERUNKNOWN,
+    Reason.BLOCKED,
+    Reason.EXCEEDLIMIT,
+    Reason.FAILEDSTARTTLS,
+    Reason.SECURITYERROR,
+    Reason.NETWORKERROR,
+    Reason.SYSTEMFULL,
+    Reason.SYSTEMERROR,
+    Reason.EXPIRED,
+    Reason.MAILERERROR,
+    Reason.SYNTAXERROR,
+)
+# When the status says the address is unknown, only these words outweigh it.
+OVER_ADDRESS_STATUS = (
+    Reason.MAILBOXFULL,
+    Reason.SUSPEND,
+    Reason.NORELAYING,
+    Reason.AUTHFAILURE,
+    Reason.SPAMDETECTED,
+    Reason.POLICYVIOLATION,
+    Reason.REJECTED,
+    Reason.BLOCKED,
+    Reason.REQUIREPTR,
+    Reason.BADREPUTATION,
+    Reason.FILTERED,
+    Reason.SPEEDING,
+    Reason.TOOMANYCONN,
+)
+
+# Words that name a dead address even when said after DATA (Yahoo answers so).
+STRONG_ADDRESS = re.compile(r"this user doesn't have a .{0,40} account|invalid recipient\. lpn")
+STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+REPLY = re.compile(r"(?<![\w.#-])([245]\d\d)(?:[ -]|$)(?!\d)")
+COMMAND = re.compile(
+    r"(?:in reply to|after|>>>|smtp command:?|command:|did not like our|\[)\s*(?:the\s+)?"
+    r"(rcpt[ _]to|mail[ _]from|end of data|data|helo|ehlo|connect|initial connection)\b",
+)
+
+
+def status_in(text: str) -> str | None:
+    """The first enhanced status code (RFC 3463) in ``text``."""
+    found = STATUS.search(text[:MAX_TEXT])
+    return ".".join(found.groups()) if found else None
+
+
+def reply_in(text: str) -> str | None:
+    """The first SMTP reply code (``550``) in ``text``."""
+    found = REPLY.search(text[:MAX_TEXT])
+    return found.group(1) if found else None
+
+
+def command_in(text: str) -> str | None:
+    """The SMTP command a diagnostic says it answered (``rcpt``, ``data``, ``mail``…)."""
+    found = COMMAND.findall(text[:MAX_TEXT].lower())
+    if not found:
+        return None
+    word = found[-1]  # a transcript's last command is the one refused
+    word = word.replace("_", " ")
+    return {"rcpt to": "rcpt", "mail from": "mail", "end of data": "data"}.get(word, word)
+
+
+def by_status(status: str | None) -> Reason | None:
+    """The reason an enhanced status names by itself, if it does."""
+    if not status:
+        return None
+    klass, _, rest = status.partition(".")
+    if klass == "2":
+        return Reason.DELIVERED
+    if klass == "4" and rest in BY_TEMPORARY_STATUS:
+        return BY_TEMPORARY_STATUS[rest]
+    return BY_STATUS.get(rest)
+
+
+def by_text(text: str, order=FIRST) -> Reason | None:
+    """The first reason, in ``order``, whose phrases ``text`` (lower case) holds."""
+    for reason in order:
+        if PHRASES[reason].search(text):
+            return reason
+    return None
+
+
+def reason_of(
+    status: str | None,
+    reply: str | None = None,
+    text: str = "",
+    action: str | None = None,
+    command: str | None = None,
+) -> Reason:
+    """Why a recipient failed, from what a report or a relay said of it: the enhanced
+    ``status`` (5.1.1), the SMTP ``reply`` code (550), the diagnostic ``text``, the
+    DSN's ``action`` (failed, delayed) and the SMTP ``command`` refused (rcpt, data…)."""
+    lowered = " ".join(text[:MAX_TEXT].lower().split())
+    status = status or status_in(lowered)
+    reply = reply or reply_in(lowered)
+    command = command or command_in(lowered)
+    if (status or "").startswith("2") or action in ("delivered", "relayed", "expanded"):
+        return Reason.DELIVERED
+    if lowered.startswith("x-unix") or lowered.startswith("x-local"):
+        return Reason.MAILERERROR  # a local delivery program failed: not the address
+    early = command in ("mail", "helo", "ehlo", "connect")
+    named = by_status(status)
+    if named is Reason.FILTERED and PHRASES[Reason.USERUNKNOWN].search(lowered):
+        # "User unknown" with a mailbox status (5.2.1): the address when it answered RCPT,
+        # else a filter's words for a recipient it will not take.
+        return Reason.USERUNKNOWN if command == "rcpt" else Reason.FILTERED
+    if named in ADDRESS and named is not Reason.HOSTUNKNOWN and not early:
+        # 5.1.1 is the address, unless the words say a filter or a block used it.
+        return by_text(lowered, OVER_ADDRESS_STATUS) or named
+    found = by_text(lowered)
+    if (
+        found in ADDRESS
+        and command in ("data", "mail", "helo", "ehlo", "connect")
+        and not STRONG_ADDRESS.search(lowered)
+    ):
+        # "User unknown" after the message was sent is a filter's verdict on the message,
+        # and before RCPT the recipient was not even named.
+        found = Reason.FILTERED if command == "data" else Reason.REJECTED
+    if found is not None:
+        return found
+    if named is not None:
+        return named
+    subject = (status or "")[:3]
+    if subject in ("5.6", "4.6"):
+        return Reason.CONTENTERROR
+    if subject in ("5.7", "4.7"):
+        return Reason.SECURITYERROR
+    if action == "delayed":
+        return Reason.EXPIRED
+    if command in ("helo", "ehlo", "connect"):
+        return Reason.BLOCKED
+    if lowered.strip() or status or reply:
+        return Reason.ONHOLD
+    return Reason.UNDEFINED
