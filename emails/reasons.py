@@ -243,7 +243,8 @@ PHRASES: dict[Reason, re.Pattern[str]] = {
         r"\bdmarc\b.{0,40}(?:policy|fail|reject)|\bdkim\b.{0,40}(?:fail|invalid|not pass)|"
         r"not (?:allowed|authorized) to send (?:mail )?(?:from|on behalf)|"
         r"unauthenticated (?:email|mail|message)|authentication checks failed|"
-        r"authentication (?:checks? )?fail.{0,20}(?:spf|dkim|dmarc)|please inspect your spf|bad spf records|//spf\.pobox\.com"
+        r"authentication (?:checks? )?fail.{0,20}(?:spf|dkim|dmarc)|please inspect your spf|"
+        r"bad spf records|//spf\.pobox\.com"
     ),
     Reason.REQUIREPTR: re.compile(
         r"reverse dns|\bptr\b|\brdns\b|cannot find your hostname|cannot resolve your address|"
@@ -384,7 +385,8 @@ PHRASES: dict[Reason, re.Pattern[str]] = {
         r"local (?:configuration error|error in processing|problem)|configuration error|"
         r"config error|queue file write error|misconfigured|service (?:currently )?unavailable|"
         r"internal (?:server )?error|interrupted system call|timeout waiting for input|"
-        r"can't create user output file|error while being processed|temporary (?:local )?(?:failure|problem)|"
+        r"can't create user output file|error while being processed|"
+        r"temporary (?:local )?(?:failure|problem)|"
         r"system error|unable to connect .{0,40}daemon|transaction failed |could not load drd"
     ),
     Reason.NETWORKERROR: re.compile(
@@ -455,6 +457,20 @@ FIRST = (
     Reason.EXPIRED,
     Reason.MAILERERROR,
     Reason.SYNTAXERROR,
+)
+# Statuses precise enough to outweigh any words (5.2.2 is a full mailbox, whatever
+# else the diagnostic repeats).
+STATUS_FIRST = frozenset(
+    {
+        Reason.MAILBOXFULL,
+        Reason.MESGTOOBIG,
+        Reason.EXCEEDLIMIT,
+        Reason.SUSPEND,
+        Reason.HASMOVED,
+        Reason.AUTHFAILURE,
+        Reason.REQUIREPTR,
+        Reason.FAILEDSTARTTLS,
+    }
 )
 # When the status says the address is unknown, only these words outweigh it.
 OVER_ADDRESS_STATUS = (
@@ -545,6 +561,8 @@ def reason_of(
         return Reason.MAILERERROR  # a local delivery program failed: not the address
     early = command in ("mail", "helo", "ehlo", "connect")
     named = by_status(status)
+    if named in STATUS_FIRST:
+        return named
     if named is Reason.FILTERED and PHRASES[Reason.USERUNKNOWN].search(lowered):
         # "User unknown" with a mailbox status (5.2.1): the address when it answered RCPT,
         # else a filter's words for a recipient it will not take.

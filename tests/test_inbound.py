@@ -96,20 +96,48 @@ def test_a_hard_bounce_suppresses_that_reader_at_once_and_nobody_else(sent, make
     ]
 
 
-def test_a_bounce_found_by_the_address_alone_acts_too(sent):
+def test_a_bounce_without_our_token_sends_a_probe_and_only_its_bounce_suppresses(sent):
     app, senders = sent
     gone = readers(5)[1]
     # A relay that rewrote the envelope: no token anywhere, the DSN names the address.
     message = hear(app, samples.postfix_dsn("bounces@newsroom.org", gone))
-    assert message.kind == ReportKind.HARD_BOUNCE and suppressed(app) == {gone}
+    assert message.kind == ReportKind.HARD_BOUNCE and message.reason == "userunknown"
+    assert "probe sent" in message.action
+    assert suppressed(app) == set() and reader(app, gone).bounce_score == 0
+    with session_factory(app)() as session:
+        probe = session.scalars(select(OutboxMail).where(OutboxMail.kind == "probe")).one()
+        assert probe.recipient == gone
+    # Another token-less report changes nothing and sends no second probe.
+    again = hear(app, samples.postfix_dsn("bounces@newsroom.org", gone))
+    assert "already out" in again.action and suppressed(app) == set()
+    # The probe went out with a token of its own: its bounce names the reader.
+    probe_sender = Verp.from_config(app.config).sender("o", probe.id)
+    bounced = hear(app, samples.postfix_dsn(probe_sender, gone), recipient=probe_sender)
+    assert "suppressed" in bounced.action and suppressed(app) == {gone}
+    assert history(app, gone)[-1] == ("suppressed", "hard-bounce", bounced.id)
+
+
+def test_a_probe_that_arrives_keeps_the_reader(sent):
+    app, senders = sent
+    kept = readers(5)[3]
+    hear(app, samples.postfix_dsn("bounces@newsroom.org", kept))
+    with session_factory(app)() as session:
+        probe = session.scalars(select(OutboxMail).where(OutboxMail.kind == "probe")).one()
+    probe_sender = Verp.from_config(app.config).sender("o", probe.id)
+    # Only a delay comes back for the probe: nothing counts.
+    delayed = samples.postfix_dsn(probe_sender, kept, status="4.4.1", action="delayed")
+    assert hear(app, delayed, recipient=probe_sender).kind == ReportKind.DELAYED
+    assert suppressed(app) == set() and reader(app, kept).bounce_score == 0
 
 
 def test_soft_bounces_count_once_a_day_and_suppress_at_the_limit(sent):
     app, senders = sent
     slow = readers(5)[0]
 
-    def soft(status="4.4.7", action="delayed"):
-        raw = samples.postfix_dsn(senders[slow], slow, status=status, action=action)
+    def soft(status="4.4.7", action="failed"):
+        # The queue gave up (4.4.7 reported as failed), or the mailbox is full: soft.
+        said = f"smtp; 452 {status} <{slow}>: Mailbox full"
+        raw = samples.postfix_dsn(senders[slow], slow, status, action, diagnostic=said)
         return hear(app, raw, recipient=senders[slow])
 
     def a_day_passes():
@@ -137,7 +165,8 @@ def test_soft_bounces_count_once_a_day_and_suppress_at_the_limit(sent):
 def test_the_score_is_forgotten_after_the_reset_days(sent):
     app, senders = sent
     slow = readers(5)[0]
-    raw = samples.postfix_dsn(senders[slow], slow, status="4.2.0", action="delayed")
+    said = f"smtp; 552 5.2.2 <{slow}>: Mailbox full"
+    raw = samples.postfix_dsn(senders[slow], slow, "5.2.2", diagnostic=said)
     hear(app, raw, recipient=senders[slow])
     with session_factory(app)() as session:
         session.execute(
@@ -213,7 +242,7 @@ def test_a_forged_token_names_nobody(sent):
     forged = senders[gone][:-20] + "aaaaaaaaaaaaa@newsroom.org"
     message = hear(app, samples.postfix_dsn(forged, "stranger@elsewhere.org"), forged)
     assert message.kind == ReportKind.HARD_BOUNCE
-    assert message.action == "nothing: it names none of our readers"
+    assert message.action == "nothing: a token of ours in it does not verify (forged or altered)"
     assert suppressed(app) == set()
 
 
@@ -276,7 +305,7 @@ def test_process_list_and_show_from_the_command_line(sent, tmp_path):
     message_id = listed.output.splitlines()[1].split("\t")[0]
     shown = runner.invoke(args=["inbound", "show", message_id])
     assert shown.exit_code == 0 and "Delivery Status Notification" in shown.output
-    assert "Action: hard bounce: suppressed" in shown.output
+    assert "Action: hard bounce (userunknown): suppressed" in shown.output
     missing = runner.invoke(args=["inbound", "show", "999999"])
     assert missing.exit_code == 1 and "no inbound message 999999" in missing.output
     bad = runner.invoke(args=["inbound", "list", "--since", "yesterdayish"])
@@ -368,7 +397,7 @@ def test_many_concurrent_clients_lose_nothing(inbound_server):
     with session_factory(app)() as session:
         assert len(session.scalars(select(InboundMessage.id)).all()) == 100
         kinds = set(session.scalars(select(InboundMessage.kind)))
-    assert kinds == {"soft-bounce"}
+    assert kinds == {"delayed"}  # news, not bounces: none counts
 
 
 @sqlite_only

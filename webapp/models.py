@@ -139,6 +139,7 @@ class EventKind(enum.StrEnum):
     ERASED = "erased"  # the address was erased; kept without anything personal
     BOUNCED = "bounced"  # how: hard or soft; the address's bounce score grew
     SUPPRESSED = "suppressed"  # how: hard-bounce, bounce-score, complaint: no more mail
+    UNSUPPRESSED = "unsuppressed"  # how: why a suppression was lifted (reclassified)
 
 
 class SubscriptionEvent(Model):
@@ -374,6 +375,8 @@ class Delivery(Model):
     # What was heard back about it: "bounced" or "complained", with the status code.
     feedback: Mapped[str | None] = mapped_column(String(16))
     feedback_code: Mapped[str | None] = mapped_column(String(32))
+    # Sisimai's reason of a bounce or refusal (userunknown, blocked…), at send or heard back.
+    feedback_reason: Mapped[str | None] = mapped_column(String(32))
 
     issue: Mapped[Issue] = relationship()
 
@@ -402,6 +405,7 @@ class InboundMessage(Model):
     kind: Mapped[str | None] = mapped_column(String(16), index=True)  # ReportKind; None: not yet
     action: Mapped[str | None] = mapped_column(String(500))
     code: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(String(32))  # sisimai's: userunknown, blocked…
     detail: Mapped[str | None] = mapped_column(String(500))
     subscriber_id: Mapped[int | None] = mapped_column(
         ForeignKey("subscribers.id", ondelete="SET NULL"), index=True

@@ -26,7 +26,9 @@ from .report import Report, ReportKind, Verdict
 from .verp import Verp
 
 STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
-VERP_IN_TEXT = re.compile(rb"[A-Za-z0-9._-]{1,64}\+[do][0-9a-zA-Z]{1,13}-[a-zA-Z2-7]{13}@[A-Za-z0-9.-]{1,255}")
+VERP_IN_TEXT = re.compile(
+    rb"[A-Za-z0-9._-]{1,64}\+[do][0-9a-zA-Z]{1,13}-[a-zA-Z2-7]{13}@[A-Za-z0-9.-]{1,255}"
+)
 AUTO_SUBJECT = re.compile(
     r"^\s*(out of (the )?office|automatic reply|auto(matic)?[ -]?(reply|response)|auto:|"
     r"vacation|away from|abwesenheit|absence|autosvar|відсутн|réponse automatique|"
@@ -42,17 +44,27 @@ BOUNCE_SUBJECT = re.compile(
     r"returned to sender|mail failure|error sending|permanent error|delayed mail",
     re.IGNORECASE,
 )
-# Where a bounce's own words end and the returned message begins.
+# Where a bounce's own words end and the returned message begins: a line that starts,
+# after any rule of dashes, with one of these. Matched line by line (each line cut to
+# 200 characters), so a message of blank lines or spaces costs a pass, not a square.
 ORIGINAL = re.compile(
-    r"^[ \t>|-]*(?:-{2,}|={2,}|_{2,})?\s*(?:this is a copy of|below this line is a copy|"
+    r"[ \t>|=_-]{0,40}(?:this is a copy of|below this line is a copy|"
     r"original message|the (?:original )?(?:header|headers|message) of the original|"
     r"a copy of the original|undelivered message|unsent message below|returned message|"
     r"message header follows|the header of the original message|original message header|"
     r"rfc822 header|text of the (?:original )?message|your message reads|"
     r"content-type: message/rfc822|headers of your message)",
-    re.IGNORECASE | re.MULTILINE,
+    re.IGNORECASE,
 )
-ADDRESS_IN_TEXT = re.compile(r"[A-Za-z0-9._%+=-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}")
+ADDRESS_IN_TEXT = re.compile(
+    r"[A-Za-z0-9._%+=-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}"
+)
+# A signed link of ours (a reader's unsubscribe or manage page, or the mailto's subject).
+OUR_LINK = re.compile(
+    rb"/(unsubscribe|manage)/([A-Za-z0-9_-]{1,200}\.[A-Za-z0-9_.-]{1,300})|"
+    rb"subject=unsubscribe(?:%20|\+| )([A-Za-z0-9_-]{1,200}\.[A-Za-z0-9_.-]{1,300})",
+    re.IGNORECASE,
+)
 MAX_SCAN = 256 * 1024  # bytes of a message searched for a VERP token
 MAX_FLUFL = 64 * 1024  # bytes of a non-standard bounce handed to flufl.bounce's detectors
 
@@ -71,10 +83,14 @@ def _classify(raw: bytes, recipient: str | None, verp: Verp, mail_from: str) -> 
     mark = {"token": token, "forged": forged}
     report_type = (msg.get_param("report-type") or "").lower() if msg.is_multipart() else ""
     if report_type == "feedback-report" or _feedback_part(msg) is not None:
-        return _complaint(msg, mark)
+        return _complaint(msg, mark, None if token else _our_link(raw))
     verdicts = _delivery_status(msg)
-    if not verdicts and (_looks_like_bounce(msg) or (token and not _auto_replied(msg))):
-        verdicts = _nonstandard_bounce(msg)
+    if not verdicts and _looks_like_bounce(msg):
+        verdicts = _nonstandard_bounce(msg, len(raw), raw)
+    elif not verdicts and token and not _auto_replied(msg):
+        # Mail to our bounce address that does not look like a bounce: one only if
+        # flufl.bounce's detectors find a failed address in it.
+        verdicts = _nonstandard_bounce(msg, len(raw), raw, found_only=True)
     if verdicts:
         failed = [v for v in verdicts if v.reason != Reason.DELIVERED] or verdicts
         first = failed[0]
@@ -92,9 +108,7 @@ def _classify(raw: bytes, recipient: str | None, verp: Verp, mail_from: str) -> 
             **mark,
         )
     if _auto_replied(msg):
-        return Report(
-            ReportKind.AUTO_REPLY, detail=_subject(msg), reason=Reason.VACATION, **mark
-        )
+        return Report(ReportKind.AUTO_REPLY, detail=_subject(msg), reason=Reason.VACATION, **mark)
     to_us = (recipient or _first(msg, "Delivered-To", "X-Original-To", "To") or "").lower()
     if mail_from.lower() in to_us[:1000]:
         subject = _subject(msg)
@@ -105,7 +119,9 @@ def _classify(raw: bytes, recipient: str | None, verp: Verp, mail_from: str) -> 
     return Report(ReportKind.UNKNOWN, detail=_subject(msg), **mark)
 
 
-def _our_token(raw: bytes, recipient: str | None, msg: Message, verp: Verp) -> tuple[str | None, bool]:
+def _our_token(
+    raw: bytes, recipient: str | None, msg: Message, verp: Verp
+) -> tuple[str | None, bool]:
     """Our VERP token, and whether a token of ours failed its check (forged).
 
     The envelope recipient and the headers an MTA copies it to decide when they carry
@@ -133,7 +149,10 @@ def _delivery_status(msg: Message) -> list[Verdict]:
     """An RFC 3464 DSN's recipients, each with its verdict."""
     verdicts: list[Verdict] = []
     for part in _parts(msg):
-        if part.get_content_type() not in ("message/delivery-status", "message/global-delivery-status"):
+        if part.get_content_type() not in (
+            "message/delivery-status",
+            "message/global-delivery-status",
+        ):
             continue
         blocks = part.get_payload()
         if not isinstance(blocks, list):  # unparsed: read the fields ourselves
@@ -154,17 +173,27 @@ def _delivery_status(msg: Message) -> list[Verdict]:
             if not status or status.endswith((".0.0", ".1.0")):
                 # A generic status ("other address status"): the reply quoted in the
                 # diagnostic says more.
-                status = status_in(diagnostic.partition(";")[2].replace(status or "-", "")) or status
+                status = (
+                    status_in(diagnostic.partition(";")[2].replace(status or "-", "")) or status
+                )
             reply = reply_in(diagnostic.partition(";")[2] or diagnostic)
             command = command_in(diagnostic) or command_in(_around(text, address))
             reason = reason_of(status, reply, diagnostic, action, command)
-            verdicts.append(
-                Verdict(address, reason, status, reply, action, _line(diagnostic))
-            )
+            verdicts.append(Verdict(address, reason, status, reply, action, _line(diagnostic)))
     return verdicts
 
 
-def _complaint(msg: Message, mark: dict) -> Report:
+def _our_link(raw: bytes) -> tuple[str, str] | None:
+    """The first signed link of ours in a returned original, as (purpose, token)."""
+    found = OUR_LINK.search(raw[:MAX_SCAN])
+    if found is None:
+        return None
+    if found.group(3):
+        return "unsubscribe", found.group(3).decode("ascii")
+    return found.group(1).decode("ascii").lower(), found.group(2).decode("ascii")
+
+
+def _complaint(msg: Message, mark: dict, link: tuple[str, str] | None) -> Report:
     """An RFC 5965 feedback report: who complained about which message. The address it
     names is only shown to staff; the token (in the returned original) names the reader."""
     address, feedback = None, ""
@@ -188,6 +217,7 @@ def _complaint(msg: Message, mark: dict) -> Report:
         detail=detail[:200],
         reason=Reason.FEEDBACK,
         verdicts=(Verdict(address, Reason.FEEDBACK, action="failed", diagnostic=feedback),),
+        link=link,
         **mark,
     )
 
@@ -199,17 +229,23 @@ def _feedback_part(msg: Message) -> Message | None:
     return None
 
 
-def _nonstandard_bounce(msg: Message) -> list[Verdict]:
+def _nonstandard_bounce(
+    msg: Message, size: int, raw: bytes, found_only: bool = False
+) -> list[Verdict]:
     """A bounce in words: flufl.bounce finds the addresses, the words before the
     returned message give each its reason."""
     text = _human_text(msg)
     lowered_start = text[:MAX_TEXT]
-    small = msg if len(text) < MAX_FLUFL else email.message_from_string(text[:MAX_FLUFL])
+    # flufl.bounce's detectors read whole messages, some slowly (a minute for 10 MB of
+    # blank lines): they get the first MAX_FLUFL bytes, where a bounce says its piece.
+    small = msg if size <= MAX_FLUFL else email.message_from_bytes(raw[:MAX_FLUFL], policy=compat32)
     try:
         temporary, permanent = all_failures(small)
     except Exception:  # noqa: BLE001  a detector that trips on odd input finds nothing
         temporary, permanent = set(), set()
     addresses = sorted(a.decode("utf-8", "replace") for a in permanent | temporary)
+    if not addresses and found_only:
+        return []
     if not addresses:
         found = ADDRESS_IN_TEXT.search(lowered_start)
         addresses = [found.group()] if found else []
@@ -227,7 +263,9 @@ def _nonstandard_bounce(msg: Message) -> list[Verdict]:
         if address in temporary and not status and reason in (Reason.ONHOLD, Reason.UNDEFINED):
             reason = Reason.EXPIRED
         verdicts.append(
-            Verdict(address.lower() if address else None, reason, status, reply, "failed", _line(said))
+            Verdict(
+                address.lower() if address else None, reason, status, reply, "failed", _line(said)
+            )
         )
     return verdicts
 
@@ -237,18 +275,30 @@ def _human_text(msg: Message) -> str:
     first line that starts the returned copy, and bounded."""
     chunks, size = [], 0
     for part in _parts(msg):
-        if part.get_content_maintype() != "text" or part.get_content_type() == "text/rfc822-headers":
+        if (
+            part.get_content_maintype() != "text"
+            or part.get_content_type() == "text/rfc822-headers"
+        ):
             continue
         payload = part.get_payload(decode=True) or b""
         text = payload[: MAX_TEXT * 4].decode(part.get_content_charset() or "utf-8", "replace")
         if part.get_content_subtype() == "html":
             text = re.sub(r"<[^<>]{0,2000}>", " ", text)
-        cut = ORIGINAL.search(text)
-        chunks.append(text[: cut.start()] if cut else text)
+        chunks.append(_before_original(text))
         size += len(chunks[-1])
         if size > MAX_TEXT * 4:
             break
     return "\n".join(chunks)[: MAX_TEXT * 4]
+
+
+def _before_original(text: str) -> str:
+    """``text`` up to the line where a returned copy of the original begins."""
+    at = 0
+    for line in text.splitlines(keepends=True):
+        if line.strip() and ORIGINAL.match(line[:200]):
+            return text[:at]
+        at += len(line)
+    return text
 
 
 def _around(text: str, address: str | None) -> str:

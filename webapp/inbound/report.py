@@ -4,7 +4,16 @@ it came: the one shape the classifier, the webhooks and the acting share."""
 import enum
 from dataclasses import dataclass
 
-from emails.reasons import Fault, Reason, fault, is_hard
+from emails.reasons import (
+    MAX_TEXT,
+    Fault,
+    Reason,
+    fault,
+    is_hard,
+    reason_of,
+    reply_in,
+    status_in,
+)
 
 
 class ReportKind(enum.StrEnum):
@@ -74,7 +83,9 @@ class Report:
     ``token`` is our signed VERP token when the report carries one (the ``TOKEN`` of
     ``bounces+TOKEN@domain``, or a relay's copy of it); ``forged`` says it carried a
     token of ours that does not verify (then it names nobody, whatever else it says);
-    ``address`` is the reader's address when known; ``code`` the status (``5.1.1``,
+    ``link`` a signed link of ours found in a complaint's returned original (purpose,
+    token), which names its reader as a token does; ``address`` is the address the
+    report writes (shown to staff: it proves nothing by itself); ``code`` the status (``5.1.1``,
     ``550``) when given; ``reason`` sisimai's reason; ``verdicts`` one per recipient of
     a delivery report; ``detail`` one line for staff.
     """
@@ -87,6 +98,7 @@ class Report:
     reason: str | None = None
     verdicts: tuple[Verdict, ...] = ()
     forged: bool = False
+    link: tuple[str, str] | None = None
 
     def verdict_for(self, address: str | None) -> Verdict | None:
         """The verdict about ``address`` (any case), else the report's first."""
@@ -95,3 +107,32 @@ class Report:
                 if verdict.address and verdict.address.lower() == address.lower():
                     return verdict
         return self.verdicts[0] if self.verdicts else None
+
+
+def relay_bounce(
+    address: str | None,
+    *,
+    permanent: bool,
+    status: str | None = None,
+    diagnostic: str = "",
+    token: str | None = None,
+    reason: str | None = None,
+) -> Report:
+    """A relay's bounce event as a report, its reason read from the status and the
+    diagnostic as a DSN's would be (``reason`` when the relay names one itself). A
+    temporary one is a delay: the relay tries again, nothing counts."""
+    text = " ".join((diagnostic or "").split())[:MAX_TEXT]
+    enhanced = status_in(status or "") or status_in(text)
+    reply = reply_in(status or "") if status and not enhanced else reply_in(text)
+    action = "failed" if permanent else "delayed"
+    found = reason or reason_of(enhanced, reply, text, action)
+    verdict = Verdict(address, found, enhanced, reply, action, text[:300])
+    return Report(
+        verdict.kind,
+        address=address,
+        token=token,
+        code=verdict.code,
+        detail=f"{verdict.line()} | {text}"[:500] if text else verdict.line(),
+        reason=found,
+        verdicts=(verdict,),
+    )

@@ -26,6 +26,7 @@ from ..models import (
     Subscription,
     SubscriptionStatus,
 )
+from ..subscribers.suppression import Rules, bounced
 from ..webhooks.events import announce
 
 
@@ -350,6 +351,18 @@ def next_due(session: Session, issue_id: int) -> float | None:
     return max(0.0, (min(moments) - now).total_seconds())
 
 
+@dataclass(frozen=True)
+class Bounce:
+    """What a relay's permanent refusal says of a reader: ``how`` "hard" (the address
+    is gone), "soft" (the mailbox, for now) or "refused" (the receiving system refused
+    us: not the reader's doing), with sisimai's ``reason`` and the reply code."""
+
+    subscriber_id: int
+    how: str
+    reason: str
+    code: str | None = None
+
+
 @dataclass
 class Result:
     """What became of one claimed delivery, to be recorded."""
@@ -359,11 +372,19 @@ class Result:
     attempts: int
     error: str | None = None
     next_attempt_at: datetime | None = None
-    suppress: int | None = None  # subscriber id to suppress (a 5xx for the recipient)
+    bounce: Bounce | None = None  # a permanent refusal: counted for the reader or the send
 
 
-def record(connection: Connection, owner: str, results: list[Result]) -> None:
-    """Record what became of claimed deliveries, and suppress refused addresses.
+def record(
+    connection: Connection,
+    owner: str,
+    results: list[Result],
+    issue_id: int | None = None,
+    rules: Rules | None = None,
+) -> None:
+    """Record what became of claimed deliveries, and count the refusals: a bounce
+    against its reader (through the suppression rules, with its history event), a
+    refusal of us against the send and the receiving domain only.
 
     Only rows ``owner`` still holds are changed: after its lease ran out, another
     sender may own them.
@@ -381,17 +402,46 @@ def record(connection: Connection, owner: str, results: list[Result]) -> None:
         }
         for result in results
     ]
-    suppressed = [
-        {"b_id": result.suppress, "b_at": now, "b_reason": result.error}
-        for result in results
-        if result.suppress is not None
-    ]
     connection.execute(_RECORD, rows)
-    if suppressed:
-        connection.execute(_SUPPRESS, suppressed)
+    refused = [result for result in results if result.bounce is not None]
+    if refused:
+        _count_refusals(connection, owner, refused, issue_id, rules or Rules(), now)
 
 
-_deliveries, _subscribers = Delivery.__table__, Subscriber.__table__
+def _count_refusals(
+    connection: Connection,
+    owner: str,
+    refused: list[Result],
+    issue_id: int | None,
+    rules: Rules,
+    now: datetime,
+) -> None:
+    # Rare (a refusal or two in a batch): one ORM session on the batch's transaction.
+    with Session(bind=connection) as session:
+        for result in refused:
+            bounce = result.bounce
+            what = "refused" if bounce.how == "refused" else "bounced"
+            session.execute(
+                _deliveries.update()
+                .where(_deliveries.c.id == result.id)
+                .values(feedback=what, feedback_code=bounce.code, feedback_reason=bounce.reason)
+            )
+            subscriber = session.get(Subscriber, bounce.subscriber_id)
+            if bounce.how != "refused" and subscriber is not None:
+                bounced(
+                    session,
+                    subscriber,
+                    bounce.how,
+                    bounce.reason,
+                    rules,
+                    code=bounce.code,
+                    issue_id=issue_id,
+                    now=now,
+                )
+        session.flush()
+
+
+_deliveries = Delivery.__table__
 # Built once: a send records a few thousand times a second.
 _RECORD = (
     _deliveries.update()
@@ -406,9 +456,4 @@ _RECORD = (
         claimed_by=None,
         claimed_until=None,
     )
-)
-_SUPPRESS = (
-    _subscribers.update()
-    .where(_subscribers.c.id == bindparam("b_id"))
-    .values(suppressed_at=bindparam("b_at"), suppressed_reason=bindparam("b_reason"))
 )

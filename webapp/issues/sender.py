@@ -17,13 +17,16 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from emails.addresses import envelope_address
+from emails.reasons import Fault, fault, is_hard, reason_of
 from emails.transport import DeliveryError, Transport
 
 from ..db import utcnow
 from ..models import DeliveryStatus
+from ..subscribers.suppression import Rules
 from .journal import Journal, fold_journals
 from .mail import IssueMail
 from .queue import (
+    Bounce,
     Claimed,
     Result,
     claim,
@@ -56,6 +59,7 @@ class SendSettings:
     lease: int = 300  # seconds a claim holds unless renewed; renewed every third of it
     batch: int = 100
     journal: Path | None = None  # folder of the senders' journals; None: no journal
+    bounces: Rules = Rules()  # how a refused address's bounces add up
 
     @classmethod
     def from_config(cls, config, **overrides) -> "SendSettings":
@@ -67,6 +71,7 @@ class SendSettings:
             "max_attempts": config["SEND_MAX_ATTEMPTS"],
             "pause_after": config["SEND_PAUSE_AFTER"],
             "lease": config["SEND_LEASE"],
+            "bounces": Rules.from_config(config),
         }
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)
@@ -286,8 +291,19 @@ class Sender:
         attempts = delivery.attempts + 1
         error = str(exc)[:500]
         if exc.permanent:
-            suppress = delivery.subscriber_id if exc.recipient else None
-            return Result(delivery.id, DeliveryStatus.FAILED, attempts, error, suppress=suppress)
+            # Whose fault: the address (gone), the mailbox, or us (a block, a filter).
+            # A refusal of the message itself (after DATA) is never the address's.
+            command = "rcpt" if exc.recipient else "data"
+            reply = str(exc.code) if exc.code else None
+            reason = reason_of(None, reply, str(exc), "failed", command)
+            who = fault(reason)
+            how = "refused"
+            if who is Fault.ADDRESS:
+                how = "hard" if is_hard(reason, None, reply) else "soft"
+            elif who is Fault.MAILBOX:
+                how = "soft"
+            bounce = Bounce(delivery.subscriber_id, how, reason, reply)
+            return Result(delivery.id, DeliveryStatus.FAILED, attempts, error, bounce=bounce)
         if attempts >= self.settings.max_attempts:
             error = f"gave up after {attempts} attempts: {error}"[:500]
             return Result(delivery.id, DeliveryStatus.FAILED, attempts, error)
@@ -316,7 +332,7 @@ class Sender:
             return
         results, self._results = self._results, []
         with self.engine.begin() as connection:
-            record(connection, self.name, results)
+            record(connection, self.name, results, self.issue_id, self.settings.bounces)
         if self._journal is not None:
             self._journal.recorded()
         self.report.sent += sum(result.status is DeliveryStatus.SENT for result in results)

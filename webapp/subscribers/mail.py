@@ -21,7 +21,7 @@ from emails.slots import render_slotted
 
 from ..delivery import dkim_sign, list_id_headers, list_unsubscribe
 from ..i18n import CATALOGS
-from ..links import data_token, personal_links, public_url, reader_links
+from ..links import data_token, manage_url, personal_links, public_url, reader_links
 from ..models import Newsletter, OutboxMail, Subscriber, Subscription
 from ..texts import DEFAULT_LANGUAGE, TEXTS
 from .service import Due
@@ -200,5 +200,25 @@ def queue_data_link(session: Session, subscriber: Subscriber) -> None:
         subject,
         {"minutes": max(1, config["DATA_LINK_MAX_AGE"] // 60)},
         {"data_url": data_url},
+        language=subscriber.language,
+    )
+
+
+def queue_probe(session: Session, subscriber: Subscriber) -> None:
+    """Queue a probe to a reader whose address a report with no token of ours said is
+    gone: it goes out with a fresh VERP token of its own, so only its own bounce can
+    name the reader (as Mailman probes)."""
+    config = current_app.config
+    with force_locale(subscriber.language):
+        subject = TEXTS.probe_email_subject.format(site=config["SITE_NAME"])
+    _queue(
+        session,
+        (subscriber.id, subscriber.email),
+        None,
+        None,
+        "probe",
+        subject,
+        {},
+        {"manage_url": manage_url(subscriber)},
         language=subscriber.language,
     )

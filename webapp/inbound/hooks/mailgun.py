@@ -17,8 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ...db import session_factory, utcnow
 from ...models import HookToken
-from ..classify import SOFT_PERMANENT
-from ..report import Report, ReportKind
+from ..report import Report, ReportKind, relay_bounce
 from .base import Event, Malformed, Refused, fresh, json_body, text
 
 
@@ -88,6 +87,16 @@ def events(body: bytes, config: Mapping) -> list[Event]:
     code = text(str(code), 32) if isinstance(code, int | str) and code else None
     detail = text(status.get("description"), 200) or text(status.get("message"), 200) or ""
     envelope = data.get("envelope") if isinstance(data.get("envelope"), dict) else {}
+    if kind == ReportKind.SOFT_BOUNCE:  # a failure: its reason read from what it says
+        enhanced = text(str(status.get("enhanced-code") or ""), 32)
+        report = relay_bounce(
+            address,
+            permanent=text(data.get("severity")) != "temporary",
+            status=enhanced or code,
+            diagnostic=f"{code or ''} {enhanced or ''} {detail or text(data.get('reason'), 200)}",
+            token=text(envelope.get("sender")),
+        )
+        return [Event(text(data.get("id"), 200), report, json.dumps(data).encode())]
     report = Report(
         kind,
         address=address,
@@ -101,15 +110,7 @@ def events(body: bytes, config: Mapping) -> list[Event]:
 def _kind(data: dict) -> ReportKind | None:
     event = text(data.get("event"))  # a list or an object names no event
     if event == "failed":
-        if text(data.get("severity")) == "temporary":
-            return ReportKind.SOFT_BOUNCE
-        status = (
-            data.get("delivery-status") if isinstance(data.get("delivery-status"), dict) else {}
-        )
-        enhanced = str(status.get("enhanced-code") or "")
-        return (
-            ReportKind.SOFT_BOUNCE if SOFT_PERMANENT.fullmatch(enhanced) else ReportKind.HARD_BOUNCE
-        )
+        return ReportKind.SOFT_BOUNCE  # a bounce of some kind: relay_bounce reads which
     if event == "complained":
         return ReportKind.COMPLAINT
     if event == "unsubscribed":

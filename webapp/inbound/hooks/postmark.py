@@ -9,12 +9,24 @@ import hmac
 import json
 from collections.abc import Mapping
 
+from emails.reasons import Reason, reason_of
+
 from ...config import ConfigError
-from ..report import Report, ReportKind
+from ..report import Report, ReportKind, relay_bounce
 from .base import Event, Malformed, Refused, json_body, text
 
-HARD = {"HardBounce", "BadEmailAddress", "ManuallyDeactivated"}
-SOFT = {"SoftBounce", "Transient", "DnsError", "Blocked", "DMARCPolicy", "Unknown"}
+# Postmark's bounce types, and the reason each is when its details say nothing more.
+BOUNCES = {
+    "HardBounce": Reason.USERUNKNOWN,
+    "BadEmailAddress": Reason.USERUNKNOWN,
+    "ManuallyDeactivated": Reason.SUSPEND,
+    "SoftBounce": Reason.MAILBOXFULL,
+    "Transient": None,  # Postmark tries again: a delay
+    "DnsError": Reason.NETWORKERROR,
+    "Blocked": Reason.BLOCKED,
+    "DMARCPolicy": Reason.AUTHFAILURE,
+    "Unknown": Reason.ONHOLD,
+}
 COMPLAINT = {"SpamNotification", "SpamComplaint"}
 SUPPRESSION = {
     "HardBounce": ReportKind.HARD_BOUNCE,
@@ -64,7 +76,19 @@ def events(body: bytes, config: Mapping) -> list[Event]:
     code = record.get("TypeCode")
     code = text(str(code), 32) if isinstance(code, int | str) and code else None
     detail = text(record.get("Details"), 200) or text(record.get("Description"), 200) or ""
-    report = Report(kind, address=address, code=code, detail=detail)
+    bounce_type = text(record.get("Type"))
+    if kind == ReportKind.SOFT_BOUNCE and bounce_type in BOUNCES:
+        said = reason_of(None, None, detail, "failed") if detail else Reason.ONHOLD
+        default = BOUNCES[bounce_type]
+        report = relay_bounce(
+            address,
+            permanent=default is not None,
+            diagnostic=detail,
+            reason=default if said in (Reason.ONHOLD, Reason.UNDEFINED) else said,
+        )
+    else:
+        gone = Reason.USERUNKNOWN if kind == ReportKind.HARD_BOUNCE else None
+        report = Report(kind, address=address, code=code, detail=detail, reason=gone)
     record_id = record.get("ID") or record.get("MessageID")
     event_id = f"{record.get('RecordType')}:{record_id}:{record.get('ChangedAt', '')}"
     return [Event(event_id if record_id else None, report, json.dumps(record).encode())]
@@ -74,10 +98,8 @@ def _kind(record: dict) -> ReportKind | None:
     # Only text is looked up: a list or an object where a name belongs names nothing.
     record_type, bounce_type = text(record.get("RecordType")), text(record.get("Type"))
     if record_type == "Bounce":
-        if bounce_type in HARD:
-            return ReportKind.HARD_BOUNCE
-        if bounce_type in SOFT:
-            return ReportKind.SOFT_BOUNCE
+        if bounce_type in BOUNCES:
+            return ReportKind.SOFT_BOUNCE  # a bounce of some kind: relay_bounce reads which
         if bounce_type in COMPLAINT:
             return ReportKind.COMPLAINT
         if bounce_type == "Unsubscribe":

@@ -18,9 +18,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 
+from emails.reasons import Reason
+
 from ...config import ConfigError
-from ..classify import SOFT_PERMANENT
-from ..report import Report, ReportKind
+from ..report import Report, ReportKind, relay_bounce
 from .base import Event, Malformed, Refused, fresh, json_body, text
 
 SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
@@ -97,7 +98,17 @@ def events(body: bytes, config: Mapping) -> list[Event]:
             continue  # processed, delivered, opens, clicks, dropped: nothing to act on
         status = text(item.get("status"), 32)
         detail = text(item.get("reason"), 200) or text(item.get("response"), 200) or ""
-        report = Report(kind, address=address, code=status, detail=detail)
+        if kind == ReportKind.SOFT_BOUNCE:  # a bounce, a block or a deferral: read which
+            event = text(item.get("event"))
+            report = relay_bounce(
+                address,
+                permanent=event == "bounce",
+                status=status,
+                diagnostic=f"{status or ''} {detail}",
+                reason=Reason.BLOCKED if item.get("type") == "blocked" else None,
+            )
+        else:
+            report = Report(kind, address=address, code=status, detail=detail)
         found.append(Event(text(item.get("sg_event_id"), 200), report, json.dumps(item).encode()))
     return found
 
@@ -105,10 +116,5 @@ def events(body: bytes, config: Mapping) -> list[Event]:
 def _kind(item: dict) -> ReportKind | None:
     event = text(item.get("event"))  # a list or an object names no event
     if event == "bounce":
-        status = str(item.get("status") or "")
-        if item.get("type") == "blocked" or not status.startswith("5"):
-            return ReportKind.SOFT_BOUNCE
-        return (
-            ReportKind.SOFT_BOUNCE if SOFT_PERMANENT.fullmatch(status) else ReportKind.HARD_BOUNCE
-        )
+        return ReportKind.SOFT_BOUNCE  # a bounce of some kind: relay_bounce reads which
     return KINDS.get(event)

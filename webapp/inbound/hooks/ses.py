@@ -24,9 +24,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from emails.reasons import Reason, reason_of
+
 from ...config import ConfigError
-from ..classify import SOFT_PERMANENT
-from ..report import Report, ReportKind
+from ..report import Report, ReportKind, relay_bounce
 from .base import Event, Malformed, Refused, fresh, json_body, text
 
 log = logging.getLogger(__name__)
@@ -140,14 +141,16 @@ def events(body: bytes, config: Mapping) -> list[Event]:
         hard = bounce.get("bounceType") == "Permanent"
         for n, item in enumerate(_list(bounce, "bouncedRecipients")):
             code = text(item.get("status"), 32)
-            soft = not hard or (code is not None and SOFT_PERMANENT.fullmatch(code))
-            report = Report(
-                ReportKind.SOFT_BOUNCE if soft else ReportKind.HARD_BOUNCE,
-                address=text(item.get("emailAddress")),
+            diagnostic = text(item.get("diagnosticCode"), 500) or ""
+            subtype = text(bounce.get("bounceSubType"), 200) or ""
+            report = relay_bounce(
+                text(item.get("emailAddress")),
+                # SES retried a transient bounce until it gave up: the mailbox's doing.
+                permanent=True,
+                status=code,
+                diagnostic=diagnostic or subtype,
                 token=sender,
-                code=code,
-                detail=text(item.get("diagnosticCode"), 200)
-                or text(bounce.get("bounceSubType"), 200),
+                reason=_reason(hard, subtype, diagnostic),
             )
             found.append(Event(f"{message_id}:{n}", report, body))
     elif kind == "Complaint":
@@ -162,6 +165,31 @@ def events(body: bytes, config: Mapping) -> list[Event]:
             )
             found.append(Event(f"{message_id}:{n}", report, body))
     return [event for event in found if event.report.address]
+
+
+# What SES's bounce subtypes say when the receiving server's own words say nothing.
+PERMANENT = {
+    "NoEmail": Reason.USERUNKNOWN,
+    "Suppressed": Reason.USERUNKNOWN,  # SES's list: the address bounced hard before
+    "OnAccountSuppressionList": Reason.USERUNKNOWN,
+}
+TRANSIENT = {
+    "MailboxFull": Reason.MAILBOXFULL,
+    "MessageTooLarge": Reason.MESGTOOBIG,
+    "ContentRejected": Reason.CONTENTERROR,
+    "AttachmentRejected": Reason.POLICYVIOLATION,
+}
+
+
+def _reason(hard: bool, subtype: str, diagnostic: str) -> str:
+    """A bounce's reason: the receiving server's words first, then SES's subtype; a
+    transient bounce SES gave up on is the mailbox's doing at worst."""
+    said = reason_of(None, None, diagnostic, "failed") if diagnostic else None
+    if said not in (None, Reason.ONHOLD, Reason.UNDEFINED):
+        return said
+    if hard:
+        return PERMANENT.get(subtype, Reason.ONHOLD)
+    return TRANSIENT.get(subtype, Reason.EXPIRED)
 
 
 def _object(parent: dict, name: str) -> dict:
