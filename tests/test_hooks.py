@@ -173,7 +173,13 @@ class Relays:
         event.update(
             {
                 "hard": {"event": "bounce", "type": "bounce", "status": "5.1.1"},
-                "soft": {"event": "deferred", "response": "400 try again later", "attempt": "1"},
+                "soft": {
+                    "event": "bounce",
+                    "type": "bounce",
+                    "status": "5.2.2",
+                    "reason": "552 5.2.2 Mailbox full",
+                },
+                "delayed": {"event": "deferred", "response": "400 try again later", "attempt": "1"},
                 "complaint": {"event": "spamreport"},
                 "unsubscribe": {"event": "unsubscribe"},
             }[kind]
@@ -201,6 +207,9 @@ class Relays:
                 "message": "No such user",
             }
         elif kind == "soft":
+            data.update(event="failed", severity="permanent", reason="generic")
+            data["delivery-status"] = {"code": 552, "message": "Mailbox full"}
+        elif kind == "delayed":
             data.update(event="failed", severity="temporary", reason="generic")
             data["delivery-status"] = {"code": 452, "message": "Mailbox full"}
         else:
@@ -218,6 +227,8 @@ class Relays:
             record.update(RecordType="Bounce", Type=bounce_type, TypeCode=code, Email=email)
             record["Details"] = (
                 "smtp;550 5.1.1 The email account that you tried to reach does not exist"
+                if kind == "hard"
+                else "smtp;452 4.2.2 The email account that you tried to reach is over quota"
             )
         elif kind == "complaint":
             record.update(
@@ -277,7 +288,7 @@ def test_a_hard_bounce_suppresses_that_reader_only(relays, relay):
         ("suppressed", "hard-bounce", message.id),
     ]
     if relay in ("ses", "mailgun"):  # they report our envelope sender: the delivery is known
-        assert relays.feedback() == ("bounced", "5.1.1" if relay == "ses" else "550")
+        assert relays.feedback() == ("bounced", "5.1.1")  # the enhanced status, where given
 
 
 @pytest.mark.parametrize("relay", ALL)
@@ -286,6 +297,13 @@ def test_a_soft_bounce_adds_half_a_point(relays, relay):
     assert relays.reader().bounce_score == 0.5
     assert relays.suppressed() == set()
     assert relays.inbound()[0].kind == "soft-bounce"
+
+
+@pytest.mark.parametrize("relay", ["sendgrid", "mailgun"])
+def test_a_relay_that_will_try_again_reports_a_delay_that_counts_for_nothing(relays, relay):
+    assert relays.post(relay, *relays.build(relay, "delayed")).status_code == 200
+    assert relays.inbound()[0].kind == "delayed"
+    assert relays.reader().bounce_score == 0 and relays.suppressed() == set()
 
 
 @pytest.mark.parametrize("relay", ALL)
@@ -395,7 +413,7 @@ def test_staff_see_a_webhook_event_with_the_inbound_commands(relays):
     listed = runner.invoke(args=["inbound", "list"])
     assert listed.exit_code == 0, listed.output
     message_id, *_, source, action = listed.output.splitlines()[1].split("\t")
-    assert (source, action) == ("hook:postmark", "hard bounce: suppressed; score 1")
+    assert (source, action) == ("hook:postmark", "hard bounce (userunknown): suppressed; score 1")
     shown = runner.invoke(args=["inbound", "show", message_id])
     assert shown.exit_code == 0, shown.output
     assert "Source: hook:postmark\n" in shown.output

@@ -195,7 +195,7 @@ def test_refused_readers_fail_and_are_suppressed_deferred_ones_are_retried(
     listed = runner.invoke(args=["subscribers", "list", "--suppressed"])
     assert listed.exit_code == 0
     assert "reader3@newsroom.org" in listed.output
-    assert "suppressed: relay answered 550" in listed.output
+    assert "suppressed: hard bounce: userunknown 550" in listed.output
     assert "reader7@" not in listed.output
 
     # The next issue leaves the refused address out.
