@@ -14,6 +14,7 @@ from ..cli import Since, StaffGroup
 from ..db import session_factory
 from ..models import InboundMessage
 from .imap import MailboxError, fetch_once
+from .reclassify import reclassify
 from .report import ReportKind
 from .server import InboundController, InboundHandler
 from .store import drop_old_raw, take_in
@@ -145,13 +146,13 @@ def inbound_list(kind: str | None, since: datetime | None, limit: int) -> None:
         query = query.where(InboundMessage.received_at >= since)
     with session_factory()() as session:
         rows = session.scalars(query).all()
-        click.echo("id\treceived\tkind\tcode\tfrom\taction")
+        click.echo("id\treceived\tkind\treason\tcode\tfrom\taction")
         for row in rows:
             received = row.received_at.strftime("%Y-%m-%d %H:%M")
             # A webhook event has no envelope: the relay it came from says more.
             sender = row.envelope_from or (row.source if row.source.startswith("hook:") else "-")
             click.echo(
-                f"{row.id}\t{received}\t{row.kind or '-'}\t{row.code or '-'}\t"
+                f"{row.id}\t{received}\t{row.kind or '-'}\t{row.reason or '-'}\t{row.code or '-'}\t"
                 f"{sender}\t{row.action or '-'}"
             )
 
@@ -174,6 +175,7 @@ def inbound_show(message_id: int) -> None:
             ("Envelope from", row.envelope_from),
             ("Recipient", row.recipient),
             ("Kind", row.kind),
+            ("Reason", row.reason),
             ("Code", row.code),
             ("Detail", row.detail),
             ("Action", row.action),
@@ -187,3 +189,25 @@ def inbound_show(message_id: int) -> None:
             click.echo(f"(the raw message was dropped after {keep} days)")
         else:
             click.echo(row.raw.decode("utf-8", "replace"))
+
+
+@inbound_group.command("reclassify")
+@click.option("--since", type=Since(), help="Only messages since then: a date or a span (30d).")
+@click.option("--dry-run", is_flag=True, help="List what would change; change nothing.")
+def inbound_reclassify(since: datetime | None, dry_run: bool) -> None:
+    """Classify the kept messages again with today's rules, and lift every suppression
+    today's rules would not have made (a block or a spam filter taken for a dead
+    address, a forged or token-less report), each with a history event saying why.
+
+    \b
+    Example: newsletter inbound reclassify --since 30d --dry-run
+    """
+    classified, mends = reclassify(session_factory(), current_app.config, since, dry_run)
+    verb = "would be lifted" if dry_run else "lifted"
+    for mend in mends:
+        cause = f"message {mend.message_id}" if mend.message_id else "a refusal at send time"
+        click.echo(f"{mend.email}\t{verb}\twas: {mend.was}\tnow: {mend.now} ({cause})")
+    click.echo(
+        f"{classified:,} kept message(s) classified again; {len(mends):,} suppression(s) {verb}."
+        + (" Nothing was changed: run without --dry-run to apply." if dry_run else "")
+    )

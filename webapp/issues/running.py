@@ -38,6 +38,7 @@ from .queue import (
     release_dead_local_claims,
     take_list,
 )
+from .refusals import blocking
 from .sender import Sender, SenderReport, SendSettings
 
 EXIT_PAUSED = 75  # EX_TEMPFAIL: try again later
@@ -273,3 +274,11 @@ def _summary(session, issue, after, sent_now: int, seconds: float) -> None:
         f"of {sum(after.values()):,}; {sent_now:,} sent in this run, {seconds:.1f} s, "
         f"{rate:,.0f}/s."
     )
+    for found in blocking(session, issue.id):
+        click.echo(
+            f"Warning: {found.line()}. This looks like {found.domain} blocking our mail, "
+            "not its readers: see the relay's reputation, SPF, DKIM and DMARC "
+            "(`newsletter digest report` lists the refusals); no reader was dropped.",
+            err=True,
+        )
+    session.rollback()

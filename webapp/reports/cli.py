@@ -64,6 +64,7 @@ def _text(n: dict) -> str:
         ("delivered", n["delivered"], n["rates"]["delivery"]),
         ("failed", n["failed"], None),
         ("bounced", n["bounced"], n["rates"]["bounce"]),
+        ("refused", n["refused"], n["rates"]["refusal"]),
         ("complained", n["complained"], n["rates"]["complaint"]),
         ("unsubscribed", n["unsubscribed"], n["rates"]["unsubscribe"]),
         ("unique clickers", n["unique_clickers"], n["rates"]["click"]),
@@ -75,6 +76,17 @@ def _text(n: dict) -> str:
         lines.append(f"{'opens':<16}{'-':>9}  (open tracking off)")
     else:
         lines.append(f"{'opens':<16}{n['opens']:>9,} {pct(n['rates']['open'])}  (see below)")
+    if n["bounces_by_reason"]:
+        lines += ["", "Bounces by reason (the reader's address or mailbox):"]
+        lines += [f"{count:>9,}  {reason}" for reason, count in n["bounces_by_reason"].items()]
+    if n["refusals_by_domain"]:
+        lines += ["", "Refused by the receiving system, by domain (about us, not the readers):"]
+        for found in n["refusals_by_domain"]:
+            reasons = ", ".join(f"{r} {c:,}" for r, c in found["reasons"].items())
+            lines.append(
+                f"{found['refused']:>9,}  {found['domain']} ({100 * found['share']:.1f} % of "
+                f"its {found['readers']:,} readers): {reasons}"
+            )
     if n["links"]:
         lines += ["", f"{'clicks':>7} {'clickers':>8}  link"]
         for link in sorted(n["links"], key=lambda link: -link["clicks"]):

@@ -6,6 +6,7 @@ from sqlalchemy.orm import Session
 
 from emails.slots import Slotted
 
+from ..issues.refusals import refusals_by_domain
 from ..models import (
     Click,
     Delivery,
@@ -41,6 +42,14 @@ def issue_numbers(session: Session, issue: Issue) -> dict:
         ).all()
     )
     bounced, complained = by_feedback.get("bounced", 0), by_feedback.get("complained", 0)
+    bounces_by_reason = dict(
+        session.execute(
+            select(func.coalesce(Delivery.feedback_reason, "undefined"), func.count())
+            .where(Delivery.issue_id == issue.id, Delivery.feedback == "bounced")
+            .group_by(func.coalesce(Delivery.feedback_reason, "undefined"))
+            .order_by(func.count().desc())
+        ).all()
+    )
     sent = by_status.get(DeliveryStatus.SENT, 0)
     bounced_after_sending = session.scalar(
         select(func.count()).where(
@@ -99,6 +108,19 @@ def issue_numbers(session: Session, issue: Issue) -> dict:
         "failed": by_status.get(DeliveryStatus.FAILED, 0),
         "skipped": by_status.get(DeliveryStatus.SKIPPED, 0),
         "bounced": bounced,
+        "bounces_by_reason": bounces_by_reason,
+        # Refused for our sake (a block, a filter): counted against the send, not readers.
+        "refused": by_feedback.get("refused", 0),
+        "refusals_by_domain": [
+            {
+                "domain": found.domain,
+                "refused": found.refused,
+                "readers": found.readers,
+                "share": round(found.share, 4),
+                "reasons": found.reasons,
+            }
+            for found in refusals_by_domain(session, issue.id)
+        ],
         "complained": complained,
         "unsubscribed": unsubscribed,
         "clicks": sum(link["clicks"] for link in links),
@@ -123,6 +145,7 @@ def rates(n: dict) -> dict:
     return {
         "delivery": share(n["delivered"], n["recipients"]),
         "bounce": share(n["bounced"], n["recipients"]),
+        "refusal": share(n["refused"], n["recipients"]),
         "complaint": share(n["complained"], n["delivered"]),
         "unsubscribe": share(n["unsubscribed"], n["delivered"]),
         "click": share(n["unique_clickers"], n["delivered"]),
