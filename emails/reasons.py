@@ -115,10 +115,11 @@ def fault(reason: Reason | str | None) -> Fault:
 
 
 def is_hard(reason: Reason | str | None, status: str | None, reply: str | None) -> bool:
-    """The address is gone for good: an address reason that is not a temporary (4xx)
-    answer. A 4.x.x "user unknown" is a directory that could not be asked, not a verdict."""
-    temporary = (status or "").startswith("4") or (reply or "").startswith("4")
-    return fault(reason) is Fault.ADDRESS and not temporary
+    """The address is gone for good: an address reason in a failure (the caller keeps
+    delays out). A 4.1.1 reported as failed is a verdict too: the queue gave up on it.
+    ``status`` and ``reply`` are kept for the callers' symmetry with :func:`reason_of`."""
+    del status, reply
+    return fault(reason) is Fault.ADDRESS
 
 
 # RFC 3463 statuses, by subject and detail, where they name a reason by themselves.
@@ -348,7 +349,8 @@ PHRASES: dict[Reason, re.Pattern[str]] = {
         r"no such domain|domain (?:does not|must) exist|domain is not reachable|"
         r"unrout(?:e)?able (?:address|mail domain)|name or service not known|"
         r"mail domain mentioned in email address is unknown|recipient domain must exist|"
-        r"the account or domain may not exist|domain not found|host unreachable"
+        r"the account or domain may not exist|domain not found|host unreachable|"
+        r"host \S{1,100} not found|553 \S{1,100} does not exist"
     ),
     Reason.NOTACCEPT: _phrases(
         "does not accept mail",
@@ -358,6 +360,7 @@ PHRASES: dict[Reason, re.Pattern[str]] = {
         "no mx record found",
         "no route for current request",
         "smtp protocol returned a permanent error",
+        "indicated no smtp service",
     ),
     Reason.USERUNKNOWN: re.compile(
         r"user (?:unknown|not found|not known|not exist|does not exist|not active)|"
@@ -378,7 +381,9 @@ PHRASES: dict[Reason, re.Pattern[str]] = {
         r"mailbox unavailable|user doesn't have a|not our customer|"
         r"requested action not taken: mailbox unavailable|can't accept user|"
         r"vdeliver: invalid|home directory|dd this user doesn't|does not have an account|"
-        r"not listed in (?:public name & address book|domino directory)"
+        r"not listed in (?:public name & address book|domino directory)|"
+        r"recipient address rejected: access denied|invalid final delivery userid|"
+        r"no valid recipients"
     ),
     Reason.SYSTEMERROR: re.compile(
         r"loop (?:was found|detected|back)|loops back to myself|forwarding loop|"
@@ -494,8 +499,9 @@ STRONG_ADDRESS = re.compile(r"this user doesn't have a .{0,40} account|invalid r
 STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 REPLY = re.compile(r"(?<![\w.#-])([245]\d\d)(?:[ -]|$)(?!\d)")
 COMMAND = re.compile(
-    r"(?:in reply to|after|>>>|smtp command:?|command:|did not like our|\[)\s*(?:the\s+)?"
-    r"(rcpt[ _]to|mail[ _]from|end of data|data|helo|ehlo|connect|initial connection)\b",
+    r"(?:in reply to|after|>>>|smtp command:?|command:|did not like our|\[|does not like)"
+    r"\s*(?:the\s+)?"
+    r"(rcpt[ _]to|mail[ _]from|end of data|data|helo|ehlo|connect|initial connection|recipient)\b",
 )
 
 
@@ -518,7 +524,8 @@ def command_in(text: str) -> str | None:
         return None
     word = found[-1]  # a transcript's last command is the one refused
     word = word.replace("_", " ")
-    return {"rcpt to": "rcpt", "mail from": "mail", "end of data": "data"}.get(word, word)
+    names = {"rcpt to": "rcpt", "recipient": "rcpt", "mail from": "mail", "end of data": "data"}
+    return names.get(word, word)
 
 
 def by_status(status: str | None) -> Reason | None:
@@ -571,14 +578,10 @@ def reason_of(
         # 5.1.1 is the address, unless the words say a filter or a block used it.
         return by_text(lowered, OVER_ADDRESS_STATUS) or named
     found = by_text(lowered)
-    if (
-        found in ADDRESS
-        and command in ("data", "mail", "helo", "ehlo", "connect")
-        and not STRONG_ADDRESS.search(lowered)
-    ):
-        # "User unknown" after the message was sent is a filter's verdict on the message,
-        # and before RCPT the recipient was not even named.
-        found = Reason.FILTERED if command == "data" else Reason.REJECTED
+    if found in ADDRESS and early:
+        found = Reason.REJECTED  # before RCPT the recipient was not even named
+    elif found is Reason.USERUNKNOWN and command == "data" and not STRONG_ADDRESS.search(lowered):
+        found = Reason.FILTERED  # "user unknown" after the message: a filter's verdict
     if found is not None:
         return found
     if named is not None:

@@ -14,6 +14,7 @@ that fails its check marks the report ``forged``, and it names nobody.
 """
 
 import email
+import json
 import re
 from email.message import Message
 from email.policy import compat32
@@ -65,6 +66,10 @@ OUR_LINK = re.compile(
     rb"subject=unsubscribe(?:%20|\+| )([A-Za-z0-9_-]{1,200}\.[A-Za-z0-9_.-]{1,300})",
     re.IGNORECASE,
 )
+SES_FIELD = re.compile(r'"notificationType"\s*:\s*"(Bounce|Complaint)"')
+SES_RECIPIENTS = re.compile(
+    r'"(bouncedRecipients|complainedRecipients)"\s*:\s*(\[[^\]]{0,20000}\])'
+)
 MAX_SCAN = 256 * 1024  # bytes of a message searched for a VERP token
 MAX_FLUFL = 64 * 1024  # bytes of a non-standard bounce handed to flufl.bounce's detectors
 
@@ -82,15 +87,21 @@ def _classify(raw: bytes, recipient: str | None, verp: Verp, mail_from: str) -> 
     token, forged = _our_token(raw, recipient, msg, verp)
     mark = {"token": token, "forged": forged}
     report_type = (msg.get_param("report-type") or "").lower() if msg.is_multipart() else ""
-    if report_type == "feedback-report" or _feedback_part(msg) is not None:
+    if (
+        report_type == "feedback-report"
+        or _feedback_part(msg) is not None
+        or _field(msg, "X-Apple-Unsubscribe", 16).lower() == "true"  # Mail's "unsubscribe"
+    ):
         return _complaint(msg, mark, None if token else _our_link(raw))
-    verdicts = _delivery_status(msg)
+    verdicts = _delivery_status(msg) or _ses_notification(msg)
     if not verdicts and _looks_like_bounce(msg):
         verdicts = _nonstandard_bounce(msg, len(raw), raw)
     elif not verdicts and token and not _auto_replied(msg):
         # Mail to our bounce address that does not look like a bounce: one only if
         # flufl.bounce's detectors find a failed address in it.
         verdicts = _nonstandard_bounce(msg, len(raw), raw, found_only=True)
+    if verdicts and all(v.reason == Reason.FEEDBACK for v in verdicts):
+        return _complaint(msg, mark, None if token else _our_link(raw))
     if verdicts:
         failed = [v for v in verdicts if v.reason != Reason.DELIVERED] or verdicts
         first = failed[0]
@@ -193,6 +204,46 @@ def _our_link(raw: bytes) -> tuple[str, str] | None:
     return found.group(1).decode("ascii").lower(), found.group(2).decode("ascii")
 
 
+def _ses_notification(msg: Message) -> list[Verdict]:
+    """An Amazon SES notification that came by mail (an SNS email subscription): JSON,
+    one verdict per recipient. Read by its fields, not as a whole: mail systems wrap
+    long lines, which breaks the JSON around the headers that follow the recipients."""
+    if "amazonaws.com" not in _field(msg, "From", 200) or msg.is_multipart():
+        return []
+    text = (msg.get_payload(decode=True) or b"")[:MAX_SCAN].decode("utf-8", "replace")
+    kind = SES_FIELD.search(text)
+    if kind is None:
+        return []
+    listed = SES_RECIPIENTS.search(text)
+    try:
+        recipients = json.loads(listed.group(2)) if listed else []
+    except ValueError:
+        return []
+    if kind.group(1) == "Complaint":
+        return [
+            Verdict(
+                _address_field(str(r.get("emailAddress", ""))), Reason.FEEDBACK, action="failed"
+            )
+            for r in recipients[:20]
+            if isinstance(r, dict)
+        ]
+    hard = '"bounceType":"Permanent"' in text.replace(" ", "")
+    verdicts = []
+    for item in recipients[:20]:
+        if not isinstance(item, dict):
+            continue
+        status = _status(str(item.get("status") or ""))
+        diagnostic = " ".join(str(item.get("diagnosticCode") or "").split())[:MAX_TEXT]
+        reason = reason_of(status, reply_in(diagnostic), diagnostic, "failed")
+        if reason in (Reason.ONHOLD, Reason.UNDEFINED) and not hard:
+            reason = Reason.EXPIRED
+        address = _address_field(str(item.get("emailAddress") or ""))
+        verdicts.append(
+            Verdict(address, reason, status, reply_in(diagnostic), "failed", _line(diagnostic))
+        )
+    return verdicts
+
+
 def _complaint(msg: Message, mark: dict, link: tuple[str, str] | None) -> Report:
     """An RFC 5965 feedback report: who complained about which message. The address it
     names is only shown to staff; the token (in the returned original) names the reader."""
@@ -288,6 +339,9 @@ def _human_text(msg: Message) -> str:
         size += len(chunks[-1])
         if size > MAX_TEXT * 4:
             break
+    if not chunks and isinstance(msg.get_payload(), str):
+        # A multipart whose boundary does not match its parts: its body as it came.
+        chunks.append(_before_original(msg.get_payload()[: MAX_TEXT * 4]))
     return "\n".join(chunks)[: MAX_TEXT * 4]
 
 

@@ -19,6 +19,7 @@ from flask import Flask, current_app
 from sqlalchemy import bindparam, insert, literal, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from emails.reasons import is_hard, reason_of
 from emails.transport import DeliveryError, Transport
 
 from ..db import UTCDateTime, session_factory, utcnow
@@ -26,9 +27,17 @@ from ..delivery import outbox_transport
 from ..inbound.verp import Verp
 from ..issues.journal import Journal, dead_journals, journal_folder
 from ..issues.queue import sender_name
-from ..models import EventKind, OutboxMail, OutboxStatus, Subscription, SubscriptionEvent
+from ..models import (
+    EventKind,
+    OutboxMail,
+    OutboxStatus,
+    Subscriber,
+    Subscription,
+    SubscriptionEvent,
+)
 from ..reports.clicks import fold_clicks
 from .signups import LEFT_AFTER, act_on_left_requests, in_worker
+from .suppression import Rules, bounced
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +155,7 @@ def _claim(due_only: bool):
             OutboxMail.id,
             OutboxMail.kind,
             OutboxMail.subscription_id,
+            OutboxMail.subscriber_id,
             OutboxMail.sender,
             OutboxMail.recipient,
             OutboxMail.message,
@@ -288,6 +298,8 @@ class _Pass:
                     "next_attempt": next_attempt,
                 },
             )
+            if exc.permanent and exc.recipient and message.subscriber_id is not None:
+                _refused(session, message, exc)
             session.commit()
         self._recorded()
 
@@ -323,6 +335,19 @@ class _Pass:
             if self.journal is not None:
                 self.journal.close(recorded=not self.sent)
                 _OPEN.discard(self.name)  # if left (not recorded), the next pass folds it
+
+
+def _refused(session: Session, message, exc: DeliveryError) -> None:
+    """A relay's refusal of one of our messages for its recipient: a dead address is
+    suppressed (a probe refused at once is the probe bouncing); the rest (a full
+    mailbox, a block of us) changes no reader: a confirmation is simply not sent."""
+    reply = str(exc.code) if exc.code else None
+    reason = reason_of(None, reply, str(exc), "failed", "rcpt")
+    if not is_hard(reason, None, reply):
+        return
+    subscriber = session.get(Subscriber, message.subscriber_id)
+    if subscriber is not None:
+        bounced(session, subscriber, "hard", reason, Rules(), code=reply)
 
 
 def record_sent(session: Session, ids: list[int], at) -> int:
