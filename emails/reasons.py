@@ -276,7 +276,7 @@ PHRASES: dict[Reason, re.Pattern[str]] = {
         r"virus|malware|infected|potentially executable|executable (?:files|attachment)"
     ),
     Reason.SPAMDETECTED: re.compile(
-        r"\bspam|unsolicited|\bbulk (?:e-?mail|mail|advertising)|content filter|"
+        r"\bspam(?!haus|cop)|unsolicited|\bbulk (?:e-?mail|mail|advertising)|content filter|"
         r"mail content denied|message content rejected|rejecting (?:banned|mail) content|"
         r"spam-like|recurrent pattern detection|uribl|spamassassin|spamprofiler|"
         r"antispam|anti-spam|junk mail|rejected due to classification|"
