@@ -57,18 +57,26 @@ def growth(session: Session, newsletter: Newsletter, since: datetime | None) -> 
     query = select(SubscriptionEvent.kind, SubscriptionEvent.how, SubscriptionEvent.at).where(
         SubscriptionEvent.newsletter_id == newsletter.id,
         SubscriptionEvent.kind.in_(
-            [EventKind.CONFIRMED, EventKind.UNSUBSCRIBED, EventKind.SUPPRESSED]
+            [
+                EventKind.CONFIRMED,
+                EventKind.UNSUBSCRIBED,
+                EventKind.SUPPRESSED,
+                EventKind.UNSUPPRESSED,
+            ]
         ),
     )
     if since is not None:
         query = query.where(SubscriptionEvent.at >= since)
     joined, left = Counter(), {reason: Counter() for reason in REASONS}
+    back = Counter()  # suppressions lifted (reclassified): reachable again, not new
     first = since.date() if since is not None else today
     for kind, how, at in session.execute(query.execution_options(yield_per=5000)):
         day = at.date()
         first = min(first, day)
         if kind == EventKind.CONFIRMED:
             joined[day] += 1
+        elif kind == EventKind.UNSUPPRESSED:
+            back[day] += 1
         elif (reason := reason_left(kind, how)) is not None:
             left[reason][day] += 1
     reachable = session.scalar(
@@ -87,7 +95,7 @@ def growth(session: Session, newsletter: Newsletter, since: datetime | None) -> 
     count, confirmed = reachable, []
     for day in reversed(days):
         confirmed.append(max(count, 0))
-        count += sum(left[reason][day] for reason in REASONS) - joined[day]
+        count += sum(left[reason][day] for reason in REASONS) - joined[day] - back[day]
     result.days, result.confirmed = days, confirmed[::-1]
     result.joined = [joined[day] for day in days]
     result.left = {reason: [left[reason][day] for day in days] for reason in REASONS}
