@@ -119,7 +119,7 @@ def test_fetch_takes_in_what_is_ours_and_leaves_every_other_message_untouched(se
         raw for _, raw in list(before.values())[len(not_ours) :]
     )
     assert taken_in(app) == [
-        ("imap", "hard-bounce", "hard bounce: suppressed; score 1"),
+        ("imap", "hard-bounce", "hard bounce (userunknown): suppressed; score 1"),
         ("imap", "unsubscribe", "unsubscribed from explaining-ukraine (mailto)"),
     ]
     with session_factory(app)() as session:

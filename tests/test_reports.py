@@ -138,6 +138,7 @@ def test_an_issue_report_counts_what_readers_did_and_not_what_scanners_did(sent)
         "failed": 0,
         "skipped": 0,
         "bounced": 1,
+        "refused": 0,
         "complained": 0,
         "unsubscribed": 1,
         "clicks": 4,
@@ -145,6 +146,7 @@ def test_an_issue_report_counts_what_readers_did_and_not_what_scanners_did(sent)
         "opens": None,
         "delivery_rate": round(5 / 6, 4),
         "bounce_rate": round(1 / 6, 4),
+        "refusal_rate": 0.0,
         "complaint_rate": 0.0,
         "unsubscribe_rate": 0.2,
         "click_rate": 0.6,
@@ -162,11 +164,14 @@ def test_an_issue_report_counts_what_readers_did_and_not_what_scanners_did(sent)
     assert numbers["rates"] == {
         "delivery": round(5 / 6, 4),
         "bounce": round(1 / 6, 4),
+        "refusal": 0.0,
         "complaint": 0.0,
         "unsubscribe": 0.2,
         "click": 0.6,
         "open": None,
     }
+    assert numbers["bounces_by_reason"] == {"userunknown": 1}
+    assert numbers["refusals_by_domain"] == []
     text = app.test_cli_runner().invoke(args=["digest", "report", NEWSLETTER, "1"]).output
     assert re.search(r"delivered\s+5\s+83\.3%", text) and "(open tracking off)" in text
     listed = app.test_cli_runner().invoke(args=["digest", "list", NEWSLETTER]).output
