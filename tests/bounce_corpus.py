@@ -79,7 +79,8 @@ class Score:
     def lines(self) -> list[str]:
         """The four figures the issue asks for, one a line."""
         return [
-            f"hard bounces found: {self.gone_found}/{self.gone} ({_pct(self.gone_found, self.gone)})",
+            f"hard bounces found: {self.gone_found}/{self.gone} "
+            f"({_pct(self.gone_found, self.gone)})",
             f"wrong hard: {self.wrong_hard}/{self.rest} ({_pct(self.wrong_hard, self.rest)})",
             f"not the address, recognized: {self.recognized}/{self.rest} "
             f"({_pct(self.recognized, self.rest)})",

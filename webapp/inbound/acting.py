@@ -88,10 +88,10 @@ def act_for_relay(
     for a token; its unsubscribe (the relay's own link or list) ends every
     subscription of that reader, with ``relay`` as the history's how."""
     if report.kind != ReportKind.UNSUBSCRIBE:
-        if report.token or not report.address:
+        if verp.read(report.token) or not report.address:  # our token names the delivery
             return act(session, inbound, report, config, verp)
         _note(inbound, report)
-        target = Target(_by_address(session, report.address))
+        target = Target(by_address(session, report.address))
         if target.subscriber is None:
             action = "nothing: it names none of our readers"
         else:
@@ -103,7 +103,7 @@ def act_for_relay(
         inbound.action = action[:500]
         return action
     _note(inbound, report)
-    subscriber = _by_address(session, report.address) if report.address else None
+    subscriber = by_address(session, report.address) if report.address else None
     if subscriber is None:
         action = "nothing: it names none of our readers"
     else:
@@ -151,7 +151,8 @@ def _by_link(session: Session, link: tuple[str, str]) -> Subscriber | None:
     return row if isinstance(row, Subscriber) else row.subscriber
 
 
-def _by_address(session: Session, address: str) -> Subscriber | None:
+def by_address(session: Session, address: str) -> Subscriber | None:
+    """The subscriber of ``address`` (any spelling of the inbox), if there is one."""
     try:
         key = normalize_address(address).key
     except InvalidAddress:
@@ -168,7 +169,7 @@ def _nobody(session: Session, inbound: InboundMessage, report: Report) -> str:
         return "nothing"
     gone = [v for v in report.verdicts if v.kind == ReportKind.HARD_BOUNCE and v.address]
     for verdict in gone:
-        subscriber = _by_address(session, verdict.address or "")
+        subscriber = by_address(session, verdict.address or "")
         if subscriber is None or subscriber.suppressed_at is not None:
             continue
         inbound.subscriber_id = subscriber.id

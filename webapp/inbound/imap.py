@@ -24,16 +24,16 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..links import LinkGone, TokenExpired, TokenInvalid, row_for_link
-from .acting import find_target
+from .acting import by_address, find_target
 from .classify import classify
-from .report import Report, ReportKind
+from .report import BOUNCES, Report, ReportKind
 from .store import take_in
 from .verp import Verp
 
 log = logging.getLogger(__name__)
 
 TIMEOUT = 60  # seconds for connecting and each command: a stuck server is an error
-ABOUT_A_READER = (ReportKind.HARD_BOUNCE, ReportKind.SOFT_BOUNCE, ReportKind.COMPLAINT)
+ABOUT_A_READER = (*BOUNCES, ReportKind.DELAYED, ReportKind.COMPLAINT)
 
 
 class MailboxError(Exception):
@@ -121,9 +121,16 @@ def recognised(sessions: sessionmaker[Session], report: Report, verp: Verp) -> b
             except (TokenInvalid, TokenExpired, LinkGone):
                 return False
             return True
-        if report.kind in ABOUT_A_READER:
-            return find_target(session, report, verp).subscriber is not None
-        return False
+        if report.kind not in ABOUT_A_READER or report.forged:
+            return False
+        if find_target(session, report, verp).subscriber is not None:
+            return True
+        # A bounce with no token of ours that names a reader: taken in for its probe.
+        return report.kind in BOUNCES and any(
+            by_address(session, verdict.address) is not None
+            for verdict in report.verdicts
+            if verdict.address
+        )
 
 
 def _peek(client: imaplib.IMAP4, uid: bytes, limit: int) -> bytes | None:
