@@ -61,18 +61,24 @@ def act(
         action = "nothing: a token of ours in it does not verify (forged or altered)"
     else:
         target = find_target(session, report, verp)
-        if target.subscriber is not None:
-            inbound.subscriber_id = target.subscriber.id
-        if target.delivery is not None:
-            inbound.delivery_id = target.delivery.id
         if target.subscriber is None:
             action = _nobody(session, inbound, report)
-        elif report.kind == ReportKind.COMPLAINT:
-            action = _complaint(session, inbound, target)
         else:
-            action = _bounce(session, inbound, report, target, Rules.from_config(config))
+            action = _on_reader(session, inbound, report, target, config)
     inbound.action = action[:500]
     return action
+
+
+def _on_reader(
+    session: Session, inbound: InboundMessage, report: Report, target: Target, config: Mapping
+) -> str:
+    """A bounce or complaint about a reader we know: recorded on ``inbound``, acted on."""
+    inbound.subscriber_id = target.subscriber.id
+    if target.delivery is not None:
+        inbound.delivery_id = target.delivery.id
+    if report.kind == ReportKind.COMPLAINT:
+        return _complaint(session, inbound, target)
+    return _bounce(session, inbound, report, target, Rules.from_config(config))
 
 
 def act_for_relay(
@@ -95,11 +101,7 @@ def act_for_relay(
         if target.subscriber is None:
             action = "nothing: it names none of our readers"
         else:
-            inbound.subscriber_id = target.subscriber.id
-            if report.kind == ReportKind.COMPLAINT:
-                action = _complaint(session, inbound, target)
-            else:
-                action = _bounce(session, inbound, report, target, Rules.from_config(config))
+            action = _on_reader(session, inbound, report, target, config)
         inbound.action = action[:500]
         return action
     _note(inbound, report)
