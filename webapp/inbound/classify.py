@@ -16,6 +16,7 @@ that fails its check marks the report ``forged``, and it names nobody.
 import email
 import json
 import re
+from dataclasses import replace
 from email.message import Message
 from email.policy import compat32
 
@@ -66,6 +67,7 @@ OUR_LINK = re.compile(
     rb"subject=unsubscribe(?:%20|\+| )([A-Za-z0-9_-]{1,200}\.[A-Za-z0-9_.-]{1,300})",
     re.IGNORECASE,
 )
+SES_WRAPPED = re.compile(r"^smtp; [245]\.\d{1,3}\.\d{1,3} - [^']{1,80}'([^']{1,2000})'")
 SES_FIELD = re.compile(r'"notificationType"\s*:\s*"(Bounce|Complaint)"')
 SES_RECIPIENTS = re.compile(
     r'"(bouncedRecipients|complainedRecipients)"\s*:\s*(\[[^\]]{0,20000}\])'
@@ -100,6 +102,8 @@ def _classify(raw: bytes, recipient: str | None, verp: Verp, mail_from: str) -> 
         # Mail to our bounce address that does not look like a bounce: one only if
         # flufl.bounce's detectors find a failed address in it.
         verdicts = _nonstandard_bounce(msg, len(raw), raw, found_only=True)
+    if verdicts and _filtering_gateway(msg):
+        verdicts = [_as_filtered(v) for v in verdicts]
     if verdicts and all(v.reason == Reason.FEEDBACK for v in verdicts):
         return _complaint(msg, mark, None if token else _our_link(raw))
     if verdicts:
@@ -178,6 +182,9 @@ def _delivery_status(msg: Message) -> list[Verdict]:
                 continue
             status = _status(_field(block, "Status", 64))
             diagnostic = _field(block, "Diagnostic-Code", MAX_TEXT)
+            if wrapped := SES_WRAPPED.search(diagnostic):
+                # SES's own category ("Unknown address error") around the server's reply.
+                diagnostic = f"smtp; {wrapped.group(1)}"
             if not diagnostic.partition(";")[2].strip() or diagnostic.lower().startswith("x-unix"):
                 said = _around(text, address)
                 diagnostic = f"{diagnostic} {said}".strip()
@@ -202,6 +209,19 @@ def _our_link(raw: bytes) -> tuple[str, str] | None:
     if found.group(3):
         return "unsubscribe", found.group(3).decode("ascii")
     return found.group(1).decode("ascii").lower(), found.group(2).decode("ascii")
+
+
+def _filtering_gateway(msg: Message) -> bool:
+    """The bounce comes from a mail security gateway (McAfee's appliance, SurfControl)."""
+    return bool(msg.get("X-NAI-Header")) or "surfcontrol" in _field(msg, "X-Mailer", 200).lower()
+
+
+def _as_filtered(verdict: Verdict) -> Verdict:
+    """A gateway's "user unknown" without a 5.1.x status is its filter's verdict (as
+    sisimai reads McAfee and SurfControl), not the mailbox's."""
+    if verdict.reason != Reason.USERUNKNOWN or (verdict.status or "")[1:4] == ".1.":
+        return verdict
+    return replace(verdict, reason=Reason.FILTERED)
 
 
 def _ses_notification(msg: Message) -> list[Verdict]:
