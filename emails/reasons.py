@@ -114,14 +114,6 @@ def fault(reason: Reason | str | None) -> Fault:
     return Fault.NONE
 
 
-def is_hard(reason: Reason | str | None, status: str | None, reply: str | None) -> bool:
-    """The address is gone for good: an address reason in a failure (the caller keeps
-    delays out). A 4.1.1 reported as failed is a verdict too: the queue gave up on it.
-    ``status`` and ``reply`` are kept for the callers' symmetry with :func:`reason_of`."""
-    del status, reply
-    return fault(reason) is Fault.ADDRESS
-
-
 # RFC 3463 statuses, by subject and detail, where they name a reason by themselves.
 # 5.7.1 and the bare classes (x.0.0) say little: they are decided by the text.
 BY_STATUS = {

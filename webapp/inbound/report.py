@@ -9,7 +9,6 @@ from emails.reasons import (
     Fault,
     Reason,
     fault,
-    is_hard,
     reason_of,
     reply_in,
     status_in,
@@ -56,9 +55,8 @@ class Verdict:
         if self.reason == Reason.FEEDBACK:
             return ReportKind.COMPLAINT
         who = fault(self.reason)
-        if who is Fault.ADDRESS:
-            hard = is_hard(self.reason, self.status, self.reply)
-            return ReportKind.HARD_BOUNCE if hard else ReportKind.SOFT_BOUNCE
+        if who is Fault.ADDRESS:  # a 4.1.1 reported as failed too: the queue gave up on it
+            return ReportKind.HARD_BOUNCE
         if who is Fault.MAILBOX:
             return ReportKind.SOFT_BOUNCE
         if who is Fault.US:

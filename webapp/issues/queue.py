@@ -405,12 +405,11 @@ def record(
     connection.execute(_RECORD, rows)
     refused = [result for result in results if result.bounce is not None]
     if refused:
-        _count_refusals(connection, owner, refused, issue_id, rules or Rules(), now)
+        _count_refusals(connection, refused, issue_id, rules or Rules(), now)
 
 
 def _count_refusals(
     connection: Connection,
-    owner: str,
     refused: list[Result],
     issue_id: int | None,
     rules: Rules,

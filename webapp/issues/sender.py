@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from emails.addresses import envelope_address
-from emails.reasons import Fault, fault, is_hard, reason_of
+from emails.reasons import Fault, fault, reason_of
 from emails.transport import DeliveryError, Transport
 
 from ..db import utcnow
@@ -296,12 +296,7 @@ class Sender:
             command = "rcpt" if exc.recipient else "data"
             reply = str(exc.code) if exc.code else None
             reason = reason_of(None, reply, str(exc), "failed", command)
-            who = fault(reason)
-            how = "refused"
-            if who is Fault.ADDRESS:
-                how = "hard" if is_hard(reason, None, reply) else "soft"
-            elif who is Fault.MAILBOX:
-                how = "soft"
+            how = {Fault.ADDRESS: "hard", Fault.MAILBOX: "soft"}.get(fault(reason), "refused")
             bounce = Bounce(delivery.subscriber_id, how, reason, reply)
             return Result(delivery.id, DeliveryStatus.FAILED, attempts, error, bounce=bounce)
         if attempts >= self.settings.max_attempts:

@@ -19,7 +19,7 @@ from flask import Flask, current_app
 from sqlalchemy import bindparam, insert, literal, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from emails.reasons import is_hard, reason_of
+from emails.reasons import Fault, fault, reason_of
 from emails.transport import DeliveryError, Transport
 
 from ..db import UTCDateTime, session_factory, utcnow
@@ -343,7 +343,7 @@ def _refused(session: Session, message, exc: DeliveryError) -> None:
     mailbox, a block of us) changes no reader: a confirmation is simply not sent."""
     reply = str(exc.code) if exc.code else None
     reason = reason_of(None, reply, str(exc), "failed", "rcpt")
-    if not is_hard(reason, None, reply):
+    if fault(reason) is not Fault.ADDRESS:
         return
     subscriber = session.get(Subscriber, message.subscriber_id)
     if subscriber is not None:
