@@ -15,8 +15,10 @@ from tests.helpers import (
     app_with_issue,
     command_env,
     history,
+    make_app,
     readers,
     sent_to_readers,
+    subscribe,
 )
 from tests.test_inbound import MAIL_FROM, feedback, hear, reader, suppressed
 from webapp.db import session_factory, utcnow
@@ -268,3 +270,23 @@ def test_reclassify_lifts_what_the_old_rules_suppressed_with_a_history_event(sen
     )
     assert history(app, readers(5)[2])[-1][0] == "unsuppressed"
     assert dead.id  # its suppression was right: kept
+
+
+def test_a_confirmation_refused_for_a_dead_address_suppresses_it_and_a_block_does_not(
+    tmp_path, smtp_server
+):
+    app = make_app(tmp_path, **smtp_server.config())
+    client = app.test_client()
+    dead, blocked = "gone@newsroom.org", "walled@newsroom.org"
+    smtp_server.handler.refuse[dead] = GONE_AT_SEND
+    smtp_server.handler.refuse[blocked] = BLOCK
+    for address in (dead, blocked):
+        subscribe(client, address)
+    sent = app.test_cli_runner().invoke(args=["outbox", "send"])
+    assert sent.exit_code == 0, sent.output
+    assert suppressed(app) == {dead}
+    assert history(app, dead)[-2:] == [
+        ("bounced", "hard", None),
+        ("suppressed", "hard-bounce", None),
+    ]
+    assert [kind for kind, _, _ in history(app, blocked)] == ["subscribed"]
