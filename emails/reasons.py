@@ -322,6 +322,9 @@ PHRASES: dict[Reason, re.Pattern[str]] = {
         r"rule imposed mailbox access|address is not verified|access denied \(in reply to mail"
     ),
     Reason.FILTERED: _phrases(
+        # au (KDDI) answers so for mail its reader's filter refuses: no address named.
+        "550 : user unknown",
+        "550: : user unknown",
         "only accepting mail from specific",
         "is not accepting any mail",
         "message rejected due to user rules",
@@ -337,7 +340,7 @@ PHRASES: dict[Reason, re.Pattern[str]] = {
         "not found recipient account",
     ),
     Reason.HOSTUNKNOWN: re.compile(
-        r"host (?:or domain name )?(?:not found|unknown)|unknown (?:host|domain)|"
+        r"host (?:or domain name )?(?:not found|unknown)(?!, try again)|unknown (?:host|domain)|"
         r"no such domain|domain (?:does not|must) exist|domain is not reachable|"
         r"unrout(?:e)?able (?:address|mail domain)|name or service not known|"
         r"mail domain mentioned in email address is unknown|recipient domain must exist|"
@@ -577,7 +580,8 @@ def reason_of(
     if found is not None:
         return found
     if named is not None:
-        return named
+        # Before RCPT the recipient was not even named: a refusal of the sender.
+        return Reason.REJECTED if named in ADDRESS and early else named
     subject = (status or "")[:3]
     if subject in ("5.6", "4.6"):
         return Reason.CONTENTERROR
