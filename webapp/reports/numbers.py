@@ -1,6 +1,8 @@
 """How one issue did, counted from what is kept: deliveries, what was heard back,
 unsubscribes that name the issue, and clicks without scanners."""
 
+from collections import Counter
+
 from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
@@ -42,14 +44,13 @@ def issue_numbers(session: Session, issue: Issue) -> dict:
         ).all()
     )
     bounced, complained = by_feedback.get("bounced", 0), by_feedback.get("complained", 0)
-    bounces_by_reason = dict(
-        session.execute(
-            select(func.coalesce(Delivery.feedback_reason, "undefined"), func.count())
-            .where(Delivery.issue_id == issue.id, Delivery.feedback == "bounced")
-            .group_by(func.coalesce(Delivery.feedback_reason, "undefined"))
-            .order_by(func.count().desc())
-        ).all()
-    )
+    bounces_by_reason = Counter()
+    for reason, count in session.execute(
+        select(Delivery.feedback_reason, func.count())
+        .where(Delivery.issue_id == issue.id, Delivery.feedback == "bounced")
+        .group_by(Delivery.feedback_reason)
+    ):
+        bounces_by_reason[reason or "undefined"] += count
     sent = by_status.get(DeliveryStatus.SENT, 0)
     bounced_after_sending = session.scalar(
         select(func.count()).where(
@@ -108,7 +109,7 @@ def issue_numbers(session: Session, issue: Issue) -> dict:
         "failed": by_status.get(DeliveryStatus.FAILED, 0),
         "skipped": by_status.get(DeliveryStatus.SKIPPED, 0),
         "bounced": bounced,
-        "bounces_by_reason": bounces_by_reason,
+        "bounces_by_reason": dict(bounces_by_reason.most_common()),
         # Refused for our sake (a block, a filter): counted against the send, not readers.
         "refused": by_feedback.get("refused", 0),
         "refusals_by_domain": [
