@@ -27,7 +27,6 @@ from emails.reasons import MAX_TEXT, Reason, command_in, reason_of, reply_in, st
 from .report import Report, ReportKind, Verdict
 from .verp import Verp
 
-STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 VERP_IN_TEXT = re.compile(
     rb"[A-Za-z0-9._-]{1,64}\+[do][0-9a-zA-Z]{1,13}-[a-zA-Z2-7]{13}@[A-Za-z0-9.-]{1,255}"
 )
@@ -97,11 +96,11 @@ def _classify(raw: bytes, recipient: str | None, verp: Verp, mail_from: str) -> 
         return _complaint(msg, mark, None if token else _our_link(raw))
     verdicts = _delivery_status(msg) or _ses_notification(msg)
     if not verdicts and _looks_like_bounce(msg):
-        verdicts = _nonstandard_bounce(msg, len(raw), raw)
+        verdicts = _nonstandard_bounce(msg, raw)
     elif not verdicts and token and not _auto_replied(msg):
         # Mail to our bounce address that does not look like a bounce: one only if
         # flufl.bounce's detectors find a failed address in it.
-        verdicts = _nonstandard_bounce(msg, len(raw), raw, found_only=True)
+        verdicts = _nonstandard_bounce(msg, raw, found_only=True)
     if verdicts and _filtering_gateway(msg):
         verdicts = [_as_filtered(v) for v in verdicts]
     if verdicts and all(v.reason == Reason.FEEDBACK for v in verdicts):
@@ -180,7 +179,7 @@ def _delivery_status(msg: Message) -> list[Verdict]:
             )
             if not (action or address):
                 continue
-            status = _status(_field(block, "Status", 64))
+            status = status_in(_field(block, "Status", 64))
             diagnostic = _field(block, "Diagnostic-Code", MAX_TEXT)
             if wrapped := SES_WRAPPED.search(diagnostic):
                 # SES's own category ("Unknown address error") around the server's reply.
@@ -252,7 +251,7 @@ def _ses_notification(msg: Message) -> list[Verdict]:
     for item in recipients[:20]:
         if not isinstance(item, dict):
             continue
-        status = _status(str(item.get("status") or ""))
+        status = status_in(str(item.get("status") or ""))
         diagnostic = " ".join(str(item.get("diagnosticCode") or "").split())[:MAX_TEXT]
         reason = reason_of(status, reply_in(diagnostic), diagnostic, "failed")
         if reason in (Reason.ONHOLD, Reason.UNDEFINED) and not hard:
@@ -300,16 +299,16 @@ def _feedback_part(msg: Message) -> Message | None:
     return None
 
 
-def _nonstandard_bounce(
-    msg: Message, size: int, raw: bytes, found_only: bool = False
-) -> list[Verdict]:
+def _nonstandard_bounce(msg: Message, raw: bytes, found_only: bool = False) -> list[Verdict]:
     """A bounce in words: flufl.bounce finds the addresses, the words before the
     returned message give each its reason."""
     text = _human_text(msg)
-    lowered_start = text[:MAX_TEXT]
+    opening = text[:MAX_TEXT]
     # flufl.bounce's detectors read whole messages, some slowly (a minute for 10 MB of
     # blank lines): they get the first MAX_FLUFL bytes, where a bounce says its piece.
-    small = msg if size <= MAX_FLUFL else email.message_from_bytes(raw[:MAX_FLUFL], policy=compat32)
+    small = (
+        msg if len(raw) <= MAX_FLUFL else email.message_from_bytes(raw[:MAX_FLUFL], policy=compat32)
+    )
     try:
         temporary, permanent = all_failures(small)
     except Exception:  # noqa: BLE001  a detector that trips on odd input finds nothing
@@ -318,19 +317,19 @@ def _nonstandard_bounce(
     if not addresses and found_only:
         return []
     if not addresses:
-        found = ADDRESS_IN_TEXT.search(lowered_start)
+        found = ADDRESS_IN_TEXT.search(opening)
         addresses = [found.group()] if found else []
-    if not addresses and not lowered_start.strip():
+    if not addresses and not opening.strip():
         return []
     verdicts = []
     for address in addresses[:20] or [None]:
-        said = _around(text, address) if address else lowered_start
+        said = _around(text, address) if address else opening
         command = command_in(said)
         reason = reason_of(None, None, said, command=command)
         if reason in (Reason.ONHOLD, Reason.UNDEFINED):
-            reason = reason_of(None, None, lowered_start, command=command)
-        status = status_in(said) or status_in(lowered_start)
-        reply = reply_in(said) or reply_in(lowered_start)
+            reason = reason_of(None, None, opening, command=command)
+        status = status_in(said) or status_in(opening)
+        reply = reply_in(said) or reply_in(opening)
         if address in temporary and not status and reason in (Reason.ONHOLD, Reason.UNDEFINED):
             reason = Reason.EXPIRED
         verdicts.append(
@@ -441,12 +440,6 @@ def _field(msg: Message, name: str, limit: int = 1000) -> str:
     if value is None:
         return ""
     return " ".join(str(value)[: limit * 2].split())[:limit]
-
-
-def _status(value: str) -> str | None:
-    """The status code of a ``Status:`` field, whatever comment follows it."""
-    found = STATUS.search(value)
-    return ".".join(found.groups()) if found else None
 
 
 def _address_field(value: str | None) -> str | None:
