@@ -43,6 +43,30 @@ def scheduled_at(app):
         return session.scalars(select(Issue)).one().scheduled_at
 
 
+def schedule_due(app, when: datetime | None = None) -> datetime:
+    """Schedule issue 1 as staff do (an hour ahead), then move its time to ``when``
+    (now by default), so a worker finds it due: a time typed "a second from now" is
+    in the past on a slow machine by the time the command reads it."""
+    result = cli(app, "digest", "send", NEWSLETTER, "1", "--at", soon(3600), "--yes")
+    assert result.exit_code == 0, result.output
+    with session_factory(app)() as session:
+        issue = session.scalars(select(Issue)).one()
+        issue.scheduled_at = when or datetime.now(UTC)
+        session.commit()
+        return issue.scheduled_at
+
+
+def until_sent(app, timeout: float = 60) -> None:
+    """Wait for issue 1 to be marked sent: from then on no worker sends it again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with session_factory(app)() as session:
+            if session.scalars(select(Issue)).one().sent_at is not None:
+                return
+        assert time.monotonic() < deadline, "the issue was never marked sent"
+        time.sleep(0.05)
+
+
 def test_a_time_is_read_in_the_newsletters_zone_across_daylight_saving():
     assert parse_time("2026-11-27 07:00", "Europe/Kyiv") == datetime(2026, 11, 27, 5, tzinfo=UTC)
     assert parse_time("2026-07-01 07:00", "Europe/Kyiv") == datetime(2026, 7, 1, 4, tzinfo=UTC)
@@ -99,13 +123,11 @@ def test_a_scheduled_issue_goes_out_at_its_time_once_with_two_workers(any_db_app
     relay = SmtpServer().start()
     app = app_with_issue(tmp_path, relay, 12, DATABASE_URL=any_db_app.config["DATABASE_URL"])
     sqlite = app.config["DATABASE_URL"].startswith("sqlite")
-    at = soon(3)
-    assert cli(app, "digest", "send", NEWSLETTER, "1", "--at", at, "--yes").exit_code == 0
-    start = scheduled_at(app)
+    start = schedule_due(app)
     workers = [start_worker(app, relay) for _ in range(2)]
     try:
         wait_for_deliveries(relay, 12)
-        time.sleep(0.5)  # a duplicate would arrive now
+        until_sent(app)  # a duplicate would have been sent before this
         counts = Counter(to for message in relay.messages for to in message.recipients)
         assert counts == Counter(readers(12))
         assert all(m.received_at >= start for m in relay.messages)  # not before its time
@@ -127,7 +149,7 @@ def test_a_worker_stopped_mid_send_leaves_the_rest_to_the_next_once(any_db_app, 
     relay = SmtpServer().start()
     relay.handler.delay = 0.05  # slow enough to stop it in the middle
     app = app_with_issue(tmp_path, relay, 60, DATABASE_URL=any_db_app.config["DATABASE_URL"])
-    assert cli(app, "digest", "send", NEWSLETTER, "1", "--at", soon(1), "--yes").exit_code == 0
+    schedule_due(app)
     first = start_worker(app, relay, SEND_CONNECTIONS=2)
     try:
         wait_for_deliveries(relay, 10)
@@ -138,7 +160,7 @@ def test_a_worker_stopped_mid_send_leaves_the_rest_to_the_next_once(any_db_app, 
     second = start_worker(app, relay, SEND_CONNECTIONS=2)
     try:
         wait_for_deliveries(relay, 60)
-        time.sleep(0.5)
+        until_sent(app)
     finally:
         out, err = stop(second)
         relay.stop()
@@ -151,14 +173,11 @@ def test_a_send_no_worker_started_at_its_time_starts_once_and_says_it_was_late(
     tmp_path, smtp_server
 ):
     app = app_with_issue(tmp_path, smtp_server, 3)
-    assert cli(app, "digest", "send", NEWSLETTER, "1", "--at", soon(60), "--yes").exit_code == 0
-    with session_factory(app)() as session:  # every worker was down at its time
-        session.scalars(select(Issue)).one().scheduled_at = datetime.now(UTC) - timedelta(hours=2)
-        session.commit()
+    schedule_due(app, datetime.now(UTC) - timedelta(hours=2))  # every worker was down then
     worker = start_worker(app, smtp_server)
     try:
         wait_for_deliveries(smtp_server, 3)
-        time.sleep(1)  # a second start would send again now
+        until_sent(app)
     finally:
         out, err = stop(worker)
     assert len(smtp_server.messages) == 3
