@@ -582,6 +582,22 @@ def until_one_gives_way(workers, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
+def until_handled(app, count: int, timeout: float = 60) -> None:
+    """Wait (bounded) until ``count`` messages heard back are stored and handled:
+    ``inbound serve`` answers 250 once a message is stored, and handles it after."""
+    from webapp.models import InboundMessage
+
+    deadline = time.monotonic() + timeout
+    handled = InboundMessage.kind.is_not(None)
+    while True:
+        with session_factory(app)() as session:
+            done = session.scalar(select(func.count()).where(handled))
+        if done >= count:
+            return
+        assert time.monotonic() < deadline, f"{done} of {count} messages handled"
+        time.sleep(0.02)
+
+
 def wait_for_deliveries(relay, count: int, timeout: float = 60) -> None:
     """Wait (bounded) until ``relay`` has taken ``count`` messages."""
     deadline = time.monotonic() + timeout

@@ -80,6 +80,10 @@ DEFAULTS: dict[str, object] = {
     "BOUNCE_SCORE_RESET_DAYS": 30,  # the score is forgotten this long after the last bounce
     "INBOUND_KEEP_DAYS": 30,  # days a raw message heard back is kept (its outcome stays)
     "INBOUND_MAX_BYTES": 10 * 1024 * 1024,  # larger messages are refused (552)
+    # inbound serve: sessions open at once (a new one closes the longest idle), and
+    # seconds a session may say nothing before it is closed.
+    "INBOUND_MAX_SESSIONS": 100,
+    "INBOUND_IDLE_TIMEOUT": 60,
     "INBOUND_IMAP_HOST": None,  # newsletter inbound fetch: the hosted mailbox
     "INBOUND_IMAP_PORT": 993,
     "INBOUND_IMAP_SECURITY": "ssl",

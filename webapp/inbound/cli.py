@@ -1,5 +1,6 @@
 """``newsletter inbound``: take in bounces, complaints and replies, and show what came."""
 
+import logging
 import signal
 import sys
 import threading
@@ -34,16 +35,28 @@ def init_app(app: Flask) -> None:
 def inbound_serve(host: str, port: int, lmtp: bool) -> None:
     """Take bounces, complaints and replies from the MTA, until SIGTERM.
 
-    Accepts mail for the bounce address and MAIL_FROM only; each message is stored
-    before it is answered 250, then classified and acted on.
+    Accepts mail for the bounce address (its +TOKEN forms when the token is ours) and
+    MAIL_FROM only; each message is stored once before it is answered 250, then
+    classified and acted on. At most NEWSLETTER_INBOUND_MAX_SESSIONS sessions at once;
+    one idle NEWSLETTER_INBOUND_IDLE_TIMEOUT seconds is closed.
 
     Example: newsletter inbound serve --lmtp --port 8025
     """
     app = current_app._get_current_object()
     config = app.config
     drop_old_raw(session_factory(), config["INBOUND_KEEP_DAYS"])
+    # aiosmtpd logs every connection; a flood of them would be a flood of lines. Ours
+    # says what matters, once a burst.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     handler = InboundHandler(app, lmtp)
-    controller = InboundController(handler, host, port, config["INBOUND_MAX_BYTES"])
+    controller = InboundController(
+        handler,
+        host,
+        port,
+        config["INBOUND_MAX_BYTES"],
+        max_sessions=config["INBOUND_MAX_SESSIONS"],
+        idle_timeout=config["INBOUND_IDLE_TIMEOUT"],
+    )
     try:
         controller.start()
     except (OSError, RuntimeError) as exc:

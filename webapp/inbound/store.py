@@ -68,10 +68,16 @@ _NEW_MESSAGE = insert(InboundMessage).returning(InboundMessage.id)
 def handle(sessions: sessionmaker[Session], config: Mapping, message_id: int) -> InboundMessage:
     """Classify a stored message and act on it, in one transaction; what it was and what
     was done are recorded on it. Never raises for the message's sake: a failure is
-    recorded as the action, the message stays for staff to see."""
+    recorded as the action, the message stays for staff to see. A message handled
+    before is left as it is."""
     verp = Verp.from_config(config)
     with sessions() as session:
-        message = session.get_one(InboundMessage, message_id)
+        # Locked (on PostgreSQL): two servers starting at once both find a message left
+        # unhandled; the second waits, then finds it handled.
+        message = session.get_one(InboundMessage, message_id, with_for_update=True)
+        if message.kind is not None:  # handled already
+            session.expunge(message)
+            return message
         report = classify(message.raw or b"", message.recipient, verp, config["MAIL_FROM"])
         try:
             act(session, message, report, config, verp)
