@@ -5,6 +5,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import threading
 import time
 import uuid
@@ -16,10 +17,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
+from sqlalchemy.exc import OperationalError
 
 from tests.helpers import app_with_issue, history, readers, self_signed, sent_to_readers
-from webapp.db import session_factory
+from webapp.db import engine, session_factory
 from webapp.models import (
     Delivery,
     InboundMessage,
@@ -745,3 +747,59 @@ def test_any_value_in_a_documented_field_gives_no_5xx(relays, field, value):
     checked = (relay == "ses" and len(path) == 1) or path == ("signature", "token")
     allowed = {200, 400} | ({401} if checked else set())
     assert answer.status_code in allowed, (answer.status_code, answer.text)
+
+
+def test_a_mailgun_retry_after_a_database_error_is_taken_once(relays):
+    # Found trying it: the token was used up before the event was stored, so after a
+    # database error on the first try every retry was refused and the event lost.
+    failures = []
+
+    def database_away(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith("INSERT INTO INBOUND_MESSAGES") and not failures:
+            failures.append(statement)
+            raise OperationalError(statement, {}, Exception("the database went away"))
+
+    event.listen(engine(relays.app), "before_cursor_execute", database_away)
+    try:
+        body, headers = relays.mailgun("hard", GONE)
+        first = relays.post("mailgun", body, headers)
+        assert first.status_code == 503 and failures  # the relay tries again later
+        assert relays.inbound() == [] and relays.suppressed() == set()
+        retry = relays.post("mailgun", body, headers)
+    finally:
+        event.remove(engine(relays.app), "before_cursor_execute", database_away)
+    assert retry.status_code == 200, retry.text
+    assert len(relays.inbound()) == 1 and relays.suppressed() == {GONE}
+    again = relays.post("mailgun", *relays.mailgun("unsubscribe", readers(5)[0], None))
+    assert again.status_code == 200
+    replayed = json.loads(body)  # the same signature on another event: refused
+    replayed["event-data"].update(id="other", recipient=readers(5)[1])
+    assert relays.post("mailgun", json.dumps(replayed).encode(), headers).status_code == 401
+
+
+@pytest.mark.parametrize("relay", ["ses", "mailgun"])
+def test_deeply_nested_json_is_a_400_before_anything_else(relays, relay, caplog):
+    # Found trying it: Python's JSON parser recursed into a RecursionError, a 500 and a
+    # logged traceback, before any signature was checked.
+    for body in (b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000):
+        answer = relays.post(relay, body)
+        assert answer.status_code == 400, answer.text
+        assert "nests deeper" in answer.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_an_sns_message_nesting_its_message_too_deep_is_a_400(relays):
+    inner = '{"notificationType":' + "[" * 10_000 + "]" * 10_000 + "}"
+    signed = relays.sns_sign(
+        {
+            "Type": "Notification",
+            "MessageId": str(uuid.uuid4()),
+            "TopicArn": TOPIC,
+            "Message": inner,
+            "Timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "SignatureVersion": "1",
+            "SigningCertURL": f"{relays.sns_url}/SimpleNotificationService-test.pem",
+        },
+    )
+    answer = relays.post("ses", json.dumps(signed).encode())
+    assert answer.status_code == 400 and "Message is not JSON" in answer.text

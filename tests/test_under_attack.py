@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from tests import inbound_samples as samples
 from tests.helpers import (
     NEWSLETTER_BIN,
+    SmtpServer,
     app_with_issue,
     command_env,
     free_port,
@@ -26,7 +27,7 @@ from tests.mailservers import wait_for_port
 from webapp.db import session_factory
 from webapp.inbound.classify import classify
 from webapp.inbound.server import MAX_RECIPIENTS, InboundController, InboundHandler
-from webapp.inbound.store import store
+from webapp.inbound.store import store, take_in
 from webapp.inbound.verp import Verp
 from webapp.models import InboundMessage, Subscriber
 
@@ -218,3 +219,26 @@ def test_a_thousand_idle_connections_leave_room_for_a_real_delivery(tmp_path, sm
     lines = [line for line in err.splitlines() if "sessions" in line]
     assert 1 <= len(lines) <= 4, err  # once a burst, not once a connection
     assert len(err) < 4000, err
+
+
+def test_a_status_with_a_comment_is_read_to_its_code_on_any_database(any_db_app, tmp_path):
+    # Found trying it: "Status: 5.1.1 (bad destination mailbox address)" was stored
+    # whole, too long for PostgreSQL's column, and the hard bounce was lost.
+    relay = SmtpServer().start()
+    try:
+        app = app_with_issue(
+            tmp_path, relay, 5, MAIL_FROM=MAIL_FROM, DATABASE_URL=any_db_app.config["DATABASE_URL"]
+        )
+    finally:
+        relay.stop()
+    senders = sent_to_readers(app)
+    gone = readers(5)[4]
+    raw = samples.postfix_dsn(
+        senders[gone], gone, status="5.1.1 (bad destination mailbox address: " + "x" * 80 + ")"
+    )
+    with app.app_context():
+        message = take_in(session_factory(app), app.config, raw, source="file")
+    assert (message.kind, message.code) == ("hard-bounce", "5.1.1")
+    with session_factory(app)() as session:
+        query = select(Subscriber.email).where(Subscriber.suppressed_at.is_not(None))
+        assert set(session.scalars(query)) == {gone}

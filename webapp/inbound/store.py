@@ -8,11 +8,11 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 from sqlalchemy import insert, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..db import utcnow
-from ..models import InboundMessage
+from ..models import HookToken, InboundMessage
 from .acting import act, act_for_relay
 from .classify import classify
 from .report import Report
@@ -110,6 +110,10 @@ def take_in(
     return handle(sessions, config, message_id)
 
 
+class UsedBefore(Exception):
+    """A relay's one-time token came a second time with another event: a replay."""
+
+
 def take_in_event(
     sessions: sessionmaker[Session],
     config: Mapping,
@@ -117,11 +121,13 @@ def take_in_event(
     event_id: str | None,
     report: Report,
     raw: bytes,
+    once: str | None = None,
 ) -> InboundMessage | None:
     """A relay's verified webhook event: stored under its event id and acted on in one
     transaction, so a process killed in between leaves nothing and the relay's retry
     acts. None when that event was taken in before (relays retry what they think
-    failed)."""
+    failed). ``once``: the request's one-time token, recorded in the same transaction
+    (UsedBefore if it was, for another event)."""
     fields = {
         "source": f"hook:{relay}"[:32],
         "external_id": clean(event_id or "")[:200] or None,
@@ -137,11 +143,14 @@ def take_in_event(
         except IntegrityError:
             session.rollback()
             return None
+        _record_once(session, relay, once)
         try:
             act_for_relay(session, message, report, config, Verp.from_config(config), relay)
             session.commit()
         except Exception as exc:  # noqa: BLE001  recorded, and logged with its traceback
             session.rollback()
+            if isinstance(exc, OperationalError | InterfaceError):
+                raise  # the database is away: nothing was kept, the relay tries again
             log.exception("webhook event %s of %s: acting on it failed", event_id, relay)
             message = InboundMessage(
                 **fields,
@@ -150,13 +159,33 @@ def take_in_event(
             )
             session.add(message)
             try:
-                session.commit()
+                session.flush()
             except IntegrityError:  # a retry took it in meanwhile
                 session.rollback()
                 return None
+            _record_once(session, relay, once)
+            session.commit()
         session.refresh(message)
         session.expunge(message)
         return message
+
+
+def record_once(sessions: sessionmaker[Session], relay: str, once: str) -> None:
+    """Record a request's one-time token when it carried no event to store with it."""
+    with sessions() as session:
+        _record_once(session, relay, once)
+        session.commit()
+
+
+def _record_once(session: Session, relay: str, once: str | None) -> None:
+    if once is None:
+        return
+    session.add(HookToken(relay=relay, token=once))
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise UsedBefore from None
 
 
 def clean(value: str) -> str:

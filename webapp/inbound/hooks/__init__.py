@@ -10,9 +10,10 @@ event id (a retried event is taken once) and acted on as a message heard back is
 import logging
 
 from flask import Blueprint, abort, current_app, request
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ...db import session_factory
-from ..store import take_in_event
+from ..store import UsedBefore, record_once, take_in_event
 from . import mailgun, postmark, sendgrid, ses
 from .base import Malformed, Refused
 
@@ -37,20 +38,40 @@ def hook(relay: str):
     if len(body) > MAX_BODY:
         abort(413)
     try:
-        module.verify(request, body, config)
+        once = module.verify(request, body, config)
         events = module.events(body, config)
     except Refused as exc:
-        log.warning("webhook %s refused: %s", relay, exc)
-        headers = {"WWW-Authenticate": 'Basic realm="hooks"'} if relay == "postmark" else {}
-        return "The request's signature or credentials do not check.\n", 401, headers
+        return _refused(relay, exc)
     except Malformed as exc:
         return f"{exc}.\n", 400
     sessions = session_factory()
     taken = 0
-    for event in events:
-        if take_in_event(sessions, config, relay, event.event_id, event.report, event.raw):
-            taken += 1
+    try:
+        if once and not events:
+            record_once(sessions, relay, once)
+        for n, event in enumerate(events):
+            kept = take_in_event(
+                sessions,
+                config,
+                relay,
+                event.event_id,
+                event.report,
+                event.raw,
+                once=once if n == 0 else None,
+            )
+            taken += kept is not None
+    except UsedBefore:
+        return _refused(relay, Refused("a token used before"))
+    except (OperationalError, InterfaceError) as exc:  # the relay retries: nothing is lost
+        log.warning("webhook %s: the database is away: %s", relay, getattr(exc, "orig", exc))
+        return "The event could not be stored; try again later.\n", 503, {"Retry-After": "60"}
     return f"{taken} of {len(events)} event(s) taken in.\n", 200
+
+
+def _refused(relay: str, exc: Refused):
+    log.warning("webhook %s refused: %s", relay, exc)
+    headers = {"WWW-Authenticate": 'Basic realm="hooks"'} if relay == "postmark" else {}
+    return "The request's signature or credentials do not check.\n", 401, headers
 
 
 def init_app(app) -> None:

@@ -1,6 +1,7 @@
 """What every relay's webhook module gives the view: its checks' outcomes and events."""
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -25,12 +26,33 @@ class Event:
     raw: bytes
 
 
-def json_body(body: bytes) -> object:
-    """The body as JSON, or Malformed."""
+MAX_DEPTH = 32  # relays' events nest five or six levels deep
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*+"')  # possessive: linear on any input
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+
+
+def json_body(body: bytes | str) -> object:
+    """The body as JSON, or Malformed. Nesting past MAX_DEPTH is refused before it is
+    parsed: Python's parser recurses, and a few thousand brackets ended a request in a
+    RecursionError (a 500 and a traceback) before any signature was checked."""
+    data = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+    if _too_deep(data):
+        raise Malformed(f"the body nests deeper than {MAX_DEPTH} levels")
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise Malformed("the body is not JSON") from None
+
+
+def _too_deep(data: bytes) -> bool:
+    # The brackets outside strings, innermost pairs removed a level at a time: what is
+    # left after MAX_DEPTH rounds nests deeper (or does not pair up: not JSON anyway).
+    brackets = _STRINGS.sub(b"", data).translate(None, _NOT_BRACKETS)
+    for _ in range(MAX_DEPTH):
+        if not brackets:
+            return False
+        brackets = brackets.replace(b"[]", b"").replace(b"{}", b"")
+    return bool(brackets)
 
 
 def fresh(moment: datetime, max_age: int) -> bool:

@@ -3,7 +3,8 @@
 Mailgun signs ``timestamp + token`` with the account's webhook signing key (HMAC-SHA256,
 hex), and not the body. So besides the signature and a fresh timestamp, each token is
 taken once (the ``hook_tokens`` table): a captured request's signature cannot carry
-another body.
+another body. The token is recorded in the transaction that stores the event: a first
+try that fails leaves it unused, and Mailgun's retry is taken.
 """
 
 import hashlib
@@ -12,8 +13,7 @@ import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, select
 
 from ...db import session_factory, utcnow
 from ...models import HookToken
@@ -30,8 +30,9 @@ def check(config: Mapping) -> None:
     """Nothing to check at start: any text can be the signing key."""
 
 
-def verify(request, body: bytes, config: Mapping) -> None:
-    """A valid signature over a fresh timestamp and a token not used before, or Refused."""
+def verify(request, body: bytes, config: Mapping) -> str:
+    """A valid signature over a fresh timestamp and a token not used before, or Refused;
+    the token's digest, to be recorded with the event."""
     payload = json_body(body)
     signature = payload.get("signature") if isinstance(payload, dict) else None
     if not isinstance(signature, dict):
@@ -52,23 +53,22 @@ def verify(request, body: bytes, config: Mapping) -> None:
     if not fresh(moment, config["HOOKS_MAX_AGE"]):
         raise Refused("a stale timestamp")
     # Kept as its digest: whatever the token holds, the row is 64 hex digits.
-    _take_token(
-        hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest(), config["HOOKS_MAX_AGE"]
-    )
+    digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+    if _used(digest, config["HOOKS_MAX_AGE"]):
+        raise Refused("a token used before")
+    return digest
 
 
-def _take_token(token: str, max_age: int) -> None:
+def _used(token: str, max_age: int) -> bool:
     with session_factory()() as session:
         # Tokens older than the window can no longer pass the timestamp check.
         cutoff = utcnow() - timedelta(seconds=2 * max_age)
         session.execute(
             delete(HookToken).where(HookToken.relay == "mailgun", HookToken.seen_at < cutoff)
         )
-        session.add(HookToken(relay="mailgun", token=token))
-        try:
-            session.commit()
-        except IntegrityError:
-            raise Refused("a token used before") from None
+        session.commit()
+        used = select(HookToken.token).filter_by(relay="mailgun", token=token)
+        return session.scalar(used) is not None
 
 
 def events(body: bytes, config: Mapping) -> list[Event]:

@@ -11,7 +11,6 @@ confirmation for one of them is confirmed by visiting its SubscribeURL.
 import base64
 import binascii
 import http.client
-import json
 import logging
 import re
 import urllib.request
@@ -125,9 +124,10 @@ def events(body: bytes, config: Mapping) -> list[Event]:
         return []
     if message["Type"] != "Notification":
         return []
+    inner = message.get("Message")
     try:
-        notification = json.loads(message.get("Message") or "")
-    except (TypeError, ValueError):
+        notification = json_body(inner if isinstance(inner, str) else "")
+    except Malformed:
         raise Malformed("the notification's Message is not JSON") from None
     if not isinstance(notification, dict):
         raise Malformed("the notification's Message is not a JSON object")
