@@ -1,13 +1,16 @@
-"""A deadline for a whole SMTP delivery attempt, however slowly the relay answers.
+"""A deadline for a whole SMTP delivery attempt or HTTP request, however slowly the
+other side answers.
 
 A socket timeout bounds one step; a relay that answers each step just in time, or a
-byte at a time, can stretch an attempt far past it. A Watch cuts the connection when
-its deadline passes, waking whatever is blocked on it, and connecting takes only what
-is left of the time.
+server that sends a byte a second, can stretch an attempt far past it. A Watch cuts the
+connection when its deadline passes, waking whatever is blocked on it, and connecting
+takes only what is left of the time.
 """
 
 import contextlib
+import functools
 import heapq
+import http.client
 import itertools
 import logging
 import os
@@ -15,7 +18,8 @@ import smtplib
 import socket
 import threading
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
 from typing import Self
 
 
@@ -185,3 +189,55 @@ class WatchedSMTP_SSL(smtplib.SMTP_SSL):  # noqa: N801  (smtplib's own naming)
     def _get_socket(self, host, port, timeout):
         sock = open_socket(self._watch, host, port, timeout, self.source_address)
         return self.context.wrap_socket(sock, server_hostname=self._host)
+
+
+@contextlib.contextmanager
+def url_within(request: urllib.request.Request | str, seconds: float, *handlers) -> Iterator:
+    """urllib's answer to ``request``, the whole exchange (connecting, TLS, the answer
+    and reading it) cut off when ``seconds`` pass: TimeoutError then, however the cut
+    showed (a read may just have ended early). ``handlers`` join urllib's own."""
+    with Watch(seconds) as watch:
+        watched = [_WatchedHTTPHandler(watch), _WatchedHTTPSHandler(watch)]
+        opener = urllib.request.build_opener(*handlers, *watched)
+        try:
+            with opener.open(request, timeout=seconds) as response:
+                yield response
+        except Exception:
+            if watch.expired:
+                raise TimeoutError(f"no whole answer within {seconds:g} s") from None
+            raise
+        if watch.expired:
+            raise TimeoutError(f"no whole answer within {seconds:g} s")
+
+
+def _watched(connection_class, watch: Watch, *args, **kwargs):
+    # http.client connects through this attribute: the socket made is tracked.
+    connection = connection_class(*args, **kwargs)
+    connection._create_connection = lambda address, timeout, source=None: open_socket(
+        watch, address[0], address[1], timeout, source
+    )
+    return connection
+
+
+class _WatchedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, watch: Watch) -> None:
+        super().__init__()
+        self._watch = watch
+
+    def http_open(self, req):
+        return self.do_open(
+            functools.partial(_watched, http.client.HTTPConnection, self._watch), req
+        )
+
+
+class _WatchedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, watch: Watch) -> None:
+        super().__init__()
+        self._watch = watch
+
+    def https_open(self, req):
+        return self.do_open(
+            functools.partial(_watched, http.client.HTTPSConnection, self._watch),
+            req,
+            context=self._context,
+        )

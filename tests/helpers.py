@@ -603,3 +603,49 @@ def wait_for_deliveries(relay, count: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and len(relay.messages) < count:
         time.sleep(0.1)
+
+
+class DripServer:
+    """An HTTP server on loopback that answers every request one byte at a time, one
+    every ``pace`` seconds, for at most ``limit`` bytes: it meets every socket timeout
+    and never finishes in time. ``requests``: the paths asked for."""
+
+    def __init__(self, pace: float = 0.5, limit: int = 240) -> None:
+        self.pace, self.limit = pace, limit
+        self.requests: list[str] = []
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(connection,), daemon=True).start()
+
+    def _drip(self, connection: socket.socket) -> None:
+        with connection:
+            connection.settimeout(10)
+            try:
+                head = connection.recv(65536).decode("latin-1")
+                self.requests.append(head.split(" ", 2)[1] if " " in head else "")
+                answer = (
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\n"
+                    b"Content-Length: 100000\r\n\r\n<rss>" + b" " * self.limit
+                )
+                for n in range(min(len(answer), self.limit)):
+                    if self._stop.wait(self.pace):
+                        return
+                    connection.sendall(answer[n : n + 1])
+            except OSError:
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._listener.close()

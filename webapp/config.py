@@ -111,6 +111,9 @@ DEFAULTS: dict[str, object] = {
     "WEBHOOK_RETRY_DELAY": 10.0,  # seconds before the first retry, doubling up to 6 hours
     "WEBHOOK_RETRY_FOR": 3 * 24 * 3600,  # seconds of retries before a message is failed
     "WEBHOOK_KEEP_DAYS": 30,  # days a delivered message is kept for `webhooks list`
+    # Seconds newsletter worker gives its jobs to end after SIGTERM (a send's own clean
+    # stop comes first): keep it under the service manager's stop timeout.
+    "WORKER_STOP_WAIT": 30.0,
 }
 
 CHOICES = {

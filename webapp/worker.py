@@ -12,6 +12,7 @@ recorded, and the next worker resumes it.
 """
 
 import signal
+import threading
 import time
 from collections.abc import Callable
 
@@ -23,6 +24,7 @@ from emails.transport import Transport
 
 from .db import session_factory, utcnow
 from .delivery import outbox_transport
+from .inbound.store import drop_old_raw
 from .inbound.verp import Verp
 from .issues.automatic import run_automatic
 from .issues.journal import journal_folder
@@ -50,23 +52,25 @@ class Stop(Exception):
 
 
 def run_worker(app: Flask, interval: float) -> None:
-    """Every ``interval`` seconds until stopped: deliver the outbox and the webhooks,
-    announce finished sends, build automatic issues and start the sends that are due;
-    between passes, with SIGNUP_WORK=worker, take new sign-ups as they come.
+    """Until stopped, every ``interval`` seconds: deliver the outbox (and between passes,
+    with SIGNUP_WORK=worker, take new sign-ups as they come), deliver the webhooks, build
+    automatic issues, announce finished sends and start the sends that are due.
 
-    Each job's failure is logged and the others go on: a bad feed or a receiver that
-    hangs never stops the confirmations or a send at its time."""
+    Each job runs in a thread of its own (the sends in the main one, where SIGTERM
+    stops them cleanly), so a feed or a webhook receiver that hangs never holds up the
+    confirmations or a send at its time; a job's failure is logged and it goes on.
+    SIGTERM ends the worker within WORKER_STOP_WAIT seconds of the send's own clean stop:
+    a job still in a request then is given up (its lease lets the next worker retry)."""
     config = app.config
-    stopping: list[bool] = []  # SIGTERM or Ctrl-C came
+    stopping = threading.Event()  # SIGTERM or Ctrl-C came
     sending: list[bool] = []
     resting: dict[int, float] = {}  # issue id: not tried again before this (monotonic)
     waiting: dict[int, float] = {}  # automatic newsletter id whose sources could not be read
     said: set[str] = set()  # warnings already logged once
-    budget = max(interval, 5.0)  # seconds of webhooks a pass: they may not hold up the rest
-    signups_here = in_worker(config)  # SIGNUP_WORK=worker: the web servers only record
+    budget = max(interval, 5.0)  # seconds of webhooks a pass
 
     def stop(*_):
-        stopping.append(True)
+        stopping.set()
         if sending:  # the send's own clean stop: after the messages in flight
             raise KeyboardInterrupt
 
@@ -78,14 +82,26 @@ def run_worker(app: Flask, interval: float) -> None:
             f"Worker: outbox, scheduled and automatic issues, webhooks every {interval:g} s.",
             err=True,
         )
-        while not stopping:
-            _guarded("the outbox", lambda: _deliver_outbox(app, stopping))
-            _guarded("webhooks", lambda: _deliver_webhooks(app, stopping, budget, said))
+        webhooks = lambda: _deliver_webhooks(app, stopping, budget, said)  # noqa: E731
+        automatic = lambda: _automatic_issues(app, waiting)  # noqa: E731
+        jobs = {
+            "outbox": lambda: _outbox_job(app, stopping, interval),
+            "webhooks": lambda: _every(interval, stopping, "webhooks", webhooks),
+            "automatic": lambda: _every(interval, stopping, "automatic issues", automatic),
+        }
+        threads = [
+            threading.Thread(
+                target=_in_context, args=(app, job), name=f"worker-{name}", daemon=True
+            )
+            for name, job in jobs.items()
+        ]
+        for thread in threads:
+            thread.start()
+        while not stopping.is_set():
             _guarded("finished sends", lambda: _finish_sends(app))
-            _guarded("automatic issues", lambda: _automatic_issues(app, waiting))
             try:
                 for issue_id in [issue.id for issue in _due(app)]:
-                    if stopping or resting.get(issue_id, 0) > time.monotonic():
+                    if stopping.is_set() or resting.get(issue_id, 0) > time.monotonic():
                         continue
                     sending.append(True)
                     try:
@@ -100,21 +116,47 @@ def run_worker(app: Flask, interval: float) -> None:
             except SQLAlchemyError as exc:  # the database restarting: look again later
                 cause = getattr(exc, "orig", None) or exc
                 click.echo(f"Database error, trying again: {cause}", err=True)
-            deadline = time.monotonic() + interval
-            relay = None  # one relay connection for the sign-ups of this interval
-            try:
-                found = False
-                while not stopping and time.monotonic() < deadline:
-                    time.sleep(WAVE_WAIT if found else 0.05)
-                    if signups_here:  # a wave of sign-ups: acted on as they come
-                        relay = relay or outbox_transport(config)
-                        found = _guarded(
-                            "sign-ups", lambda relay=relay: _signups(app, relay, stopping)
-                        )
-            finally:
-                if relay is not None:
-                    relay.close()
+            stopping.wait(interval)
+        wait = config["WORKER_STOP_WAIT"]
+        ends = time.monotonic() + wait
+        for thread in threads:
+            thread.join(max(0.0, ends - time.monotonic()))
+        if any(thread.is_alive() for thread in threads):  # left to the next worker
+            click.echo(f"Jobs still running after {wait:g} s: stopping anyway.", err=True)
     click.echo("Stopped.", err=True)
+
+
+def _in_context(app: Flask, job) -> None:
+    with app.app_context():  # a thread of its own: the app's context is not inherited
+        job()
+
+
+def _every(interval: float, stopping: threading.Event, job: str, run) -> None:
+    """Run one job every ``interval`` seconds until stopped."""
+    while not stopping.is_set():
+        _guarded(job, run)
+        stopping.wait(interval)
+
+
+def _outbox_job(app: Flask, stopping: threading.Event, interval: float) -> None:
+    """The outbox every ``interval`` seconds; between passes, with SIGNUP_WORK=worker,
+    new sign-ups acted on as they come."""
+    config = app.config
+    signups_here = in_worker(config)  # SIGNUP_WORK=worker: the web servers only record
+    while not stopping.is_set():
+        _guarded("the outbox", lambda: _deliver_outbox(app, stopping))
+        deadline = time.monotonic() + interval
+        relay = None  # one relay connection for the sign-ups of this interval
+        try:
+            found = False
+            while not stopping.is_set() and time.monotonic() < deadline:
+                stopping.wait(WAVE_WAIT if found else 0.05)
+                if signups_here and not stopping.is_set():  # a wave: acted on as it comes
+                    relay = relay or outbox_transport(config)
+                    found = _guarded("sign-ups", lambda relay=relay: _signups(app, relay, stopping))
+        finally:
+            if relay is not None:
+                relay.close()
 
 
 def deliver_outbox(
@@ -125,15 +167,19 @@ def deliver_outbox(
     stopping: Callable[[], bool] | None = None,
 ):
     """One delivery pass of the outbox (and its housekeeping: sign-ups left to it,
-    clicks past their keep days); the report. ``due_only``: messages waiting out a
-    retry delay wait on. Over ``relay`` when given, left open for the caller. Without
-    ``housekeeping`` only new sign-ups are acted on and the clicks wait. ``stopping``:
-    asked before each message, ends the pass early."""
+    clicks and raw messages heard back past their keep days); the report.
+    ``due_only``: messages waiting out a retry delay wait on. Over ``relay`` when
+    given, left open for the caller. Without ``housekeeping`` only new sign-ups are
+    acted on and the clicks wait. ``stopping``: asked before each message, ends the
+    pass early."""
     config = app.config
     sessions = session_factory(app)
     act_on_left_requests(sessions, config, new_only=not housekeeping)
     if housekeeping:
         fold_clicks(sessions, config["CLICK_KEEP_DAYS"])
+        # Raw messages heard back are kept INBOUND_KEEP_DAYS, however they came (a
+        # relay's webhook, inbound process): not only where inbound serve runs.
+        drop_old_raw(sessions, config["INBOUND_KEEP_DAYS"])
     return deliver_queued(
         sessions,
         relay or outbox_transport(config),
@@ -147,7 +193,7 @@ def deliver_outbox(
     )
 
 
-def _signups(app: Flask, relay: Transport, stopping: list) -> bool:
+def _signups(app: Flask, relay: Transport, stopping: threading.Event) -> bool:
     # Between passes: one look at the requests, and when some wait, act on them and
     # deliver their confirmations at once. True when that sent mail: a wave is on.
     # (Requests that fail stay waiting: looked at again only after the usual wait.)
@@ -156,14 +202,12 @@ def _signups(app: Flask, relay: Transport, stopping: list) -> bool:
     return _deliver_outbox(app, stopping, relay).sent > 0
 
 
-def _deliver_outbox(app: Flask, stopping: list, relay: Transport | None = None):
+def _deliver_outbox(app: Flask, stopping: threading.Event, relay: Transport | None = None):
     # One delivery pass; its report. Over the interval's relay it is a quick pass for
     # new sign-ups: no housekeeping, and a line only if some mail did not go (a wave
     # would log every few milliseconds).
     quick = relay is not None
-    report = deliver_outbox(
-        app, relay=relay, housekeeping=not quick, stopping=lambda: bool(stopping)
-    )
+    report = deliver_outbox(app, relay=relay, housekeeping=not quick, stopping=stopping.is_set)
     if report.retry or report.failed or (report.sent and not quick):
         click.echo(
             f"Outbox: {report.sent} sent, {report.retry} to retry, {report.failed} failed"
@@ -186,9 +230,9 @@ def _guarded(job: str, run):
     return None
 
 
-def _deliver_webhooks(app: Flask, stopping: list, budget: float, said: set[str]) -> None:
+def _deliver_webhooks(app: Flask, stopping: threading.Event, budget: float, said: set[str]) -> None:
     report = deliver_webhooks(
-        session_factory(app), app.config, should_stop=lambda: bool(stopping), budget=budget
+        session_factory(app), app.config, should_stop=stopping.is_set, budget=budget
     )
     if report.delivered or report.retry or report.failed:
         click.echo(
