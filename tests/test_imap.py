@@ -178,3 +178,32 @@ def test_watch_takes_in_what_arrives_and_stops_on_sigterm(sent, mailbox, smtp_se
     assert watcher.returncode == 0, err
     assert "1 taken in and moved to Processed" in out
     assert contents(client, "INBOX") == {}
+
+
+def test_a_second_pass_downloads_nothing_it_has_seen(sent, mailbox, monkeypatch):
+    # Found trying it: every pass downloaded the whole shared mailbox again.
+    app, senders = sent
+    _, _, client = mailbox
+    for n in range(5):  # colleagues' mail, not ours
+        raw = f"From: editor@newsroom.org\r\nSubject: memo {n}\r\n\r\n".encode() + b"x\r\n" * 2000
+        assert client.append("INBOX", None, None, raw)[0] == "OK"
+    fetched = []
+    command = imaplib.IMAP4.uid
+
+    def counting(self, name, *args):
+        if name.upper() == "FETCH":
+            fetched.append(args[0])
+        return command(self, name, *args)
+
+    monkeypatch.setattr(imaplib.IMAP4, "uid", counting)
+    assert fetch(app) == "5 in INBOX: 0 taken in and moved to Processed, 5 not ours left untouched"
+    assert len(set(fetched)) == 5
+    fetched.clear()
+    gone = readers(5)[3]
+    assert client.append("INBOX", None, None, samples.postfix_dsn(senders[gone], gone))[0] == "OK"
+    assert fetch(app) == "6 in INBOX: 1 taken in and moved to Processed, 5 not ours left untouched"
+    assert len(set(fetched)) == 1  # the new message only
+    fetched.clear()
+    assert fetch(app) == "5 in INBOX: 0 taken in and moved to Processed, 5 not ours left untouched"
+    assert fetched == []
+    assert [kind for _, kind, _ in taken_in(app)] == ["hard-bounce"]

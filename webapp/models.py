@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Enum,
     Float,
@@ -417,6 +418,18 @@ class InboundMessage(Model):
 
     def __repr__(self) -> str:
         return f"<InboundMessage {self.id} {self.kind}>"
+
+
+class ImapSeen(Model):
+    """How far ``inbound fetch`` has looked in one mailbox: UIDs up to ``last_uid`` were
+    read once and need no second download, while the mailbox keeps its UIDVALIDITY
+    (a new one means the UIDs were renumbered: everything is looked at again)."""
+
+    __tablename__ = "imap_seen"
+
+    mailbox: Mapped[str] = mapped_column(String(500), primary_key=True)  # user@host:port/name
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger)
 
 
 class HookToken(Model):

@@ -8,7 +8,9 @@ message we recognise is stored, acted on and moved to ``INBOUND_IMAP_DONE_FOLDER
 a bounce or complaint naming one of our sends or readers, or an unsubscribe carrying
 our token. Replies, auto-replies and the unknown are left where they are, unread.
 
-A crash between acting and moving means the message is taken in again next time;
+Each pass downloads only the messages it has not looked at before (their UIDs, while
+the mailbox keeps its UIDVALIDITY). A crash between acting and moving means the
+message is taken in again next time;
 acting is idempotent for that (a suppression stays one suppression, a bounce is
 scored at most once a day, an unsubscribe happens once).
 """
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..links import LinkGone, TokenExpired, TokenInvalid, row_for_link
+from ..models import ImapSeen
 from .acting import by_address, find_target
 from .classify import classify
 from .report import BOUNCES, Report, ReportKind
@@ -94,21 +97,64 @@ def _pass(client: imaplib.IMAP4, sessions: sessionmaker[Session], config: Mappin
         # messages someone else marked deleted: not ours to do.
         raise MailboxError("the server offers neither MOVE nor UIDPLUS: cannot move one message")
     _ensure_folder(client, done)
-    uids = _ok(client.uid("SEARCH", "ALL"), "cannot list the mailbox")[0].split()
+    everything = _ok(client.uid("SEARCH", "ALL"), "cannot list the mailbox")[0].split()
+    # Only what was not looked at before is downloaded: a shared mailbox's other mail
+    # stays where it is, and was downloaded whole every pass.
+    key = _mailbox_key(config)
+    validity = _uidvalidity(client)
+    last = _last_seen(sessions, key, validity)
+    uids = [uid for uid in everything if int(uid) > last]
     verp = Verp.from_config(config)
-    fetched = Fetched(seen=len(uids))
-    for uid in uids:
-        raw = _peek(client, uid, config["INBOUND_MAX_BYTES"])
-        # No envelope over IMAP: the classifier reads Delivered-To and X-Original-To.
-        report = None if raw is None else classify(raw, None, verp, config["MAIL_FROM"])
-        if report is None or not recognised(sessions, report, verp):
-            fetched.left += 1
-            continue
-        message = take_in(sessions, config, raw, source="imap")
-        log.info("IMAP %s: inbound message %s: %s", uid.decode(), message.id, message.action)
-        _move(client, uid, done, caps)
-        fetched.handled += 1
+    fetched = Fetched(seen=len(everything), left=len(everything) - len(uids))
+    try:
+        for uid in uids:
+            raw = _peek(client, uid, config["INBOUND_MAX_BYTES"])
+            # No envelope over IMAP: the classifier reads Delivered-To and X-Original-To.
+            report = None if raw is None else classify(raw, None, verp, config["MAIL_FROM"])
+            if report is None or not recognised(sessions, report, verp):
+                fetched.left += 1
+                last = int(uid)
+                continue
+            message = take_in(sessions, config, raw, source="imap")
+            log.info("IMAP %s: inbound message %s: %s", uid.decode(), message.id, message.action)
+            _move(client, uid, done, caps)
+            fetched.handled += 1
+            last = int(uid)
+    finally:
+        if validity is not None:
+            _remember(sessions, key, validity, last)
     return fetched
+
+
+def _mailbox_key(config: Mapping) -> str:
+    user, host = config["INBOUND_IMAP_USERNAME"] or "", config["INBOUND_IMAP_HOST"]
+    return f"{user}@{host}:{config['INBOUND_IMAP_PORT']}/{config['INBOUND_IMAP_MAILBOX']}"[:500]
+
+
+def _uidvalidity(client: imaplib.IMAP4) -> int | None:
+    """The selected mailbox's UIDVALIDITY (None if the server did not say: then every
+    pass looks at everything, as before)."""
+    _, data = client.response("UIDVALIDITY")
+    try:
+        return int(data[0])
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _last_seen(sessions: sessionmaker[Session], key: str, validity: int | None) -> int:
+    with sessions() as session:
+        seen = session.get(ImapSeen, key)
+        if seen is None or validity is None or seen.uidvalidity != validity:
+            return 0  # renumbered (or new): every UID is new
+        return seen.last_uid
+
+
+def _remember(sessions: sessionmaker[Session], key: str, validity: int, last: int) -> None:
+    with sessions() as session:
+        seen = session.get(ImapSeen, key) or ImapSeen(mailbox=key)
+        seen.uidvalidity, seen.last_uid = validity, last
+        session.add(seen)
+        session.commit()
 
 
 def recognised(sessions: sessionmaker[Session], report: Report, verp: Verp) -> bool:
