@@ -334,3 +334,18 @@ def test_the_worker_drops_old_raw_messages_however_they_came(tmp_path, smtp_serv
     with session_factory(app)() as session:
         kept = session.execute(select(InboundMessage.id, InboundMessage.raw.is_not(None))).all()
     assert sorted(kept) == [(1, False), (2, False), (3, False), (4, True)]
+
+
+def test_data_read_in_chunks_keeps_the_message_as_sent(served):
+    # DATA is read in chunks, not lines: a line's doubled leading dot is undone, and a
+    # message split anywhere across chunks arrives whole.
+    app, senders, port = served
+    body = b"".join(b".line %d\r\n..two dots\r\n" % n for n in range(40_000))
+    raw = b"From: someone@elsewhere.org\r\nSubject: dots\r\n\r\n" + body
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+        assert smtp.sendmail("", [MAIL_FROM], raw) == {}  # smtplib doubles the dots
+        assert smtp.sendmail("", [MAIL_FROM], b"Subject: second\r\n\r\n.\r\n") == {}
+    until_handled(app, 2)
+    first, second = sorted(stored(app), key=lambda m: m.id)
+    assert first.raw == raw
+    assert second.raw == b"Subject: second\r\n\r\n.\r\n"

@@ -224,6 +224,7 @@ class _Capped:
         # A line break before the first line: the end and a stuffed dot are found the
         # same way on it as on every other line.
         received, size, end = bytearray(b"\r\n"), 0, -1
+        limit = self.data_size_limit  # 0 or None: no limit, as aiosmtpd reads it
         while end < 0:
             chunk = await self._reader.read(CHUNK)
             if not chunk:
@@ -232,14 +233,15 @@ class _Capped:
             received += chunk
             size += len(chunk)
             end = received.find(b"\r\n.\r\n", start)
-            if end < 0 and size > self.data_size_limit + 5:
+            if end < 0 and limit and size > limit + 5:
                 del received[:-4]  # too much: the rest is only read to its end
-        if size - (len(received) - end - 5) - 5 > self.data_size_limit:
+        # What came after the end is the client's next command (pipelining).
+        after = received[end + 5 :]
+        self._reader._buffer[0:0] = after
+        if limit and size - len(after) - 5 > limit:
             await self.push("552 Error: Too much mail data")
             self._set_post_data_state()
             return
-        # What came after the end is the client's next command (pipelining).
-        self._reader._buffer[0:0] = received[end + 5 :]
         # RFC 5321 4.5.2: a line's leading dot was doubled by the client.
         content = bytes(received[: end + 2]).replace(b"\r\n.", b"\r\n")[2:]
         self.envelope.content = self.envelope.original_content = content
