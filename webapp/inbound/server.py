@@ -57,12 +57,12 @@ class InboundHandler:
     def takes(self, address: str) -> bool:
         """True for the bounce address, its ``+TOKEN`` forms whose token is ours, and
         MAIL_FROM: junk tokens are refused at RCPT, not stored."""
-        if address.strip().strip("<>").lower() == self.mail_from:
+        bare = address.strip().strip("<>")
+        if bare.lower() == self.mail_from:
             return True
-        if not self.verp.is_bounce_address(address):
+        if not self.verp.is_bounce_address(bare):
             return False
-        local = address.strip().strip("<>").rpartition("@")[0]
-        return "+" not in local or self.verp.read(address) is not None
+        return "+" not in bare.rpartition("@")[0] or self.verp.read(bare) is not None
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
         if not self.takes(address):
@@ -195,7 +195,6 @@ class _Capped:
         if self.transport is None and not self.sessions.admit(self):
             transport.write(BUSY)
             transport.close()
-            self.transport = None
             return
         super().connection_made(transport)
 
