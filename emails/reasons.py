@@ -575,8 +575,14 @@ def reason_of(
     found = by_text(lowered)
     if found in ADDRESS and early:
         found = Reason.REJECTED  # before RCPT the recipient was not even named
-    elif found is Reason.USERUNKNOWN and command == "data" and not STRONG_ADDRESS.search(lowered):
-        found = Reason.FILTERED  # "user unknown" after the message: a filter's verdict
+    elif (
+        found is Reason.USERUNKNOWN
+        and (command == "data" or (command != "rcpt" and (status or "")[1:3] == ".7"))
+        and not STRONG_ADDRESS.search(lowered)
+    ):
+        # "User unknown" after the message, or under a security status (5.7.1) that
+        # no answer to RCPT explains: a filter's verdict, not the mailbox's.
+        found = Reason.FILTERED
     if found is not None:
         return found
     if named is not None:

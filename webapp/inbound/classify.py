@@ -68,6 +68,18 @@ ORIGINAL = re.compile(
 ADDRESS_IN_TEXT = re.compile(
     r"[A-Za-z0-9._%+=-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}"
 )
+# Where an address in a bounce's words is not a failed recipient: who to contact, who
+# sent the original, a Message-ID (never anyone's address)...
+NOT_RECIPIENT = re.compile(
+    r"(?:\bcontact\b|^[ \t>]*from[ \t]|\b(?:message-id|references|in-reply-to|from|"
+    r"return-path|sender|reply-to|envelope-from)[ \t]*:)[^@\n]{0,80}$",
+    re.IGNORECASE,
+)
+# ... and a header line of the returned original, whose To may or may not be the one.
+HEADER_LINE = re.compile(
+    r"^[ \t>]*(?:to|cc|bcc|subject|delivered-to|x-original-to)[ \t]*:[^@\n]{0,80}$",
+    re.IGNORECASE,
+)
 # A signed link of ours (a reader's unsubscribe or manage page, or the mailto's subject).
 OUR_LINK = re.compile(
     rb"/(unsubscribe|manage)/([A-Za-z0-9_-]{1,200}\.[A-Za-z0-9_.-]{1,300})|"
@@ -202,7 +214,8 @@ def _delivery_status(msg: Message) -> list[Verdict]:
         if not isinstance(blocks, list):  # unparsed: read the fields ourselves
             blocks = [email.message_from_string(b, policy=compat32) for b in _blocks(part)]
         text = _human_text(msg)
-        for block in blocks[1:] if len(blocks) > 1 else blocks:
+        recipients = blocks[1:] if len(blocks) > 1 else blocks
+        for block in recipients:
             action = _field(block, "Action", 32).lower().split(" ")[0] or None
             address = _address_field(_field(block, "Original-Recipient")) or _address_field(
                 _field(block, "Final-Recipient")
@@ -215,7 +228,11 @@ def _delivery_status(msg: Message) -> list[Verdict]:
                 # SES's own category ("Unknown address error") around the server's reply.
                 diagnostic = f"smtp; {wrapped.group(1)}"
             if not diagnostic.partition(";")[2].strip() or diagnostic.lower().startswith("x-unix"):
-                said = _around(text, address)
+                # The report's own words: all of them when it names one recipient with
+                # no particular status (a reason may be said lines above the address),
+                # else those about this one.
+                whole = len(recipients) == 1 and (not status or status.endswith(".0.0"))
+                said = text[:MAX_TEXT] if whole else _around(text, address)
                 diagnostic = f"{diagnostic} {said}".strip()
             if not status or status.endswith((".0.0", ".1.0")):
                 # A generic status ("other address status"): the reply quoted in the
@@ -241,14 +258,31 @@ def _our_link(raw: bytes) -> tuple[str, str] | None:
 
 
 def _filtering_gateway(msg: Message) -> bool:
-    """The bounce comes from a mail security gateway (McAfee's appliance, SurfControl)."""
-    return bool(msg.get("X-NAI-Header")) or "surfcontrol" in _field(msg, "X-Mailer", 200).lower()
+    """The bounce comes from a mail security gateway (McAfee's appliance, SurfControl),
+    or from a mail system whose bounces never say at which stage a recipient was
+    refused (X1's "Mail Deliver System", MailFoundry, MXLogic): their "user unknown"
+    alone does not prove the mailbox is gone."""
+    sender, subject = _field(msg, "From", 200), _field(msg, "Subject", 200)
+    return (
+        bool(msg.get("X-NAI-Header"))
+        or "surfcontrol" in _field(msg, "X-Mailer", 200).lower()
+        or (sender.startswith('"Mail Deliver System" ') and subject.startswith("Returned Mail: "))
+        or (
+            subject == "Message delivery has failed"
+            and any("(MAILFOUNDRY) id" in str(r) for r in msg.get_all("Received", [])[:20])
+        )
+        or bool(re.search(r"@[\w.-]*\.mxlogic\.net>?$", sender, re.IGNORECASE))
+    )
 
 
 def _as_filtered(verdict: Verdict) -> Verdict:
-    """A gateway's "user unknown" without a 5.1.x status is its filter's verdict (as
-    sisimai reads McAfee and SurfControl), not the mailbox's."""
-    if verdict.reason != Reason.USERUNKNOWN or (verdict.status or "")[1:4] == ".1.":
+    """Such a system's "user unknown" is its filter's verdict (as sisimai reads them),
+    not the mailbox's, unless a 5.1.x status or an answer to RCPT says otherwise."""
+    if (
+        verdict.reason != Reason.USERUNKNOWN
+        or (verdict.status or "")[1:4] == ".1."
+        or command_in(verdict.diagnostic or "") == "rcpt"
+    ):
         return verdict
     return replace(verdict, reason=Reason.FILTERED)
 
@@ -346,12 +380,13 @@ def _nonstandard_bounce(msg: Message, raw: bytes, found_only: bool = False) -> l
         temporary, permanent = all_failures(small)
     except Exception:  # noqa: BLE001  a detector that trips on odd input finds nothing
         temporary, permanent = set(), set()
-    addresses = sorted(a.decode("utf-8", "replace") for a in permanent | temporary)
+    found = {a.decode("utf-8", "replace").lower() for a in permanent | temporary}
+    named = _failed_addresses(text)
+    addresses = [a for a in named if a in found] or sorted(found - _not_recipients(text))
     if not addresses and found_only:
         return []
     if not addresses:
-        found = ADDRESS_IN_TEXT.search(opening)
-        addresses = [found.group()] if found else []
+        addresses = named[:1]
     if not addresses and not opening.strip():
         return []
     verdicts = []
@@ -371,6 +406,31 @@ def _nonstandard_bounce(msg: Message, raw: bytes, found_only: bool = False) -> l
             )
         )
     return verdicts
+
+
+def _failed_addresses(text: str) -> list[str]:
+    """The addresses a bounce's words name as recipients, lower-cased, in the order they
+    are first named: not a contact's, not the original's sender, not a Message-ID, and
+    not where only a header line of the returned original names them."""
+    excluded = _not_recipients(text)
+    named: dict[str, None] = {}
+    in_headers: dict[str, None] = {}
+    for found in ADDRESS_IN_TEXT.finditer(text[:MAX_TEXT]):
+        address = found.group().lower()
+        line = text[text.rfind("\n", 0, found.start()) + 1 : found.start()]
+        if address not in excluded:
+            (in_headers if HEADER_LINE.match(line) else named).setdefault(address)
+    return list(named or in_headers)
+
+
+def _not_recipients(text: str) -> set[str]:
+    """The addresses ``text`` names as a contact, a sender or a Message-ID."""
+    excluded = set()
+    for found in ADDRESS_IN_TEXT.finditer(text[:MAX_TEXT]):
+        line = text[text.rfind("\n", 0, found.start()) + 1 : found.start()]
+        if NOT_RECIPIENT.search(line[:200]):
+            excluded.add(found.group().lower())
+    return excluded
 
 
 def _human_text(msg: Message) -> str:
