@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tests.bounce_corpus import MESSAGES  # noqa: E402  (the corpus the test scores)
 from webapp.inbound.classify import classify  # noqa: E402
-from webapp.inbound.verp import Verp  # noqa: E402
+from webapp.mailout.verp import Verp  # noqa: E402
 
 RUNS = 5  # of each, alternating, for medians: the machine is noisy
 SLOWEST_TRIES = 3  # timings of each single message; the best counts

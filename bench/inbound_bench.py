@@ -81,8 +81,8 @@ def verp_senders(env: dict) -> list[tuple[str, str]]:
 
     from webapp import create_app
     from webapp.db import session_factory
-    from webapp.inbound.verp import Verp
     from webapp.issues.queue import take_list
+    from webapp.mailout.verp import Verp
     from webapp.models import Delivery, Issue, Subscriber
 
     app = create_app()
@@ -148,7 +148,7 @@ def worst_messages() -> dict[str, bytes]:
 def classify_worst() -> list[tuple[str, float]]:
     """Each crafted message's median classification time over three runs."""
     from webapp.inbound.classify import classify
-    from webapp.inbound.verp import Verp
+    from webapp.mailout.verp import Verp
 
     verp = Verp("bench", "bounces@newsroom.org")
     figures = []

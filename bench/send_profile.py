@@ -90,12 +90,12 @@ def profile(options, size: int, sink_pid: int) -> None:
 
     from webapp import create_app
     from webapp.db import engine, session_factory
-    from webapp.delivery import transport_from_config
     from webapp.issues import sender as sender_module
     from webapp.issues.mail import IssueMail
     from webapp.issues.queue import take_list
     from webapp.issues.sender import Sender, SendSettings
     from webapp.links import reader_links, tracked_links
+    from webapp.mailout.relay import transport_from_config
     from webapp.models import Issue, Newsletter
 
     app = create_app()

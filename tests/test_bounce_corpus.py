@@ -11,7 +11,7 @@ from tests.bounce_corpus import MESSAGES, Score, samples
 from tests.helpers import count, make_app
 from webapp.db import session_factory
 from webapp.inbound.classify import classify
-from webapp.inbound.verp import Verp
+from webapp.mailout.verp import Verp
 from webapp.models import Subscriber, Subscription, SubscriptionEvent
 
 MAIL_FROM = "letters@newsroom.org"

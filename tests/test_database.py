@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from tests.helpers import SmtpServer, count, make_app, sqlite_only, subscribe
 from webapp.db import Model, engine, session_factory
-from webapp.delivery import transport_from_config
 from webapp.issues.running import single_sender
+from webapp.mailout.relay import transport_from_config
 from webapp.models import Issue, OutboxMail, OutboxStatus
 from webapp.subscribers.outbox import deliver_queued
 

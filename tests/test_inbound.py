@@ -25,8 +25,8 @@ from webapp.inbound.classify import classify
 from webapp.inbound.report import ReportKind
 from webapp.inbound.server import InboundController, InboundHandler
 from webapp.inbound.store import drop_old_raw, store, take_in
-from webapp.inbound.verp import Verp
 from webapp.links import unsubscribe_url
+from webapp.mailout.verp import Verp
 from webapp.models import (
     Delivery,
     InboundMessage,

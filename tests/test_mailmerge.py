@@ -15,7 +15,7 @@ from emails.dkim import DkimError, Signer, canonical_body, canonical_header
 from emails.mailmerge import HeaderError, MergeTemplate, fold
 from emails.slots import Slotted
 from tests.helpers import dkim_key
-from webapp.delivery import list_unsubscribe
+from webapp.mailout.relay import list_unsubscribe
 
 # Text as templates and articles make it: any line ends, leading dots, trailing
 # spaces, long lines, "=" and non-Latin text.

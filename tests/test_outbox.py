@@ -27,10 +27,10 @@ from tests.helpers import (
     subscribe,
 )
 from webapp.db import session_factory, utcnow
-from webapp.delivery import outbox_transport
-from webapp.inbound.verp import Verp
-from webapp.issues.journal import Journal, journal_folder
-from webapp.issues.queue import host_name
+from webapp.mailout.journal import Journal, journal_folder
+from webapp.mailout.relay import outbox_transport
+from webapp.mailout.senders import host_name
+from webapp.mailout.verp import Verp
 from webapp.models import OutboxMail, OutboxStatus, Subscription, SubscriptionStatus
 from webapp.subscribers import outbox, service, signups
 from webapp.subscribers.outbox import deliver_queued
@@ -581,3 +581,17 @@ def test_a_journal_folder_that_cannot_be_made_does_not_stop_the_mail(tmp_path, s
     assert outbox_states(app) == [OutboxStatus.SENT] * 3
     assert "no journal" in caplog.text
     assert not outbox._OPEN  # no name left behind to shield a journal that is not there
+
+
+def test_a_staff_command_never_starts_the_web_servers_outbox_thread(tmp_path, smtp_server):
+    # With the default settings (the thread on), an import queues confirmations and
+    # wakes the outbox: only a web server's thread may take them, never the command's.
+    app = make_app(tmp_path, **smtp_server.config(), OUTBOX_WORKER=True)
+    csv = tmp_path / "readers.csv"
+    csv.write_text("email\nreader@newsroom.org\n")
+    result = app.test_cli_runner().invoke(
+        args=["subscribers", "import", str(csv), "--newsletter", "explaining-ukraine"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "outbox-worker" not in [thread.name for thread in threading.enumerate()]
+    assert outbox_states(app) == [OutboxStatus.QUEUED]  # left to the worker

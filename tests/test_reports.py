@@ -18,8 +18,8 @@ from tests import inbound_samples as samples
 from tests.helpers import NEWSLETTER_BIN, app_with_issue, command_env, readers
 from webapp.db import session_factory, utcnow
 from webapp.inbound.store import take_in
-from webapp.inbound.verp import Verp
 from webapp.links import tracked_links
+from webapp.mailout.verp import Verp
 from webapp.models import Click, Delivery, Issue, IssueLink, Subscriber
 from webapp.reports.clicks import fold_clicks, fold_old_clicks
 from webapp.subscribers.personal import personal_data

@@ -26,10 +26,10 @@ from tests.helpers import (
     sqlite_only,
 )
 from webapp.db import session_factory
-from webapp.inbound.verp import Verp
 from webapp.issues.queue import take_list
 from webapp.issues.running import Progress
 from webapp.links import row_for_link
+from webapp.mailout.verp import Verp
 from webapp.models import (
     Delivery,
     DeliveryStatus,

@@ -51,9 +51,8 @@ from webapp.models import (
     SubscriptionStatus,
 )
 from webapp.subscribers import batches, service, signups
-from webapp.subscribers.outbox import OutboxWorker
 from webapp.subscribers.signups import LEFT_AFTER
-from webapp.worker import deliver_outbox
+from webapp.worker import OutboxWorker, deliver_outbox
 
 NEWSLETTER = "explaining-ukraine"
 JSON = {"Accept": "application/json"}

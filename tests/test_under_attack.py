@@ -37,7 +37,7 @@ from webapp.db import session_factory
 from webapp.inbound.classify import classify
 from webapp.inbound.server import MAX_RECIPIENTS, InboundController, InboundHandler
 from webapp.inbound.store import store, take_in
-from webapp.inbound.verp import Verp
+from webapp.mailout.verp import Verp
 from webapp.models import InboundMessage, Issue, Newsletter, Subscriber
 from webapp.webhooks.delivery import post
 from webapp.webhooks.events import announce

@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from webapp.inbound.verp import Verp, bounce_address
+from webapp.mailout.verp import Verp, bounce_address
 
 VERP = Verp("test-secret", "bounces@newsroom.org")
 

@@ -33,8 +33,8 @@ from webapp.catalog import newsletter_id_by_slug
 from webapp.config import ConfigError
 from webapp.db import session_factory, utcnow
 from webapp.inbound.store import take_in
-from webapp.inbound.verp import Verp
 from webapp.issues.queue import finish_done, take_list
+from webapp.mailout.verp import Verp
 from webapp.models import (
     Delivery,
     DeliveryStatus,

@@ -23,8 +23,8 @@ def create_app(test_config: dict | None = None) -> "Flask":
     from .issues import cli as issues_cli
     from .reports import cli as reports_cli
     from .subscribers import cli as subscribers_cli
-    from .subscribers.outbox import OutboxWorker
     from .webhooks import cli as webhooks_cli
+    from .worker import OutboxWorker
 
     instance_path = os.path.abspath(os.environ.get("NEWSLETTER_INSTANCE_PATH", "instance"))
     if test_config and "INSTANCE_PATH" in test_config:

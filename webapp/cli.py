@@ -5,76 +5,26 @@ input ends with one line on stderr and a non-zero exit.
 """
 
 import os
-import re
 import sys
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup, FlaskGroup, with_appcontext
-from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError, SQLAlchemyError
-from sqlalchemy.orm import Session
+from flask.cli import FlaskGroup, with_appcontext
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from . import migrations
 from .catalog import (
     CatalogError,
-    NotInCatalog,
-    find_issue,
-    find_newsletter,
     read_catalog,
     seed_catalog,
 )
+from .commands import StaffCommand, StaffGroup
 from .config import ConfigError
-from .db import engine, make_engine, session_factory, utcnow
+from .db import engine, make_engine, session_factory
 from .dbcopy import CopyError, copy_database
-from .models import Issue, Newsletter
 from .worker import deliver_outbox, run_worker
-
-
-class BugError(click.ClickException):
-    """Something no input should cause: one line still, the traceback on request."""
-
-    exit_code = 70  # EX_SOFTWARE
-
-
-class StaffCommand(click.Command):
-    """A staff command: whatever escapes it ends in one ``Error:`` line and a non-zero
-    exit, run as ``newsletter`` or as ``flask --app webapp`` alike (Flask's CLI prints
-    a traceback for anything but Click's own errors)."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise
-        except SQLAlchemyError as exc:
-            reason = _first_line(getattr(exc, "orig", None) or exc)
-            if isinstance(exc, OperationalError | ProgrammingError):
-                reason += " (is it migrated? run: newsletter db upgrade)"
-            raise click.ClickException(f"database: {reason}") from None
-        except OSError as exc:
-            where = f"{exc.filename}: " if exc.filename else ""
-            raise click.ClickException(f"{where}{exc.strerror or _first_line(exc)}") from None
-        except Exception as exc:
-            if os.environ.get("NEWSLETTER_DEBUG"):
-                raise
-            raise BugError(
-                f"unexpected {type(exc).__name__}: {_first_line(exc)} "
-                "(NEWSLETTER_DEBUG=1 shows more)"
-            ) from None
-
-
-def _first_line(exc: object) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
-
-
-class StaffGroup(AppGroup):
-    """A group of staff commands (see StaffCommand), each run in the app's context."""
-
-    command_class = StaffCommand
-    group_class = type  # subgroups are StaffGroups too
 
 
 def init_app(app: Flask) -> None:
@@ -86,23 +36,6 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(outbox_group)
 
 
-def newsletter_arg(session: Session, slug: str, param_hint: str = "NEWSLETTER") -> Newsletter:
-    """The newsletter SLUG names, or a usage error naming the known slugs."""
-    try:
-        return find_newsletter(session, slug)
-    except NotInCatalog as exc:
-        raise click.BadParameter(str(exc), param_hint=param_hint) from None
-
-
-def issue_arg(session: Session, slug: str, number: int) -> Issue:
-    """Issue NUMBER of newsletter SLUG, or a usage error naming what is missing."""
-    newsletter_arg(session, slug)
-    try:
-        return find_issue(session, slug, number)
-    except NotInCatalog as exc:
-        raise click.BadParameter(str(exc), param_hint="NUMBER") from None
-
-
 def warn_if_captured_in_production(app: Flask) -> None:
     """One line on stderr when an https site still captures its mail instead of sending it."""
     if app.config["MAIL_BACKEND"] == "file" and app.config["PUBLIC_URL"].startswith("https://"):
@@ -111,24 +44,6 @@ def warn_if_captured_in_production(app: Flask) -> None:
             f"{app.config['OUTBOX_PATH']}, not sent; set NEWSLETTER_MAIL_BACKEND=smtp",
             err=True,
         )
-
-
-class Duration(click.ParamType):
-    """A span like 30m, 12h, 2d or 1w."""
-
-    name = "duration"
-    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-    def convert(self, value, param, ctx) -> timedelta:
-        if isinstance(value, timedelta):
-            return value
-        match = re.fullmatch(r"\s*(\d{1,9})\s*([smhdw])\s*", str(value))
-        if not match:
-            self.fail(f"{value!r} is not a duration like 30m, 12h, 2d or 1w", param, ctx)
-        seconds = int(match[1]) * self.UNITS[match[2]]
-        if seconds > 100 * 365 * 86400:
-            self.fail(f"{value!r} is longer than a hundred years", param, ctx)
-        return timedelta(seconds=seconds)
 
 
 @click.group("db", cls=StaffGroup)
@@ -335,22 +250,3 @@ def main() -> None:
             err=True,
         )
         sys.exit(70)  # EX_SOFTWARE
-
-
-class Since(click.ParamType):
-    """A date (2026-11-20), a time (2026-11-20T08:00) or a span back from now (2d)."""
-
-    name = "since"
-
-    def convert(self, value, param, ctx) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        try:
-            return utcnow() - Duration().convert(value, param, ctx)
-        except click.BadParameter:
-            pass
-        try:
-            moment = datetime.fromisoformat(str(value))
-        except ValueError:
-            self.fail(f"{value!r} is not a date, a time or a span like 2d", param, ctx)
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -22,7 +22,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode, int_to_bytes
 from sqlalchemy.orm import Session
 
-from .inbound.verp import base36
+from .mailout.verp import base36
 from .models import Subscriber, Subscription, SubscriptionStatus
 from .texts import DEFAULT_LANGUAGE
 

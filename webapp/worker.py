@@ -11,6 +11,7 @@ stops it cleanly: a send in progress stops after the messages in flight, which a
 recorded, and the next worker resumes it.
 """
 
+import logging
 import signal
 import threading
 import time
@@ -23,20 +24,23 @@ from sqlalchemy.exc import SQLAlchemyError
 from emails.transport import Transport
 
 from .db import session_factory, utcnow
-from .delivery import outbox_transport
 from .inbound.store import drop_old_raw
-from .inbound.verp import Verp
 from .issues.automatic import run_automatic
-from .issues.journal import journal_folder
 from .issues.queue import finish_done
 from .issues.running import run_send, single_sender, sqlite_only_one
 from .issues.schedule import due
 from .issues.sender import SendSettings
+from .mailout.journal import journal_folder
+from .mailout.relay import outbox_transport
+from .mailout.verp import Verp
 from .reports.clicks import fold_clicks
 from .subscribers.outbox import deliver_queued
-from .subscribers.signups import act_on_left_requests, in_worker, requests_waiting
+from .subscribers.signups import LEFT_AFTER, act_on_left_requests, in_worker, requests_waiting
 from .webhooks.delivery import deliver_webhooks
 
+log = logging.getLogger(__name__)
+
+IDLE_CLOSE = 10  # seconds the web server's outbox thread keeps an idle relay connection open
 RETRY_AFTER = 60  # seconds before a send that did not finish is tried again
 # Seconds between two looks at the sign-ups in a wave (after a look that found some).
 # Much of a pass's cost is the same whatever it finds (new addresses are acted on a
@@ -165,16 +169,18 @@ def deliver_outbox(
     relay: Transport | None = None,
     housekeeping: bool = True,
     stopping: Callable[[], bool] | None = None,
+    new_signups: bool = True,
 ):
     """One delivery pass of the outbox (and its housekeeping: sign-ups left to it,
     clicks and raw messages heard back past their keep days); the report.
     ``due_only``: messages waiting out a retry delay wait on. Over ``relay`` when
     given, left open for the caller. Without ``housekeeping`` only new sign-ups are
-    acted on and the clicks wait. ``stopping``: asked before each message, ends the
-    pass early."""
+    acted on (unless not ``new_signups``: a web server that does its own) and the
+    clicks wait. ``stopping``: asked before each message, ends the pass early."""
     config = app.config
     sessions = session_factory(app)
-    act_on_left_requests(sessions, config, new_only=not housekeeping)
+    if housekeeping or new_signups:
+        act_on_left_requests(sessions, config, new_only=not housekeeping)
     if housekeeping:
         fold_clicks(sessions, config["CLICK_KEEP_DAYS"])
         # Raw messages heard back are kept INBOUND_KEEP_DAYS, however they came (a
@@ -297,3 +303,89 @@ def _send(app: Flask, issue_id: int, config) -> bool:
             click.echo(f"{name}: the send ended with status {exc.code}.", err=True)
             return exc.code in (0, None)
         return True
+
+
+class OutboxWorker:
+    """The web server's thread that delivers the outbox: the worker's outbox pass
+    (:func:`deliver_outbox`), in each web server process.
+
+    Started by the web server's first request (never by a staff command) and woken
+    right after a request queues mail, and every ``OUTBOX_RETRY_INTERVAL`` seconds
+    otherwise, so mail queued while the relay was down goes out when it is back.
+    Every LEFT_AFTER / 2 a pass also acts on sign-up requests a stopped process left
+    behind and does the worker's housekeeping. Each server process (e.g. gunicorn
+    worker) runs its own.
+    """
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.config = app.config
+        self._wake = threading.Event()
+        self._stopping = False
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread once per process (called on every request: no lock once running)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="outbox-worker", daemon=True)
+                self._thread.start()
+                self._wake.set()  # a first pass at once: mail may be left from before a restart
+
+    def wake(self) -> None:
+        """Ask for a delivery pass now, if the thread runs."""
+        if self._thread is not None and self._thread.is_alive():
+            self._wake.set()
+
+    def stop(self, timeout: float = 10) -> None:
+        """End the thread after its current pass (for tests and orderly shutdown)."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        # The relay connection stays open while mail keeps coming (a sign-up wave
+        # would otherwise open one per message) and is closed after IDLE_CLOSE
+        # seconds without any; the transport reopens one it finds closed.
+        retry = self.config["OUTBOX_RETRY_INTERVAL"]
+        transport, last_pass, last_sweep, last_used = None, 0.0, 0.0, 0.0
+        while True:
+            woken = self._wake.wait(min(retry, IDLE_CLOSE) if transport else retry)
+            if woken:
+                # Cleared only when it woke us: a wake that came just after a wait timed
+                # out must not be lost (its mail would wait a whole retry interval).
+                self._wake.clear()
+            now = time.monotonic()
+            idle = not woken and now - last_used > IDLE_CLOSE
+            if transport is not None and (self._stopping or idle):
+                transport.close()
+                transport = None
+            if self._stopping:
+                return
+            if not woken and now - last_pass < retry:
+                continue
+            last_pass = now
+            sweep = now - last_sweep >= LEFT_AFTER / 2  # requests a stopped server left
+            # The app's context: acting on a sign-up renders its confirmation's links.
+            with self.app.app_context():
+                try:
+                    transport = transport or outbox_transport(self.config)
+                    report = deliver_outbox(
+                        self.app,
+                        relay=transport,
+                        housekeeping=sweep,
+                        new_signups=in_worker(self.config),
+                    )
+                    if sweep:
+                        last_sweep = now
+                    if report.sent or report.retry or report.failed:
+                        last_used = time.monotonic()
+                except Exception:  # keep the thread alive whatever one pass meets
+                    log.exception("outbox delivery pass failed")
+                    if transport is not None:
+                        transport.close()
+                        transport = None

@@ -5,7 +5,7 @@ from flask import Flask
 
 from emails.feeds import FeedError, read_feed
 
-from ..cli import StaffGroup
+from ..commands import StaffGroup
 
 articles_group = StaffGroup("articles", help="Articles from the site's RSS or Atom feed.")
 

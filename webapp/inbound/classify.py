@@ -28,8 +28,8 @@ from flufl.bounce import all_failures
 
 from emails.reasons import MAX_TEXT, Reason, command_in, reason_of, reply_in, status_in
 
+from ..mailout.verp import Verp
 from .report import Report, ReportKind, Verdict
-from .verp import Verp
 
 # flufl.bounce logs a traceback for each message one of its detectors trips on: anyone
 # can send such messages, as many as they like. It finds nothing in them, and says so.

@@ -11,7 +11,7 @@ import click
 from flask import Flask, current_app
 from sqlalchemy import select
 
-from ..cli import Since, StaffGroup
+from ..commands import Since, StaffGroup
 from ..db import session_factory
 from ..models import InboundMessage
 from .imap import MailboxError, fetch_once

@@ -26,9 +26,9 @@ from flask import Flask
 from sqlalchemy import select
 
 from ..db import session_factory
+from ..mailout.verp import Verp
 from ..models import InboundMessage
 from .store import handle, store
-from .verp import Verp
 
 log = logging.getLogger(__name__)
 

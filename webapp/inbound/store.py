@@ -12,11 +12,11 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQL
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..db import utcnow
+from ..mailout.verp import Verp
 from ..models import HookToken, InboundMessage
 from .acting import act, act_for_relay
 from .classify import classify
 from .report import Report
-from .verp import Verp
 
 log = logging.getLogger(__name__)
 

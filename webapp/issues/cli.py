@@ -13,11 +13,12 @@ from emails.dkim import DkimError
 from emails.preflight import check_message
 from emails.transport import DeliveryError
 
-from ..cli import StaffGroup, issue_arg, newsletter_arg
+from ..commands import ISSUE_NUMBER, StaffGroup, issue_arg, newsletter_arg
 from ..db import session_factory
-from ..delivery import transport_from_config
 from ..links import personal_links, preview_links, reader_links, tracked_links
+from ..mailout.relay import transport_from_config
 from ..models import Delivery, DeliveryStatus, Issue, Newsletter, Subscriber, Subscription
+from ..reports.cli import digest_report
 from ..reports.numbers import issue_numbers
 from .automatic import page_key, remember_articles
 from .building import build_issue, page_furniture, read_articles, seed_article_paths
@@ -28,8 +29,8 @@ from .schedule import ScheduleError, local, parse_time, schedule, unschedule
 from .sender import SendSettings
 
 # Issue numbers as the database stores them (a 32-bit integer column).
-ISSUE_NUMBER = click.IntRange(1, 2**31 - 1)
 digest_group = StaffGroup("digest", help="Build, list, preview, check and send newsletter issues.")
+digest_group.add_command(digest_report)  # one issue's results, from reports/
 
 
 def init_app(app: Flask) -> None:

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 from emails.mailmerge import MergeTemplate
 from emails.slots import Slotted
 
-from ..delivery import dkim_signer, list_id_headers, list_unsubscribe
-from ..inbound.verp import Verp
+from ..mailout.relay import dkim_signer, list_id_headers, list_unsubscribe
+from ..mailout.verp import Verp
 from ..models import Issue
 
 if TYPE_CHECKING:

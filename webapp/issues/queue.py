@@ -8,9 +8,6 @@ are what make a send resumable and each reader's copy go out once. Part of the
 sending core: nothing here needs Flask.
 """
 
-import os
-import random
-import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -18,6 +15,7 @@ from sqlalchemy import Connection, and_, bindparam, exists, func, insert, or_, s
 from sqlalchemy.orm import Session
 
 from ..db import utcnow
+from ..mailout.senders import alive, host_name
 from ..models import (
     Delivery,
     DeliveryStatus,
@@ -172,35 +170,6 @@ def release_dead_local_claims(session: Session, issue_id: int) -> int:
     ).rowcount
     session.commit()
     return released
-
-
-def host_name() -> str:
-    """This host's name as it appears in sender names (``host:pid:random``)."""
-    return socket.gethostname().replace(":", "-")
-
-
-def sender_name() -> str:
-    """A new sender's name, ``host:pid:random``: a sender on the same host can tell
-    when this one died (:func:`alive`)."""
-    return f"{host_name()}:{os.getpid()}:{random.getrandbits(24):06x}"
-
-
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host runs (a zombie does not)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            # A killed sender whose parent died too may linger unreaped: a zombie is dead.
-            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True  # someone else's process
-        return True
 
 
 def counts(session: Session, issue_id: int) -> dict[DeliveryStatus, int]:

@@ -24,10 +24,11 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from ..db import engine
-from ..delivery import transport_from_config
 from ..links import reader_links, tracked_links
+from ..mailout.journal import fold_journals, journal_folder
+from ..mailout.relay import transport_from_config
 from ..models import DeliveryStatus, Issue
-from .journal import fold_journals, journal_folder
+from ..reports.refusals import blocking
 from .mail import IssueMail
 from .queue import (
     counts,
@@ -38,7 +39,6 @@ from .queue import (
     release_dead_local_claims,
     take_list,
 )
-from .refusals import blocking
 from .sender import Sender, SenderReport, SendSettings
 
 EXIT_PAUSED = 75  # EX_TEMPFAIL: try again later

@@ -21,9 +21,10 @@ from emails.reasons import Fault, fault, reason_of
 from emails.transport import DeliveryError, Transport
 
 from ..db import utcnow
+from ..mailout.journal import Journal, fold_journals
+from ..mailout.senders import sender_name
 from ..models import DeliveryStatus
 from ..subscribers.suppression import Rules
-from .journal import Journal, fold_journals
 from .mail import IssueMail
 from .queue import (
     Bounce,
@@ -35,7 +36,6 @@ from .queue import (
     record,
     release_claims,
     renew,
-    sender_name,
 )
 
 # Messages between two commits of results: a batch's worth. With the journal a

@@ -10,9 +10,8 @@ from flask import Flask, current_app, render_template
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
-from ..cli import Since, StaffCommand, issue_arg, newsletter_arg
+from ..commands import ISSUE_NUMBER, Since, StaffCommand, issue_arg, newsletter_arg
 from ..db import session_factory, utcnow
-from ..issues.cli import ISSUE_NUMBER, digest_group
 from ..models import Issue, Newsletter
 from .clicks import fold_old_clicks
 from .growth import REASONS, growth
@@ -20,8 +19,7 @@ from .numbers import OPENS_CAVEAT, issue_numbers
 
 
 def init_app(app: Flask) -> None:
-    """Attach ``digest report`` and ``report``."""
-    digest_group.add_command(digest_report)
+    """Attach ``report`` (``issues/`` attaches ``digest report`` to its group)."""
     app.cli.add_command(report_command)
 
 

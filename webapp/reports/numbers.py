@@ -8,7 +8,6 @@ from sqlalchemy.orm import Session
 
 from emails.slots import Slotted
 
-from ..issues.refusals import refusals_by_domain
 from ..models import (
     Click,
     Delivery,
@@ -18,6 +17,7 @@ from ..models import (
     IssueLink,
     SubscriptionEvent,
 )
+from .refusals import refusals_by_domain
 
 # Which unsubscribes count against an issue: the reader used its link or header.
 ISSUE_UNSUBSCRIBES = ("link", "one-click", "mailto")

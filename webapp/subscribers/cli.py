@@ -9,7 +9,7 @@ from sqlalchemy import and_, delete, select
 
 from emails.addresses import InvalidAddress, normalize_address
 
-from ..cli import Duration, StaffGroup, newsletter_arg
+from ..commands import Duration, StaffGroup, newsletter_arg
 from ..db import session_factory, utcnow
 from ..models import (
     Newsletter,

@@ -19,9 +19,9 @@ from emails.mailmerge import MergeTemplate
 from emails.render import environment
 from emails.slots import render_slotted
 
-from ..delivery import dkim_sign, list_id_headers, list_unsubscribe
 from ..i18n import CATALOGS
 from ..links import data_token, manage_url, personal_links, public_url, reader_links
+from ..mailout.relay import dkim_sign, list_id_headers, list_unsubscribe
 from ..models import Newsletter, OutboxMail, Subscriber, Subscription
 from ..texts import DEFAULT_LANGUAGE, TEXTS
 from .service import Due

@@ -1,4 +1,4 @@
-"""Delivering the transactional outbox: claim, send, record; and the server's worker thread.
+"""Delivering the transactional outbox: claim, send, record.
 
 Messages are claimed in groups with a lease by one conditional UPDATE, so any number
 of threads, processes or hosts may drain the same outbox and each message is claimed
@@ -8,25 +8,23 @@ its group is recorded (see :func:`deliver_queued` for what a killed pass may rep
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from flask import Flask, current_app
+from flask import current_app
 from sqlalchemy import bindparam, insert, literal, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from emails.reasons import Fault, fault, reason_of
 from emails.transport import DeliveryError, Transport
 
-from ..db import UTCDateTime, session_factory, utcnow
-from ..delivery import outbox_transport
-from ..inbound.verp import Verp
-from ..issues.journal import Journal, dead_journals, journal_folder
-from ..issues.queue import sender_name
+from ..db import UTCDateTime, utcnow
+from ..mailout.journal import Journal, dead_journals
+from ..mailout.senders import sender_name
+from ..mailout.verp import Verp
 from ..models import (
     EventKind,
     OutboxMail,
@@ -35,13 +33,10 @@ from ..models import (
     Subscription,
     SubscriptionEvent,
 )
-from ..reports.clicks import fold_clicks
-from .signups import LEFT_AFTER, act_on_left_requests, in_worker
 from .suppression import Rules, bounced
 
 log = logging.getLogger(__name__)
 
-IDLE_CLOSE = 10  # seconds the worker keeps an idle relay connection open
 MAX_BACKOFF = 3600  # seconds; a message is retried at least hourly while the relay is down
 
 
@@ -399,97 +394,9 @@ def _welcome_sent(session: Session, subscription_id: int, at) -> None:
 
 
 def wake_worker() -> None:
-    """Ask this process's outbox worker, if it runs, to deliver what was just queued."""
-    worker = current_app.extensions["outbox_worker"]
+    """Ask this process's outbox thread, if it runs (in a web server), to deliver what
+    was just queued: a signal through ``app.extensions``, so nothing here imports the
+    worker, and a staff command never starts one."""
+    worker = current_app.extensions.get("outbox_worker")
     if worker is not None:
         worker.wake()
-
-
-class OutboxWorker:
-    """A daemon thread of the web server that delivers the outbox.
-
-    Woken right after a request queues mail, and every ``OUTBOX_RETRY_INTERVAL``
-    seconds otherwise, so mail queued while the relay was down goes out when it is back.
-    Each pass first acts on sign-up requests a stopped process left behind.
-    Started lazily, so each server process (e.g. gunicorn worker) runs its own.
-    """
-
-    def __init__(self, app: Flask) -> None:
-        self.app = app
-        self.config = app.config
-        self.sessions = session_factory(app)
-        self._wake = threading.Event()
-        self._stopping = False
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Start the thread once per process (called on every request: no lock once running)."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="outbox-worker", daemon=True)
-                self._thread.start()
-                self._wake.set()  # a first pass at once: mail may be left from before a restart
-
-    def wake(self) -> None:
-        """Ask for a delivery pass now."""
-        self.start()
-        self._wake.set()
-
-    def stop(self, timeout: float = 10) -> None:
-        """End the thread after its current pass (for tests and orderly shutdown)."""
-        self._stopping = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        # The relay connection stays open while mail keeps coming (a sign-up wave
-        # would otherwise open one per message) and is closed after IDLE_CLOSE
-        # seconds without any; the transport reopens one it finds closed.
-        retry = self.config["OUTBOX_RETRY_INTERVAL"]
-        transport, last_pass, last_sweep, last_used = None, 0.0, 0.0, 0.0
-        while True:
-            woken = self._wake.wait(min(retry, IDLE_CLOSE) if transport else retry)
-            if woken:
-                # Cleared only when it woke us: a wake that came just after a wait timed
-                # out must not be lost (its mail would wait a whole retry interval).
-                self._wake.clear()
-            now = time.monotonic()
-            idle = not woken and now - last_used > IDLE_CLOSE
-            if transport is not None and (self._stopping or idle):
-                transport.close()
-                transport = None
-            if self._stopping:
-                return
-            if not woken and now - last_pass < retry:
-                continue
-            last_pass = now
-            # The app's context: acting on a sign-up renders its confirmation's links.
-            with self.app.app_context():
-                try:
-                    if now - last_sweep >= LEFT_AFTER / 2:  # requests a stopped server left
-                        act_on_left_requests(self.sessions, self.config)
-                        fold_clicks(self.sessions, self.config["CLICK_KEEP_DAYS"])
-                        last_sweep = now
-                    elif in_worker(self.config):  # each new one, when left to a worker
-                        act_on_left_requests(self.sessions, self.config, new_only=True)
-                    transport = transport or outbox_transport(self.config)
-                    report = deliver_queued(
-                        self.sessions,
-                        transport,
-                        lease=self.config["OUTBOX_LEASE"],
-                        backoff=retry,
-                        keep_open=True,
-                        verp=Verp.from_config(self.config),
-                        journal=journal_folder(self.app.instance_path),
-                    )
-                    if report.sent or report.retry or report.failed:
-                        last_used = time.monotonic()
-                except Exception:  # keep the thread alive whatever one pass meets
-                    log.exception("outbox delivery pass failed")
-                    if transport is not None:
-                        transport.close()
-                        transport = None

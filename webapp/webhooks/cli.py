@@ -8,7 +8,7 @@ import click
 from flask import Flask, current_app
 from sqlalchemy import func, select
 
-from ..cli import StaffGroup
+from ..commands import StaffGroup
 from ..db import session_factory
 from ..models import WebhookMessage, WebhookStatus
 from .delivery import retry

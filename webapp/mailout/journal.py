@@ -27,7 +27,7 @@ from emails.transport import private_folder
 
 from ..db import utcnow
 from ..models import Delivery, DeliveryStatus
-from .queue import alive, host_name
+from .senders import alive, host_name
 
 SUFFIX = ".journal"
 
