@@ -22,7 +22,7 @@ test: $(VENV)/.installed-test $(CATALOGS)
 	@test -x /usr/sbin/postfix || echo "NOTE: Postfix not found: the real-MTA bounce test will be skipped (apt-get install postfix; it runs as root)"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	@if command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
-		echo "The whole suite again, on a throw-away PostgreSQL cluster (TEST_DATABASE=postgresql):"; \
+		echo "The suite again, on a throw-away PostgreSQL cluster (TEST_DATABASE=postgresql), less the tests marked no_database:"; \
 		TEST_DATABASE=postgresql $(BIN)/python -m pytest $(PYTEST_ARGS); \
 	else \
 		echo "NOTE: PostgreSQL not found: the suite ran on SQLite only, its PostgreSQL tests skipped (apt-get install postgresql)"; \

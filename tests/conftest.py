@@ -8,12 +8,14 @@ import shutil
 import pytest
 from hypothesis import settings
 
+from tests import helpers
 from tests.helpers import (
     CHROMIUM,
     CHROMIUM_ARGS,
     REQUIRE_BROWSER,
     REQUIRE_REDIS,
     ROOT,
+    TEST_DATABASE,
     FeedServer,
     SmtpServer,
     dispose_apps,
@@ -28,6 +30,25 @@ from tests.helpers import (
 # a developer's run explores new examples each time and keeps what fails.
 settings.register_profile("ci", derandomize=True, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """The PostgreSQL pass (TEST_DATABASE=postgresql) runs only what touches a database:
+    a test marked ``no_database`` ran in the SQLite pass, and would run the same again."""
+    if TEST_DATABASE != "postgresql":
+        return
+    left_out = [item for item in items if item.get_closest_marker("no_database")]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if not item.get_closest_marker("no_database")]
+
+
+@pytest.fixture(autouse=True)
+def _no_database_kept(request, monkeypatch):
+    """A test marked ``no_database`` that makes an app fails: the mark would hide it
+    from the PostgreSQL pass."""
+    if request.node.get_closest_marker("no_database"):
+        monkeypatch.setattr(helpers, "NO_DATABASE", True)
 
 
 @pytest.fixture(autouse=True)

@@ -53,6 +53,7 @@ GOOD_ADDRESS = "reader@newsroom.org"
 # TEST_DATABASE=postgresql runs the whole suite on PostgreSQL: every app make_app
 # makes gets a fresh database on a throw-away cluster. `make test` runs both.
 TEST_DATABASE = os.environ.get("TEST_DATABASE", "sqlite")
+NO_DATABASE = False  # set for a test marked no_database: making an app fails it
 # Read before the tests clear NEWSLETTER_* from the environment.
 REQUIRE_POSTGRES = bool(os.environ.get("NEWSLETTER_REQUIRE_POSTGRES"))
 REQUIRE_REDIS = bool(os.environ.get("NEWSLETTER_REQUIRE_REDIS"))
@@ -122,6 +123,8 @@ class ServerLikeClient(FlaskClient):
 
 def make_app(tmp_path: Path, **config):
     """A migrated, seeded app with its instance folder under ``tmp_path``."""
+    if NO_DATABASE:
+        pytest.fail("a test marked no_database makes an app: remove the mark")
     settings = {
         "INSTANCE_PATH": tmp_path / "instance",
         "TESTING": True,

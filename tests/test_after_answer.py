@@ -3,10 +3,13 @@ whether or not the server closes the answer, and only once."""
 
 import logging
 
+import pytest
 from flask import Flask
 from werkzeug.test import EnvironBuilder
 
 from webapp.web import after_answer
+
+pytestmark = pytest.mark.no_database  # the PostgreSQL pass leaves these out
 
 
 def app_leaving(*steps) -> Flask:
