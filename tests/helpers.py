@@ -141,6 +141,8 @@ def make_app(tmp_path: Path, **config):
     elif "DATABASE_URL" not in config:
         # A copy of the migrated, seeded file, where the app will look for it.
         database = Path(settings["INSTANCE_PATH"]) / "newsletter.db"
+        # Named, so that no NEWSLETTER_DATABASE_URL or instance config points elsewhere.
+        settings["DATABASE_URL"] = f"sqlite:///{database}"
         if not database.exists():
             database.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(sqlite_template(), database)
@@ -170,6 +172,7 @@ def sqlite_template() -> Path:
     app = create_app(
         {
             "INSTANCE_PATH": folder,
+            "DATABASE_URL": f"sqlite:///{folder / 'newsletter.db'}",
             "TESTING": True,
             "OUTBOX_WORKER": False,
             "SEEDS_PATH": str(ROOT / "seeds"),

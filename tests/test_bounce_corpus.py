@@ -140,3 +140,15 @@ def test_a_bounce_in_words_names_the_recipient_that_failed(name, failed):
     verp = Verp("key", "bounces@newsroom.org")
     report = classify((MESSAGES / name).read_bytes(), None, verp, MAIL_FROM)
     assert [verdict.address for verdict in report.verdicts] == failed
+
+
+def test_words_far_before_an_address_on_its_line_do_not_hide_it():
+    # "contact" 400 characters before the failed address, on the same long line, is
+    # not about it: only the words just before an address say what it is.
+    words = "x " * 70 + "Delivery failed; please contact your administrator. " + "y " * 200
+    raw = (
+        "From: MAILER-DAEMON@mx.newsroom.org\nSubject: Undelivered Mail Returned to Sender\n"
+        f"\n{words}<reader@newsroom.org>: 550 5.1.1 user unknown\n"
+    ).encode()
+    report = classify(raw, None, Verp("key", "bounces@newsroom.org"), MAIL_FROM)
+    assert [verdict.address for verdict in report.verdicts] == ["reader@newsroom.org"]

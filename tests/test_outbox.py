@@ -26,6 +26,7 @@ from tests.helpers import (
     readers,
     subscribe,
 )
+from webapp import worker as worker_module
 from webapp.db import session_factory, utcnow
 from webapp.mailout.journal import Journal, journal_folder
 from webapp.mailout.relay import outbox_transport
@@ -239,7 +240,7 @@ def test_a_wake_just_after_a_wait_timed_out_is_not_lost(tmp_path, smtp_server):
 def test_the_server_keeps_its_relay_connection_while_mail_comes_and_closes_it_idle(
     tmp_path, smtp_server, monkeypatch
 ):
-    monkeypatch.setattr(outbox, "IDLE_CLOSE", 0.5, raising=False)
+    monkeypatch.setattr(worker_module, "IDLE_CLOSE", 0.5)
     app = make_app(tmp_path, **smtp_server.config(), OUTBOX_WORKER=True)
     client = app.test_client()
     try:
@@ -593,5 +594,5 @@ def test_a_staff_command_never_starts_the_web_servers_outbox_thread(tmp_path, sm
         args=["subscribers", "import", str(csv), "--newsletter", "explaining-ukraine"]
     )
     assert result.exit_code == 0, result.output
-    assert "outbox-worker" not in [thread.name for thread in threading.enumerate()]
+    assert app.extensions["outbox_worker"]._thread is None  # never started
     assert outbox_states(app) == [OutboxStatus.QUEUED]  # left to the worker

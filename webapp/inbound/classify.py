@@ -214,7 +214,13 @@ def _delivery_status(msg: Message) -> list[Verdict]:
         if not isinstance(blocks, list):  # unparsed: read the fields ourselves
             blocks = [email.message_from_string(b, policy=compat32) for b in _blocks(part)]
         text = _human_text(msg)
-        recipients = blocks[1:] if len(blocks) > 1 else blocks
+        # The per-recipient blocks that say something (the parser makes empty ones of
+        # trailing blank lines).
+        recipients = [
+            block
+            for block in (blocks[1:] if len(blocks) > 1 else blocks)
+            if any(block.get(name) for name in ("Action", "Final-Recipient", "Original-Recipient"))
+        ]
         for block in recipients:
             action = _field(block, "Action", 32).lower().split(" ")[0] or None
             address = _address_field(_field(block, "Original-Recipient")) or _address_field(
@@ -381,6 +387,7 @@ def _nonstandard_bounce(msg: Message, raw: bytes, found_only: bool = False) -> l
     except Exception:  # noqa: BLE001  a detector that trips on odd input finds nothing
         temporary, permanent = set(), set()
     found = {a.decode("utf-8", "replace").lower() for a in permanent | temporary}
+    delayed = {a.decode("utf-8", "replace").lower() for a in temporary}
     named = _failed_addresses(text)
     addresses = [a for a in named if a in found] or sorted(found - _not_recipients(text))
     if not addresses and found_only:
@@ -398,7 +405,7 @@ def _nonstandard_bounce(msg: Message, raw: bytes, found_only: bool = False) -> l
             reason = reason_of(None, None, opening, command=command)
         status = status_in(said) or status_in(opening)
         reply = reply_in(said) or reply_in(opening)
-        if address in temporary and not status and reason in (Reason.ONHOLD, Reason.UNDEFINED):
+        if address in delayed and not status and reason in (Reason.ONHOLD, Reason.UNDEFINED):
             reason = Reason.EXPIRED
         verdicts.append(
             Verdict(
@@ -428,7 +435,7 @@ def _not_recipients(text: str) -> set[str]:
     excluded = set()
     for found in ADDRESS_IN_TEXT.finditer(text[:MAX_TEXT]):
         line = text[text.rfind("\n", 0, found.start()) + 1 : found.start()]
-        if NOT_RECIPIENT.search(line[:200]):
+        if NOT_RECIPIENT.search(line[-200:]):
             excluded.add(found.group().lower())
     return excluded
 
