@@ -388,8 +388,8 @@ def _nonstandard_bounce(msg: Message, raw: bytes, found_only: bool = False) -> l
         temporary, permanent = set(), set()
     found = {a.decode("utf-8", "replace").lower() for a in permanent | temporary}
     delayed = {a.decode("utf-8", "replace").lower() for a in temporary}
-    named = _failed_addresses(text)
-    addresses = [a for a in named if a in found] or sorted(found - _not_recipients(text))
+    named, excluded = _failed_addresses(text)
+    addresses = [a for a in named if a in found] or sorted(found - excluded)
     if not addresses and found_only:
         return []
     if not addresses:
@@ -415,29 +415,23 @@ def _nonstandard_bounce(msg: Message, raw: bytes, found_only: bool = False) -> l
     return verdicts
 
 
-def _failed_addresses(text: str) -> list[str]:
+def _failed_addresses(text: str) -> tuple[list[str], set[str]]:
     """The addresses a bounce's words name as recipients, lower-cased, in the order they
-    are first named: not a contact's, not the original's sender, not a Message-ID, and
-    not where only a header line of the returned original names them."""
-    excluded = _not_recipients(text)
+    are first named, and those they name as anything else (a contact, the original's
+    sender, a Message-ID). A returned header line (To:, Cc:) names a recipient only
+    when nothing else does."""
     named: dict[str, None] = {}
     in_headers: dict[str, None] = {}
+    excluded: set[str] = set()
     for found in ADDRESS_IN_TEXT.finditer(text[:MAX_TEXT]):
         address = found.group().lower()
         line = text[text.rfind("\n", 0, found.start()) + 1 : found.start()]
-        if address not in excluded:
-            (in_headers if HEADER_LINE.match(line) else named).setdefault(address)
-    return list(named or in_headers)
-
-
-def _not_recipients(text: str) -> set[str]:
-    """The addresses ``text`` names as a contact, a sender or a Message-ID."""
-    excluded = set()
-    for found in ADDRESS_IN_TEXT.finditer(text[:MAX_TEXT]):
-        line = text[text.rfind("\n", 0, found.start()) + 1 : found.start()]
         if NOT_RECIPIENT.search(line[-200:]):
-            excluded.add(found.group().lower())
-    return excluded
+            excluded.add(address)
+        else:
+            (in_headers if HEADER_LINE.match(line) else named).setdefault(address)
+    recipients = [a for a in named if a not in excluded]
+    return recipients or [a for a in in_headers if a not in excluded], excluded
 
 
 def _human_text(msg: Message) -> str:
