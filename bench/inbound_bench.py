@@ -82,8 +82,9 @@ def verp_senders(env: dict) -> list[tuple[str, str]]:
     from webapp import create_app
     from webapp.db import session_factory
     from webapp.issues.queue import take_list
+    from webapp.mailout.models import Delivery
     from webapp.mailout.verp import Verp
-    from webapp.models import Delivery, Issue, Subscriber
+    from webapp.models import Issue, Subscriber
 
     app = create_app()
     verp = Verp.from_config(app.config)

@@ -38,15 +38,9 @@ from webapp import create_app, migrations
 from webapp.catalog import read_catalog, seed_catalog
 from webapp.db import engine, session_factory
 from webapp.issues.queue import take_list
+from webapp.mailout.models import Delivery, OutboxMail
 from webapp.mailout.verp import Verp
-from webapp.models import (
-    Delivery,
-    Issue,
-    OutboxMail,
-    Subscriber,
-    Subscription,
-    SubscriptionEvent,
-)
+from webapp.models import Issue, Subscriber, Subscription, SubscriptionEvent
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD_ADDRESS = "reader@newsroom.org"
@@ -630,7 +624,7 @@ def until_one_gives_way(workers, timeout: float = 60) -> None:
 def until_handled(app, count: int, timeout: float = 60) -> None:
     """Wait (bounded) until ``count`` messages heard back are stored and handled:
     ``inbound serve`` answers 250 once a message is stored, and handles it after."""
-    from webapp.models import InboundMessage
+    from webapp.inbound.models import InboundMessage
 
     deadline = time.monotonic() + timeout
     handled = InboundMessage.kind.is_not(None)

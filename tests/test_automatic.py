@@ -26,7 +26,8 @@ from webapp.catalog import CatalogError, read_catalog, seed_catalog
 from webapp.db import session_factory
 from webapp.issues.automatic import run_automatic
 from webapp.issues.building import issue_articles
-from webapp.models import AutomaticRun, Issue, Newsletter
+from webapp.issues.models import AutomaticRun
+from webapp.models import Issue, Newsletter
 
 KYIV = ZoneInfo("Europe/Kyiv")
 NEWSLETTER = "explaining-ukraine"

@@ -10,17 +10,19 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import select
 
 from tests.helpers import SmtpServer, count, make_app, sqlite_only, subscribe
-from webapp.db import Model, engine, session_factory
+from webapp.db import engine, session_factory
 from webapp.issues.running import single_sender
+from webapp.mailout.models import OutboxMail, OutboxStatus
+from webapp.mailout.outbox import deliver_queued
 from webapp.mailout.relay import transport_from_config
-from webapp.models import Issue, OutboxMail, OutboxStatus
-from webapp.subscribers.outbox import deliver_queued
+from webapp.models import Issue
+from webapp.tables import METADATA
 
 
 def test_migrated_database_matches_the_models(any_db_app):
     with engine(any_db_app).connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
-        assert compare_metadata(context, Model.metadata) == []
+        assert compare_metadata(context, METADATA) == []
 
 
 @sqlite_only

@@ -24,17 +24,17 @@ from tests.test_inbound import MAIL_FROM, feedback, hear, reader, suppressed
 from webapp.db import session_factory, utcnow
 from webapp.inbound.report import ReportKind
 from webapp.links import unsubscribe_url
+from webapp.mailout.models import Delivery
 from webapp.models import (
-    Delivery,
     EventKind,
     Newsletter,
     Subscriber,
     Subscription,
     SubscriptionEvent,
     SubscriptionStatus,
-    WebhookMessage,
 )
 from webapp.reports.growth import growth
+from webapp.webhooks.models import WebhookMessage
 
 NEWSLETTER = "explaining-ukraine"
 GONE_AT_SEND = "550 5.1.1 <x>: Recipient address rejected: User unknown"

@@ -12,9 +12,9 @@ from sqlalchemy import select
 from tests.helpers import confirm_path, press_confirm, subscribe
 from webapp.db import session_factory
 from webapp.links import unsubscribe_url
+from webapp.mailout.outbox import deliver_queued
 from webapp.mailout.relay import transport_from_config
 from webapp.models import EventKind, Subscriber, Subscription, SubscriptionEvent
-from webapp.subscribers.outbox import deliver_queued
 
 NEWSLETTER = "explaining-ukraine"
 

@@ -22,13 +22,9 @@ from sqlalchemy.exc import OperationalError
 
 from tests.helpers import app_with_issue, history, readers, self_signed, sent_to_readers
 from webapp.db import engine, session_factory
-from webapp.models import (
-    Delivery,
-    InboundMessage,
-    Subscriber,
-    Subscription,
-    SubscriptionStatus,
-)
+from webapp.inbound.models import InboundMessage
+from webapp.mailout.models import Delivery
+from webapp.models import Subscriber, Subscription, SubscriptionStatus
 
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:newsletter-feedback"
 MAILGUN_KEY = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"

@@ -15,14 +15,9 @@ from sqlalchemy import select
 from emails.addresses import normalize_address
 from tests.helpers import count, csrf_token, free_port, make_app, start_redis, subscribe
 from webapp.db import session_factory
-from webapp.models import (
-    Mailbox,
-    OutboxMail,
-    Subscriber,
-    Subscription,
-    SubscriptionEvent,
-    SubscriptionStatus,
-)
+from webapp.mailout.models import OutboxMail
+from webapp.models import Subscriber, Subscription, SubscriptionEvent, SubscriptionStatus
+from webapp.subscribers.models import Mailbox
 from webapp.texts import TEXTS
 from webapp.web import rate_limits
 from webapp.web.security import redact
@@ -209,7 +204,7 @@ def test_tokens_and_addresses_are_redacted_in_logs(app, caplog):
     line = '127.0.0.1 - "GET /confirm/WzEsInpweTVPU2FlRjloNW5POV8iXQ.awX78A.Ysh HTTP/1.1" 200'
     with caplog.at_level(logging.INFO, logger="werkzeug"):
         logging.getLogger("werkzeug").info(line)
-        logging.getLogger("webapp.subscribers.outbox").warning(
+        logging.getLogger("webapp.mailout.outbox").warning(
             "outbox message %s not delivered: %s", 7, "550 kate.tsurkan@newsroom.org unknown"
         )
     text = caplog.text
@@ -268,7 +263,7 @@ def test_tracebacks_are_redacted_too(app, caplog):
         try:
             raise ValueError("cannot mail kate.tsurkan@newsroom.org at /confirm/WzEsInpweTVPU2F")
         except ValueError:
-            logging.getLogger("webapp.subscribers.outbox").exception("delivery failed")
+            logging.getLogger("webapp.mailout.outbox").exception("delivery failed")
     assert "Traceback" in caplog.text and "ValueError: cannot mail k…@newsroom.org" in caplog.text
     assert "kate.tsurkan@" not in caplog.text and "WzEsInpweTVPU2F" not in caplog.text
 

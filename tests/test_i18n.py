@@ -17,7 +17,8 @@ from tests.helpers import ROOT, confirm_path, csrf_token, make_app, press_confir
 from webapp.db import session_factory
 from webapp.i18n import CATALOGS
 from webapp.links import manage_url
-from webapp.models import OutboxMail, Subscriber
+from webapp.mailout.models import OutboxMail
+from webapp.models import Subscriber
 from webapp.texts import TEXTS
 
 CATALOG = ROOT / "webapp" / "translations" / "uk" / "LC_MESSAGES" / "messages.po"

@@ -16,8 +16,9 @@ from tests import inbound_samples as samples
 from tests.helpers import NEWSLETTER_BIN, app_with_issue, command_env, readers, sent_to_readers
 from tests.mailservers import DOVECOT, Dovecot, need
 from webapp.db import session_factory
+from webapp.inbound.models import InboundMessage
 from webapp.links import unsubscribe_url
-from webapp.models import InboundMessage, Subscriber, Subscription
+from webapp.models import Subscriber, Subscription
 
 MAIL_FROM = "letters@newsroom.org"
 

@@ -22,21 +22,16 @@ from tests.helpers import (
 )
 from webapp.db import engine, session_factory, utcnow
 from webapp.inbound.classify import classify
+from webapp.inbound.models import InboundMessage
 from webapp.inbound.report import ReportKind
 from webapp.inbound.server import InboundController, InboundHandler
 from webapp.inbound.store import drop_old_raw, store, take_in
 from webapp.links import unsubscribe_url
+from webapp.mailout.models import Delivery, OutboxMail
 from webapp.mailout.verp import Verp
-from webapp.models import (
-    Delivery,
-    InboundMessage,
-    OutboxMail,
-    Subscriber,
-    Subscription,
-    SubscriptionStatus,
-)
+from webapp.models import Subscriber, Subscription, SubscriptionStatus
+from webapp.privacy.data import personal_data
 from webapp.subscribers.mail import queue_welcome
-from webapp.subscribers.personal import personal_data
 
 MAIL_FROM = "letters@newsroom.org"
 

@@ -20,7 +20,9 @@ from tests.helpers import (
 )
 from tests.mailservers import POSTFIX, REQUIRE_MTA, Postfix, need, wait_for_port
 from webapp.db import session_factory
-from webapp.models import Delivery, InboundMessage, Subscriber
+from webapp.inbound.models import InboundMessage
+from webapp.mailout.models import Delivery
+from webapp.models import Subscriber
 
 MAIL_FROM = "letters@newsroom.org"
 BOUNCES = "bounces@bounces.newsroom.org"

@@ -28,13 +28,15 @@ from tests.helpers import (
 )
 from webapp import worker as worker_module
 from webapp.db import session_factory, utcnow
+from webapp.mailout import outbox
 from webapp.mailout.journal import Journal, journal_folder
+from webapp.mailout.models import OutboxMail, OutboxStatus
+from webapp.mailout.outbox import deliver_queued
 from webapp.mailout.relay import outbox_transport
 from webapp.mailout.senders import host_name
 from webapp.mailout.verp import Verp
-from webapp.models import OutboxMail, OutboxStatus, Subscription, SubscriptionStatus
-from webapp.subscribers import outbox, service, signups
-from webapp.subscribers.outbox import deliver_queued
+from webapp.models import Subscription, SubscriptionStatus
+from webapp.subscribers import service, signups
 from webapp.texts import TEXTS
 
 

@@ -13,16 +13,10 @@ from sqlalchemy import func, select
 from tests.helpers import TEST_DATABASE, confirm_path, csrf_token, press_confirm, subscribe
 from webapp.db import session_factory
 from webapp.links import Tokens, serializer
-from webapp.models import (
-    ErasedAddress,
-    EventKind,
-    Mailbox,
-    OutboxMail,
-    Subscriber,
-    Subscription,
-    SubscriptionStatus,
-)
-from webapp.subscribers.personal import erased_digest
+from webapp.mailout.models import OutboxMail
+from webapp.models import EventKind, Subscriber, Subscription, SubscriptionStatus
+from webapp.subscribers.erased import erased_digest
+from webapp.subscribers.models import ErasedAddress, Mailbox
 from webapp.texts import TEXTS
 
 

@@ -19,10 +19,12 @@ from tests.helpers import NEWSLETTER_BIN, app_with_issue, command_env, readers
 from webapp.db import session_factory, utcnow
 from webapp.inbound.store import take_in
 from webapp.links import tracked_links
+from webapp.mailout.models import Delivery
 from webapp.mailout.verp import Verp
-from webapp.models import Click, Delivery, Issue, IssueLink, Subscriber
+from webapp.models import Issue, Subscriber
+from webapp.privacy.data import personal_data
 from webapp.reports.clicks import fold_clicks, fold_old_clicks
-from webapp.subscribers.personal import personal_data
+from webapp.reports.models import Click, IssueLink
 
 NEWSLETTER = "explaining-ukraine"
 MAIL_FROM = "letters@newsroom.org"

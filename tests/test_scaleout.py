@@ -24,9 +24,11 @@ from tests.helpers import (
     subscribe,
     until_one_gives_way,
 )
-from webapp.db import Model, make_engine, session_factory
+from webapp.db import make_engine, session_factory
 from webapp.issues.queue import take_list
-from webapp.models import Issue, OutboxMail
+from webapp.mailout.models import OutboxMail
+from webapp.models import Issue
+from webapp.tables import METADATA
 
 
 def fill(app, tmp_path) -> None:
@@ -56,7 +58,7 @@ def dump(url: str) -> dict[str, list[tuple]]:
                         select(table).order_by(*table.primary_key.columns)
                     )
                 ]
-                for table in Model.metadata.sorted_tables
+                for table in METADATA.sorted_tables
             }
     finally:
         engine.dispose()

@@ -29,15 +29,9 @@ from webapp.db import session_factory
 from webapp.issues.queue import take_list
 from webapp.issues.running import Progress
 from webapp.links import row_for_link
+from webapp.mailout.models import Delivery, DeliveryStatus
 from webapp.mailout.verp import Verp
-from webapp.models import (
-    Delivery,
-    DeliveryStatus,
-    Issue,
-    Subscriber,
-    Subscription,
-    SubscriptionStatus,
-)
+from webapp.models import Issue, Subscriber, Subscription, SubscriptionStatus
 
 NEWSLETTER = "explaining-ukraine"
 

@@ -24,7 +24,8 @@ from webapp.issues.queue import (
 )
 from webapp.issues.sender import Sender, SendSettings
 from webapp.links import reader_links
-from webapp.models import Delivery, DeliveryStatus, Issue, Subscriber
+from webapp.mailout.models import Delivery, DeliveryStatus
+from webapp.models import Issue, Subscriber
 
 
 @pytest.fixture

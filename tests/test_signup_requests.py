@@ -39,18 +39,10 @@ from tests.helpers import (
     wait_for_deliveries,
 )
 from webapp.db import session_factory, utcnow
-from webapp.models import (
-    EventKind,
-    Mailbox,
-    OutboxMail,
-    OutboxStatus,
-    SignupRequest,
-    Subscriber,
-    Subscription,
-    SubscriptionEvent,
-    SubscriptionStatus,
-)
+from webapp.mailout.models import OutboxMail, OutboxStatus
+from webapp.models import EventKind, Subscriber, Subscription, SubscriptionEvent, SubscriptionStatus
 from webapp.subscribers import batches, service, signups
+from webapp.subscribers.models import Mailbox, SignupRequest
 from webapp.subscribers.signups import LEFT_AFTER
 from webapp.worker import OutboxWorker, deliver_outbox
 

@@ -11,7 +11,8 @@ from sqlalchemy import event, select
 from tests.helpers import GOOD_ADDRESS, count, csrf_from, csrf_token, subscribe
 from webapp.catalog import seed_catalog
 from webapp.db import engine, session_factory
-from webapp.models import EventKind, OutboxMail, Subscriber, Subscription, SubscriptionStatus
+from webapp.mailout.models import OutboxMail
+from webapp.models import EventKind, Subscriber, Subscription, SubscriptionStatus
 from webapp.texts import TEXTS
 
 

@@ -7,14 +7,9 @@ from sqlalchemy import func, select
 
 from tests.helpers import confirm_path, press_confirm, subscribe
 from webapp.db import session_factory
-from webapp.models import (
-    ErasedAddress,
-    OutboxMail,
-    Subscriber,
-    Subscription,
-    SubscriptionEvent,
-    SubscriptionStatus,
-)
+from webapp.mailout.models import OutboxMail
+from webapp.models import Subscriber, Subscription, SubscriptionEvent, SubscriptionStatus
+from webapp.subscribers.models import ErasedAddress
 
 MAILCHIMP_HEADER = (
     "Email Address,First Name,Last Name,MEMBER_RATING,OPTIN_TIME,OPTIN_IP,CONFIRM_TIME,"

@@ -35,10 +35,11 @@ from webapp.catalog import read_catalog, seed_catalog
 from webapp.config import signer
 from webapp.db import session_factory
 from webapp.inbound.classify import classify
+from webapp.inbound.models import InboundMessage
 from webapp.inbound.server import MAX_RECIPIENTS, InboundController, InboundHandler
 from webapp.inbound.store import store, take_in
 from webapp.mailout.verp import Verp
-from webapp.models import InboundMessage, Issue, Newsletter, Subscriber
+from webapp.models import Issue, Newsletter, Subscriber
 from webapp.webhooks.delivery import post
 from webapp.webhooks.events import announce
 from webapp.worker import deliver_outbox

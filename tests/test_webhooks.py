@@ -34,18 +34,13 @@ from webapp.config import ConfigError
 from webapp.db import session_factory, utcnow
 from webapp.inbound.store import take_in
 from webapp.issues.queue import finish_done, take_list
+from webapp.mailout.models import Delivery, DeliveryStatus
 from webapp.mailout.verp import Verp
-from webapp.models import (
-    Delivery,
-    DeliveryStatus,
-    Issue,
-    Subscriber,
-    WebhookMessage,
-    WebhookStatus,
-)
+from webapp.models import Issue, Subscriber
 from webapp.subscribers.service import Consent
 from webapp.subscribers.service import subscribe as service_subscribe
 from webapp.webhooks.delivery import deliver_webhooks
+from webapp.webhooks.models import WebhookMessage, WebhookStatus
 
 NEWSLETTER = "explaining-ukraine"
 SECRET = "whsec_" + base64.b64encode(b"a receiver's shared secret, 32b!").decode()

@@ -21,6 +21,7 @@ def create_app(test_config: dict | None = None) -> "Flask":
     from .inbound import cli as inbound_cli
     from .inbound import hooks
     from .issues import cli as issues_cli
+    from .privacy import cli as privacy_cli  # noqa: F401  (adds subscribers delete)
     from .reports import cli as reports_cli
     from .subscribers import cli as subscribers_cli
     from .webhooks import cli as webhooks_cli

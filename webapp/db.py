@@ -4,12 +4,13 @@ Flask is imported only by the three functions that bind the database to an app, 
 the parts that run without one (the forked senders of a digest) load without it.
 """
 
+import enum
 import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import DateTime, Engine, Enum, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -58,6 +59,14 @@ class UTCDateTime(TypeDecorator):
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value
+
+
+def state_enum(states: type[enum.StrEnum]) -> Enum:
+    """A column type for a state enum: its values as short strings (no native enum type,
+    so adding a state is a plain migration on every database)."""
+    return Enum(
+        states, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]
+    )
 
 
 def utcnow() -> datetime:

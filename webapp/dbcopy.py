@@ -11,7 +11,7 @@ from collections.abc import Callable
 from sqlalchemy import Engine, Integer, func, insert, select, text
 
 from . import migrations
-from .db import Model
+from .tables import METADATA
 
 BATCH = 5000  # rows read and written at a time: memory stays flat for any list size
 
@@ -28,7 +28,7 @@ def copy_database(
     Returns the rows per table. Raises CopyError, leaving the target without rows.
     """
     migrations.upgrade_engine(target)
-    tables = Model.metadata.sorted_tables  # parents before children
+    tables = METADATA.sorted_tables  # parents before children
     copied: dict[str, int] = {}
     with source.connect() as reading, target.begin() as writing:
         for table in tables:

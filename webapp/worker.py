@@ -31,11 +31,12 @@ from .issues.running import run_send, single_sender, sqlite_only_one
 from .issues.schedule import due
 from .issues.sender import SendSettings
 from .mailout.journal import journal_folder
+from .mailout.outbox import deliver_queued
 from .mailout.relay import outbox_transport
 from .mailout.verp import Verp
 from .reports.clicks import fold_clicks
-from .subscribers.outbox import deliver_queued
 from .subscribers.signups import LEFT_AFTER, act_on_left_requests, in_worker, requests_waiting
+from .subscribers.suppression import refused_by_relay
 from .webhooks.delivery import deliver_webhooks
 
 log = logging.getLogger(__name__)
@@ -196,6 +197,7 @@ def deliver_outbox(
         verp=Verp.from_config(config),
         stopping=stopping,
         journal=journal_folder(app.instance_path),
+        on_refused=refused_by_relay,
     )
 
 

@@ -31,12 +31,14 @@ from emails.addresses import InvalidAddress, normalize_address
 
 from ..db import utcnow
 from ..links import LinkGone, TokenExpired, TokenInvalid, issue_of_unsubscribe, row_for_link
+from ..mailout.models import Delivery, OutboxMail
 from ..mailout.verp import Verp
-from ..models import Delivery, InboundMessage, Issue, OutboxMail, Subscriber
+from ..models import Issue, Subscriber
 from ..subscribers.mail import queue_probe
 from ..subscribers.service import unsubscribe
 from ..subscribers.suppression import Rules, active_subscriptions, bounced, suppress
 from ..webhooks.events import announce
+from .models import InboundMessage
 from .report import Report, ReportKind, Verdict
 
 PROBE_EVERY = timedelta(days=7)  # at most one probe an address in this long

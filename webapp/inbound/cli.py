@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from ..commands import Since, StaffGroup
 from ..db import session_factory
-from ..models import InboundMessage
 from .imap import MailboxError, fetch_once
+from .models import InboundMessage
 from .reclassify import reclassify
 from .report import ReportKind
 from .server import InboundController, InboundHandler

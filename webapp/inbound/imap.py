@@ -27,9 +27,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..links import LinkGone, TokenExpired, TokenInvalid, row_for_link
 from ..mailout.verp import Verp
-from ..models import ImapSeen
 from .acting import by_address, find_target
 from .classify import classify
+from .models import ImapSeen
 from .report import BOUNCES, Report, ReportKind
 from .store import take_in
 

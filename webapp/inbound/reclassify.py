@@ -18,10 +18,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from emails.reasons import Fault, fault, reason_of
 
 from ..mailout.verp import Verp
-from ..models import EventKind, InboundMessage, Subscriber, Subscription, SubscriptionEvent
+from ..models import EventKind, Subscriber, Subscription, SubscriptionEvent
 from ..subscribers.suppression import lift
 from .acting import find_target
 from .classify import classify
+from .models import InboundMessage
 from .report import BOUNCES, Report, ReportKind
 
 BATCH = 200  # messages classified and committed together

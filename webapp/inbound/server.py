@@ -27,7 +27,7 @@ from sqlalchemy import select
 
 from ..db import session_factory
 from ..mailout.verp import Verp
-from ..models import InboundMessage
+from .models import InboundMessage
 from .store import handle, store
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..db import utcnow
 from ..mailout.verp import Verp
-from ..models import HookToken, InboundMessage
 from .acting import act, act_for_relay
 from .classify import classify
+from .models import HookToken, InboundMessage
 from .report import Report
 
 log = logging.getLogger(__name__)

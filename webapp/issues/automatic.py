@@ -25,8 +25,9 @@ from emails.articles import Article, ArticleError, read_article
 from emails.feeds import FeedError, read_feed
 
 from ..db import utcnow
-from ..models import AutomaticRun, Issue, IssueArticle, Newsletter
+from ..models import Issue, Newsletter
 from .building import build_issue, page_furniture, seed_article_paths
+from .models import AutomaticRun, IssueArticle
 
 MAX_ARTICLES = (
     20  # the first new articles (a feed lists its newest first) in one issue; the rest wait

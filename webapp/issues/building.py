@@ -15,7 +15,8 @@ from emails.digest import DigestContent, render_digest
 
 from ..i18n import CATALOGS
 from ..links import public_url
-from ..models import Issue, IssueLink, Newsletter
+from ..models import Issue, Newsletter
+from ..reports.models import IssueLink
 from ..texts import DEFAULT_LANGUAGE
 
 PREHEADER_CHARS = 140

@@ -16,8 +16,9 @@ from emails.transport import DeliveryError
 from ..commands import ISSUE_NUMBER, StaffGroup, issue_arg, newsletter_arg
 from ..db import session_factory
 from ..links import personal_links, preview_links, reader_links, tracked_links
+from ..mailout.models import Delivery, DeliveryStatus
 from ..mailout.relay import transport_from_config
-from ..models import Delivery, DeliveryStatus, Issue, Newsletter, Subscriber, Subscription
+from ..models import Issue, Newsletter, Subscriber, Subscription
 from ..reports.cli import digest_report
 from ..reports.numbers import issue_numbers
 from .automatic import page_key, remember_articles

@@ -15,15 +15,9 @@ from sqlalchemy import Connection, and_, bindparam, exists, func, insert, or_, s
 from sqlalchemy.orm import Session
 
 from ..db import utcnow
+from ..mailout.models import Delivery, DeliveryStatus
 from ..mailout.senders import alive, host_name
-from ..models import (
-    Delivery,
-    DeliveryStatus,
-    Issue,
-    Subscriber,
-    Subscription,
-    SubscriptionStatus,
-)
+from ..models import Issue, Subscriber, Subscription, SubscriptionStatus
 from ..subscribers.suppression import Rules, bounced
 from ..webhooks.events import announce
 

@@ -26,8 +26,9 @@ from sqlalchemy.engine import make_url
 from ..db import engine
 from ..links import reader_links, tracked_links
 from ..mailout.journal import fold_journals, journal_folder
+from ..mailout.models import DeliveryStatus
 from ..mailout.relay import transport_from_config
-from ..models import DeliveryStatus, Issue
+from ..models import Issue
 from ..reports.refusals import blocking
 from .mail import IssueMail
 from .queue import (

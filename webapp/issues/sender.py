@@ -22,8 +22,8 @@ from emails.transport import DeliveryError, Transport
 
 from ..db import utcnow
 from ..mailout.journal import Journal, fold_journals
+from ..mailout.models import DeliveryStatus
 from ..mailout.senders import sender_name
-from ..models import DeliveryStatus
 from ..subscribers.suppression import Rules
 from .mail import IssueMail
 from .queue import (

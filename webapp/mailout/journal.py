@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from emails.transport import private_folder
 
 from ..db import utcnow
-from ..models import Delivery, DeliveryStatus
+from .models import Delivery, DeliveryStatus
 from .senders import alive, host_name
 
 SUFFIX = ".journal"

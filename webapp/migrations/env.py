@@ -2,13 +2,12 @@
 
 from alembic import context
 
-from webapp import models  # noqa: F401  (registers the tables on Model.metadata)
-from webapp.db import Model
+from webapp.tables import METADATA
 
 connection = context.config.attributes["connection"]
 context.configure(
     connection=connection,
-    target_metadata=Model.metadata,
+    target_metadata=METADATA,
     render_as_batch=True,  # SQLite alters tables by copying them
     compare_type=True,
 )

@@ -20,7 +20,8 @@ from sqlalchemy import delete, exists, insert, literal, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..db import utcnow
-from ..models import Click, Issue, IssueLink, Subscriber
+from ..models import Issue, Subscriber
+from .models import Click, IssueLink
 
 SCANNER_SECONDS = 5
 SCANNER_LINKS = 3

@@ -8,15 +8,9 @@ from sqlalchemy.orm import Session
 
 from emails.slots import Slotted
 
-from ..models import (
-    Click,
-    Delivery,
-    DeliveryStatus,
-    EventKind,
-    Issue,
-    IssueLink,
-    SubscriptionEvent,
-)
+from ..mailout.models import Delivery, DeliveryStatus
+from ..models import EventKind, Issue, SubscriptionEvent
+from .models import Click, IssueLink
 from .refusals import refusals_by_domain
 
 # Which unsubscribes count against an issue: the reader used its link or header.

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..models import Delivery, DeliveryStatus, Subscriber
+from ..mailout.models import Delivery, DeliveryStatus
+from ..models import Subscriber
 
 # A domain refusing more than this share of its readers is blocking us, not them;
 # below MIN_REFUSALS a share says nothing (one reader of two is 50 %).

@@ -7,8 +7,6 @@ import click
 from flask import Flask, current_app
 from sqlalchemy import and_, delete, select
 
-from emails.addresses import InvalidAddress, normalize_address
-
 from ..commands import Duration, StaffGroup, newsletter_arg
 from ..db import session_factory, utcnow
 from ..models import (
@@ -19,9 +17,7 @@ from ..models import (
 )
 from .export import export_subscriptions
 from .importer import ImportFileError, import_csv
-from .mail import queue_confirmation
-from .outbox import wake_worker
-from .personal import erase
+from .mail import queue_confirmation, wake_worker
 from .service import claim_confirmation, confirmation_due
 from .stats import list_stats
 
@@ -216,25 +212,6 @@ def subscribers_import(csv_file: Path, newsletter: str, confirmed: bool, consent
     )
     if report.bad:
         raise click.ClickException(f"{report.bad} bad row(s) were not imported (listed above)")
-
-
-@subscribers_group.command("delete")
-@click.argument("email")
-def subscribers_delete(email: str) -> None:
-    """Erase an address: everything personal deleted, only a keyed hash kept.
-
-    The same erasure as the reader's own button; imports skip the address from then on.
-
-    Example: newsletter subscribers delete reader@newsroom.org
-    """
-    try:
-        key = normalize_address(email).key
-    except InvalidAddress as exc:
-        raise click.BadParameter(str(exc), param_hint="EMAIL") from None
-    with session_factory()() as session:
-        count = erase(session, key, current_app.config["SECRET_KEY"], "staff")
-        session.commit()
-    click.echo(f"Erased {email}: {count} subscription(s) deleted; imports will skip it.")
 
 
 @subscribers_group.command("resend-confirmations")

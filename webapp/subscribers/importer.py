@@ -18,7 +18,6 @@ from emails.addresses import InvalidAddress, normalize_address
 
 from ..db import utcnow
 from ..models import (
-    ErasedAddress,
     EventKind,
     Newsletter,
     Subscriber,
@@ -26,8 +25,9 @@ from ..models import (
     SubscriptionEvent,
     SubscriptionStatus,
 )
+from .erased import erased_digest
 from .mail import queue_confirmation
-from .personal import erased_digest
+from .models import ErasedAddress
 from .service import Consent, unsubscribe
 
 BATCH = 1000

@@ -21,8 +21,9 @@ from emails.slots import render_slotted
 
 from ..i18n import CATALOGS
 from ..links import data_token, manage_url, personal_links, public_url, reader_links
+from ..mailout.models import OutboxMail
 from ..mailout.relay import dkim_sign, list_id_headers, list_unsubscribe
-from ..models import Newsletter, OutboxMail, Subscriber, Subscription
+from ..models import Newsletter, Subscriber, Subscription
 from ..texts import DEFAULT_LANGUAGE, TEXTS
 from .service import Due
 
@@ -222,3 +223,12 @@ def queue_probe(session: Session, subscriber: Subscriber) -> None:
         {"manage_url": manage_url(subscriber)},
         language=subscriber.language,
     )
+
+
+def wake_worker() -> None:
+    """Ask this process's outbox thread, if it runs (in a web server), to deliver what
+    was just queued: a signal through ``app.extensions``, so nothing here imports the
+    worker, and a staff command never starts one."""
+    worker = current_app.extensions.get("outbox_worker")
+    if worker is not None:
+        worker.wake()

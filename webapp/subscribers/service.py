@@ -18,15 +18,9 @@ from sqlalchemy.orm import Session
 from emails.addresses import Address, mailbox
 
 from ..db import UTCDateTime, utcnow
-from ..models import (
-    EventKind,
-    Mailbox,
-    Newsletter,
-    Subscriber,
-    Subscription,
-    SubscriptionStatus,
-)
+from ..models import EventKind, Newsletter, Subscriber, Subscription, SubscriptionStatus
 from .history import record_event, record_event_of
+from .models import Mailbox
 
 
 @dataclass(frozen=True)

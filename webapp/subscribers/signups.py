@@ -25,9 +25,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from emails.addresses import Address, InvalidAddress, normalize_address
 
 from ..db import utcnow
-from ..models import Newsletter, SignupRequest
+from ..models import Newsletter
 from . import batches, service
 from .mail import queue_confirmations_of
+from .models import SignupRequest
 
 log = logging.getLogger(__name__)
 

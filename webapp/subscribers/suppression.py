@@ -17,7 +17,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from emails.reasons import Fault, fault, reason_of
+from emails.transport import DeliveryError
+
 from ..db import utcnow
+from ..mailout.models import OutboxMail
 from ..models import EventKind, Subscriber, Subscription, SubscriptionStatus
 from .history import record_event
 
@@ -133,3 +137,18 @@ def active_subscriptions(session: Session, subscriber: Subscriber) -> list[Subsc
             )
         )
     )
+
+
+def refused_by_relay(session: Session, message: OutboxMail, exc: DeliveryError) -> None:
+    """A relay's refusal of one of our messages for its recipient: a dead address is
+    suppressed (a probe refused at once is the probe bouncing); the rest (a full
+    mailbox, a block of us) changes no reader: a confirmation is simply not sent."""
+    if message.subscriber_id is None:
+        return
+    reply = str(exc.code) if exc.code else None
+    reason = reason_of(None, reply, str(exc), "failed", "rcpt")
+    if fault(reason) is not Fault.ADDRESS:
+        return
+    subscriber = session.get(Subscriber, message.subscriber_id)
+    if subscriber is not None:
+        bounced(session, subscriber, "hard", reason, Rules(), code=reply)

@@ -23,9 +23,9 @@ from ..catalog import newsletter_by_slug
 from ..db import get_session
 from ..links import issue_of_unsubscribe, manage_url
 from ..models import Subscriber, Subscription, SubscriptionStatus
-from ..subscribers import personal, service
-from ..subscribers.mail import queue_data_link, queue_welcome
-from ..subscribers.outbox import wake_worker
+from ..privacy import data as personal
+from ..subscribers import service
+from ..subscribers.mail import queue_data_link, queue_welcome, wake_worker
 from ..texts import LANGUAGES, TEXTS
 from .forms import ManageForm
 from .notices import linked, notice

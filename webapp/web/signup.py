@@ -26,8 +26,7 @@ from ..issues.building import seed_articles
 from ..links import manage_url
 from ..models import Newsletter, Subscription, SubscriptionStatus
 from ..subscribers import service, signups
-from ..subscribers.mail import queue_welcome
-from ..subscribers.outbox import wake_worker
+from ..subscribers.mail import queue_welcome, wake_worker
 from ..texts import TEXTS
 from .after_answer import after_answer
 from .forms import ConfirmForm, SubscribeForm

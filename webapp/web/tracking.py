@@ -11,8 +11,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..db import get_session
 from ..links import tracked_links
-from ..models import IssueLink
 from ..reports.clicks import record_hit
+from ..reports.models import IssueLink
 from ..texts import TEXTS
 from .notices import Notice
 

@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 
 from ..commands import StaffGroup
 from ..db import session_factory
-from ..models import WebhookMessage, WebhookStatus
 from .delivery import retry
+from .models import WebhookMessage, WebhookStatus
 
 webhooks_group = StaffGroup("webhooks", help="Show, replay and sign the webhook messages.")
 

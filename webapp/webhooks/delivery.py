@@ -27,8 +27,8 @@ from emails.deadline import url_within
 
 from ..config import signer
 from ..db import UTCDateTime, utcnow
-from ..models import WebhookMessage, WebhookStatus
 from .events import payload
+from .models import WebhookMessage, WebhookStatus
 
 MAX_DELAY = 6 * 3600  # seconds: a receiver that is down is tried at least this often
 USER_AGENT = "newsletter-webhooks/1"

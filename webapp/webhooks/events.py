@@ -24,14 +24,8 @@ from sqlalchemy import bindparam, insert, literal, select
 from sqlalchemy.orm import Session
 
 from ..db import UTCDateTime, utcnow
-from ..models import (
-    EventKind,
-    Newsletter,
-    Subscriber,
-    Subscription,
-    WebhookMessage,
-    WebhookStatus,
-)
+from ..models import EventKind, Newsletter, Subscriber, Subscription
+from .models import WebhookMessage, WebhookStatus
 
 # Subscription history events that are webhook events.
 FROM_HISTORY = {

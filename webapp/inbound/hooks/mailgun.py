@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, select
 
 from ...db import session_factory, utcnow
-from ...models import HookToken
+from ..models import HookToken
 from ..report import Report, ReportKind, relay_bounce
 from .base import Event, Malformed, Refused, fresh, json_body, text
 

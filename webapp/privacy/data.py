@@ -1,10 +1,9 @@
-"""A reader's own data: everything stored about them, to download, and erasure.
+"""A reader's own data, across every feature's tables: everything stored about them,
+to download, and erasure.
 
-Erasure keeps only a keyed hash of the address, so that an import never adds it back.
+Erasure keeps only a keyed hash of the address (``subscribers/erased.py``), so that an
+import never adds it back.
 """
-
-import hashlib
-import hmac
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
@@ -12,30 +11,15 @@ from sqlalchemy.orm import Session
 from emails.addresses import mailbox
 
 from ..db import utcnow
-from ..models import (
-    Click,
-    Delivery,
-    ErasedAddress,
-    EventKind,
-    InboundMessage,
-    Issue,
-    IssueLink,
-    Mailbox,
-    OutboxMail,
-    SignupRequest,
-    Subscriber,
-    SubscriptionEvent,
-    WebhookMessage,
-    WebhookStatus,
-)
+from ..inbound.models import InboundMessage
+from ..mailout.models import Delivery, OutboxMail
+from ..models import EventKind, Issue, Subscriber, SubscriptionEvent
+from ..reports.models import Click, IssueLink
+from ..subscribers.erased import erased_digest
+from ..subscribers.history import event_record, iso
+from ..subscribers.models import ErasedAddress, Mailbox, SignupRequest
 from ..webhooks.events import announce
-from .history import event_record, iso
-
-
-def erased_digest(address_key: str, secret_key: str) -> str:
-    """The keyed hash kept of an erased address (HMAC-SHA256 of its case-folded form)."""
-    key = hmac.new(secret_key.encode(), b"newsletter.erased", hashlib.sha256).digest()
-    return hmac.new(key, address_key.encode(), hashlib.sha256).hexdigest()
+from ..webhooks.models import WebhookMessage, WebhookStatus
 
 
 def erase(session: Session, address_key: str, secret_key: str, how: str = "reader") -> int:
@@ -83,11 +67,6 @@ def erase(session: Session, address_key: str, secret_key: str, how: str = "reade
             ],
         )
     return len(newsletters)
-
-
-def is_erased(session: Session, address_key: str, secret_key: str) -> bool:
-    """True if this address was erased (imports must skip it)."""
-    return session.get(ErasedAddress, erased_digest(address_key, secret_key)) is not None
 
 
 def personal_data(session: Session, subscriber: Subscriber) -> dict:

@@ -14,28 +14,21 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from flask import current_app
 from sqlalchemy import bindparam, insert, literal, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from emails.reasons import Fault, fault, reason_of
 from emails.transport import DeliveryError, Transport
 
 from ..db import UTCDateTime, utcnow
-from ..mailout.journal import Journal, dead_journals
-from ..mailout.senders import sender_name
-from ..mailout.verp import Verp
-from ..models import (
-    EventKind,
-    OutboxMail,
-    OutboxStatus,
-    Subscriber,
-    Subscription,
-    SubscriptionEvent,
-)
-from .suppression import Rules, bounced
+from ..models import EventKind, Subscription, SubscriptionEvent
+from .journal import Journal, dead_journals
+from .models import OutboxMail, OutboxStatus
+from .senders import sender_name
+from .verp import Verp
 
 log = logging.getLogger(__name__)
+# Told of a message the relay refused for its recipient (see deliver_queued).
+Refused = Callable[[Session, OutboxMail, DeliveryError], None]
 
 MAX_BACKOFF = 3600  # seconds; a message is retried at least hourly while the relay is down
 
@@ -62,6 +55,7 @@ def deliver_queued(
     verp: Verp | None = None,
     stopping: Callable[[], bool] | None = None,
     journal: Path | None = None,
+    on_refused: Refused | None = None,
 ) -> DeliveryReport:
     """Send queued messages until none is left or the relay fails temporarily.
 
@@ -82,9 +76,13 @@ def deliver_queued(
     and take its other claims back at once, so again only the message in flight can
     go out twice. Passes on other hosts cannot read it: if none on its host runs
     within the lease, they may send again what it had sent and not recorded.
+
+    ``on_refused`` hears of each message the relay refused for its recipient, in the
+    transaction that records it: what a refusal means for the reader is the list's
+    business (``subscribers.suppression.refused_by_relay``), not the mail's.
     """
     report = DeliveryReport()
-    run = _Pass(sessions, transport, lease, backoff, due_only, verp, journal, report)
+    run = _Pass(sessions, transport, lease, backoff, due_only, verp, journal, report, on_refused)
     with contextlib.nullcontext() if keep_open else transport:
         try:
             while True:
@@ -199,7 +197,9 @@ class _Pass:
     """One pass's sending: claims in groups, results recorded in groups (see
     :func:`deliver_queued`)."""
 
-    def __init__(self, sessions, transport, lease, backoff, due_only, verp, journal, report):
+    def __init__(
+        self, sessions, transport, lease, backoff, due_only, verp, journal, report, on_refused
+    ):
         self.sessions, self.transport, self.verp = sessions, transport, verp
         self.lease, self.backoff, self.due_only = lease, backoff, due_only
         self.folder, self.report = journal, report
@@ -208,6 +208,7 @@ class _Pass:
         # known by it (see fold_outbox_journals).
         self.name = sender_name()
         self.sent: list[int] = []  # ids sent, not yet recorded
+        self.on_refused: Refused | None = on_refused
 
     def send(self, ids: list[int], stopping: Callable[[], bool] | None) -> bool:
         """Claim ``ids`` (those still claimable) and send them; False when the pass
@@ -293,8 +294,8 @@ class _Pass:
                     "next_attempt": next_attempt,
                 },
             )
-            if exc.permanent and exc.recipient and message.subscriber_id is not None:
-                _refused(session, message, exc)
+            if exc.permanent and exc.recipient and self.on_refused is not None:
+                self.on_refused(session, message, exc)
             session.commit()
         self._recorded()
 
@@ -330,19 +331,6 @@ class _Pass:
             if self.journal is not None:
                 self.journal.close(recorded=not self.sent)
                 _OPEN.discard(self.name)  # if left (not recorded), the next pass folds it
-
-
-def _refused(session: Session, message, exc: DeliveryError) -> None:
-    """A relay's refusal of one of our messages for its recipient: a dead address is
-    suppressed (a probe refused at once is the probe bouncing); the rest (a full
-    mailbox, a block of us) changes no reader: a confirmation is simply not sent."""
-    reply = str(exc.code) if exc.code else None
-    reason = reason_of(None, reply, str(exc), "failed", "rcpt")
-    if fault(reason) is not Fault.ADDRESS:
-        return
-    subscriber = session.get(Subscriber, message.subscriber_id)
-    if subscriber is not None:
-        bounced(session, subscriber, "hard", reason, Rules(), code=reply)
 
 
 def record_sent(session: Session, ids: list[int], at) -> int:
@@ -391,12 +379,3 @@ def _welcome_sent(session: Session, subscription_id: int, at) -> None:
             ).where(Subscription.id == subscription_id),
         )
     )
-
-
-def wake_worker() -> None:
-    """Ask this process's outbox thread, if it runs (in a web server), to deliver what
-    was just queued: a signal through ``app.extensions``, so nothing here imports the
-    worker, and a staff command never starts one."""
-    worker = current_app.extensions.get("outbox_worker")
-    if worker is not None:
-        worker.wake()
