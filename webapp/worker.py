@@ -23,11 +23,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from emails.transport import Transport
 
-from .db import session_factory, utcnow
+from .db import session_factory
 from .inbound.store import drop_old_raw
 from .issues.automatic import run_automatic
 from .issues.queue import finish_done
-from .issues.running import run_send, single_sender, sqlite_only_one
+from .issues.running import SendInterrupted, run_scheduled, sqlite_only_one
 from .issues.schedule import due
 from .issues.sender import SendSettings
 from .mailout.journal import journal_folder
@@ -279,32 +279,11 @@ def _due(app: Flask):
 
 
 def _send(app: Flask, issue_id: int, config) -> bool:
-    """Run one scheduled send as ``digest send --yes`` runs it; its outcome is logged.
-    False when it did not finish (paused, another send of it running, failures)."""
-    from .models import Issue
-
-    with session_factory(app)() as session:
-        issue = session.get(Issue, issue_id)
-        name = f"{issue.newsletter.slug} issue {issue.number}"
-        if issue.sent_at is None:
-            late = (utcnow() - issue.scheduled_at).total_seconds()
-            when = f"{late:.0f} s late (no worker ran at its time)" if late > 60 else "on time"
-            click.echo(f"Starting the scheduled send of {name}, {when}.")
-        else:
-            click.echo(f"Resuming the scheduled send of {name}.")
-        settings = SendSettings.from_config(config)
-        try:
-            with single_sender(app, issue):
-                run_send(app, session, issue, settings, yes=True)
-        except click.ClickException as exc:  # another send of it runs; failures: logged
-            click.echo(f"{name}: {exc.format_message()}", err=True)
-            return False
-        except SystemExit as exc:  # the send's own exit: paused, interrupted, failures
-            if exc.code == 130:
-                raise Stop from None
-            click.echo(f"{name}: the send ended with status {exc.code}.", err=True)
-            return exc.code in (0, None)
-        return True
+    """Run one scheduled send (see ``run_scheduled``); Stop when it was interrupted."""
+    try:
+        return run_scheduled(app, issue_id, SendSettings.from_config(config))
+    except SendInterrupted:
+        raise Stop from None
 
 
 class OutboxWorker:

@@ -23,7 +23,7 @@ from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from ..db import engine
+from ..db import engine, session_factory, utcnow
 from ..links import reader_links, tracked_links
 from ..mailout.journal import fold_journals, journal_folder
 from ..mailout.models import DeliveryStatus
@@ -139,6 +139,37 @@ def run_send(app: Flask, session, issue: Issue, settings: SendSettings, yes: boo
         sys.exit(1)
     if after[DeliveryStatus.FAILED]:
         raise click.ClickException(f"{after[DeliveryStatus.FAILED]:,} delivery(ies) failed")
+
+
+class SendInterrupted(Exception):
+    """A scheduled send was stopped by SIGTERM or Ctrl-C (its messages in flight were
+    recorded; the next worker resumes it)."""
+
+
+def run_scheduled(app: Flask, issue_id: int, settings: SendSettings) -> bool:
+    """Run one scheduled send as ``digest send --yes`` runs it; its outcome is logged.
+    False when it did not finish (paused, another send of it running, failures)."""
+    with session_factory(app)() as session:
+        issue = session.get(Issue, issue_id)
+        name = f"{issue.newsletter.slug} issue {issue.number}"
+        if issue.sent_at is None:
+            late = (utcnow() - issue.scheduled_at).total_seconds()
+            when = f"{late:.0f} s late (no worker ran at its time)" if late > 60 else "on time"
+            click.echo(f"Starting the scheduled send of {name}, {when}.")
+        else:
+            click.echo(f"Resuming the scheduled send of {name}.")
+        try:
+            with single_sender(app, issue):
+                run_send(app, session, issue, settings, yes=True)
+        except click.ClickException as exc:  # another send of it runs; failures: logged
+            click.echo(f"{name}: {exc.format_message()}", err=True)
+            return False
+        except SystemExit as exc:  # the send's own exit: paused, interrupted, failures
+            if exc.code == EXIT_INTERRUPTED:
+                raise SendInterrupted(name) from None
+            click.echo(f"{name}: the send ended with status {exc.code}.", err=True)
+            return exc.code in (0, None)
+        return True
 
 
 def _left(found: dict[DeliveryStatus, int]) -> int:

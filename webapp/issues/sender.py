@@ -26,17 +26,8 @@ from ..mailout.models import DeliveryStatus
 from ..mailout.senders import sender_name
 from ..subscribers.suppression import Rules
 from .mail import IssueMail
-from .queue import (
-    Bounce,
-    Claimed,
-    Result,
-    claim,
-    counts,
-    next_due,
-    record,
-    release_claims,
-    renew,
-)
+from .queue import Claimed, claim, counts, next_due, release_claims, renew
+from .results import Bounce, Result, record
 
 # Messages between two commits of results: a batch's worth. With the journal a
 # kill -9 loses none of them; without one (or when the machine goes down) they are
