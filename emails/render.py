@@ -33,11 +33,3 @@ def environment(language: str = "en", catalogs: str | None = None) -> Environmen
     pattern = DATE_FORMATS.get(language, "long")
     env.filters["long_date"] = lambda moment: format_date(moment, pattern, locale=language)
     return env
-
-
-def render_pair(name: str, **context: object) -> tuple[str, str]:
-    """Render ``name.txt`` and ``name.html`` with the same context: (text, html)."""
-    env = environment()
-    text = env.get_template(f"{name}.txt").render(context)
-    html = env.get_template(f"{name}.html").render(context)
-    return text, html

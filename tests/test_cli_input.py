@@ -184,3 +184,16 @@ def test_flask_app_webapp_shows_no_traceback_either(tmp_path):
     )
     assert imported.returncode == 1 and "Traceback" not in imported.stderr
     assert "1 added" in imported.stdout
+
+
+def test_the_html_report_without_its_charts_extra_names_it(app, runner, tmp_path, monkeypatch):
+    # matplotlib is the `charts` extra: an installation without it gets one line.
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
+    monkeypatch.delitem(sys.modules, "webapp.reports.charts", raising=False)
+    result = runner.invoke(args=["report", "--html", str(tmp_path / "report.html")])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "Error: the HTML report draws its charts with matplotlib, which is not installed: "
+        "pip install 'newsletter[charts]'"
+    ]
+    assert not (tmp_path / "report.html").exists()

@@ -1,11 +1,16 @@
 """Charts for the report, drawn by matplotlib into inline SVG (no files beside the HTML,
 no script): a list's growth over time, and issues' rates side by side.
 
-matplotlib is imported here only, when a report is made: the web workers never load it.
+This module (and matplotlib with it, the ``charts`` extra) is imported only when a report
+is made: the web workers never load it.
 """
 
 import io
 from datetime import date
+
+import matplotlib.dates as mdates
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 LEFT_COLOURS = {
     "link": "#d95f02",
@@ -24,8 +29,6 @@ RATE_COLOURS = {
 
 
 def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
     figure = Figure(figsize=(width, height), layout="constrained")
     figure.set_facecolor("white")
     return figure
@@ -46,9 +49,6 @@ def growth_chart(
     left: dict[str, list[int]],
 ) -> str:
     """Confirmed readers over time above, each day's joins and leaves (by why) below."""
-    import matplotlib.dates as mdates
-    from matplotlib.ticker import MaxNLocator
-
     figure = _figure(9, 5.2)
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 2])
     top.plot(days, confirmed, color="#1b9e77", linewidth=2, label="confirmed")

@@ -113,7 +113,13 @@ def report_command(slug: str | None, since: datetime | None, html_file: Path) ->
 
     Example: newsletter report --since 90d --html report.html
     """
-    from .charts import growth_chart, rates_chart
+    try:
+        from .charts import growth_chart, rates_chart
+    except ImportError:  # the charts' one dependency is an extra
+        raise click.ClickException(
+            "the HTML report draws its charts with matplotlib, which is not installed: "
+            "pip install 'newsletter[charts]'"
+        ) from None
 
     with session_factory()() as session:
         _fold(session)
