@@ -32,15 +32,28 @@ settings.register_profile("ci", derandomize=True, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+# Tests that pick their database themselves: the SQLite pass runs them on both.
+BOTH_DATABASES = {"any_db_app", "any_db_url", "postgres"}
+
+
+def _ran_in_the_sqlite_pass(item) -> bool:
+    return bool(
+        item.get_closest_marker("no_database")
+        or BOTH_DATABASES & set(getattr(item, "fixturenames", ()))
+    )
+
+
 def pytest_collection_modifyitems(config, items):
-    """The PostgreSQL pass (TEST_DATABASE=postgresql) runs only what touches a database:
-    a test marked ``no_database`` ran in the SQLite pass, and would run the same again."""
+    """The PostgreSQL pass (TEST_DATABASE=postgresql) runs only what touches the
+    database it is about: a test marked ``no_database``, or one that picks its database
+    itself (on both, or on PostgreSQL), ran in the SQLite pass and would run the same
+    again."""
     if TEST_DATABASE != "postgresql":
         return
-    left_out = [item for item in items if item.get_closest_marker("no_database")]
+    left_out = [item for item in items if _ran_in_the_sqlite_pass(item)]
     if left_out:
         config.hook.pytest_deselected(items=left_out)
-        items[:] = [item for item in items if not item.get_closest_marker("no_database")]
+        items[:] = [item for item in items if not _ran_in_the_sqlite_pass(item)]
 
 
 @pytest.fixture(autouse=True)

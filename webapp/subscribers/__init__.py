@@ -1,3 +1,3 @@
-"""The list: subscribing, confirming, leaving and erasing; imports and exports;
-transactional mail and the outbox queue that delivers it (through ``mailout/``; the
-web server's thread that drains it is in ``worker.py``)."""
+"""The list: subscribing, confirming, leaving; imports and exports; the transactional
+mail it queues (delivered by ``mailout/``'s outbox, whose refusals ``suppression``
+hears); the hashes of erased addresses (the erasure itself is ``privacy/``)."""
