@@ -2,6 +2,16 @@
 
 Flask is imported only by the three functions that bind the database to an app, so
 the parts that run without one (the forked senders of a digest) load without it.
+
+Why these 40 lines and not Flask-SQLAlchemy-Lite (0.2.1, read 2026-12-08): its
+engines and session factory are reached through ``current_app`` only, while 14 call
+sites hold an app and no context (the worker's jobs and threads, the web server's
+outbox thread, the sends) and would each push one; it builds the engine from the
+configuration, so the SQLite engine's own parts (writers taking turns on a lock file,
+the file created private before SQLite does, the pragmas) would be patched onto its
+engine after the fact; and importing it imports Flask, which the sending core never
+loads (``tests/test_sender.py``). What it would replace is ``init_app``,
+``session_factory``, ``engine`` and ``get_session`` below.
 """
 
 import enum
