@@ -64,6 +64,8 @@ def normalize_address(raw: str) -> Address:
     for label in checked.domain.split("."):
         if mixes_scripts(label):
             raise InvalidAddress(f"the domain label {label!r} mixes scripts")
+    if checked.ascii_email is None:  # not without SMTPUTF8: refused by validate_email above
+        raise InvalidAddress("the part before the @-sign is not ASCII")
     return Address(
         email=checked.normalized, ascii=checked.ascii_email, key=checked.normalized.casefold()
     )

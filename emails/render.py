@@ -28,7 +28,8 @@ def environment(language: str = "en", catalogs: str | None = None) -> Environmen
     translations = (
         Translations.load(catalogs, [language]) if catalogs and language != "en" else None
     )
-    env.install_gettext_translations(translations or NullTranslations(), newstyle=True)
+    # Added to the environment by the i18n extension at run time: not in Jinja's types.
+    env.install_gettext_translations(translations or NullTranslations(), newstyle=True)  # type: ignore[attr-defined]
     env.globals["lang"] = language
     pattern = DATE_FORMATS.get(language, "long")
     env.filters["long_date"] = lambda moment: format_date(moment, pattern, locale=language)

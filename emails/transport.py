@@ -126,6 +126,7 @@ class SmtpTransport(_Closing):
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
         context = ssl.create_default_context()
+        smtp: smtplib.SMTP
         if s.security == "ssl":
             smtp = WatchedSMTP_SSL(self._watch, s.host, s.port, timeout=s.timeout, context=context)
         else:
@@ -151,7 +152,7 @@ class SmtpTransport(_Closing):
         with Watch(self.deadline) as watch:
             self._watch = watch
             try:
-                self._send(message, sender, recipients)
+                self._send(watch, message, sender, recipients)
             except DeliveryError:
                 if watch.expired:
                     raise DeliveryError(
@@ -161,19 +162,19 @@ class SmtpTransport(_Closing):
             finally:
                 self._watch = None
 
-    def _send(self, message: bytes, sender: str, recipients: list[str]) -> None:
+    def _send(self, watch: Watch, message: bytes, sender: str, recipients: list[str]) -> None:
         for attempt in (1, 2):
             self._body_sent = False
             try:
                 if self._smtp is None:
                     self._smtp = self._connect()
                 else:
-                    self._watch.track(self._smtp.sock)
+                    watch.track(self._smtp.sock)
                 self._transaction(self._smtp, message, sender, recipients)
                 return
             except smtplib.SMTPServerDisconnected as exc:
                 self._drop()
-                if attempt == 2 or self._body_sent or self._watch.expired:
+                if attempt == 2 or self._body_sent or watch.expired:
                     raise DeliveryError(f"relay closed the connection: {exc}") from exc
             except smtplib.SMTPAuthenticationError as exc:
                 self._drop()

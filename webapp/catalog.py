@@ -5,6 +5,7 @@ import tomllib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeGuard, cast
 from weakref import WeakKeyDictionary
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -150,7 +151,7 @@ def valid_cron(expression: str) -> bool:
     return True
 
 
-def is_slug(text: object) -> bool:
+def is_slug(text: object) -> TypeGuard[str]:
     """True for text shaped like a newsletter's slug (``daily-news``, at most 64 characters)."""
     return isinstance(text, str) and len(text) <= 64 and SLUG.fullmatch(text) is not None
 
@@ -180,7 +181,7 @@ def newsletter_id_by_slug(session: Session, slug: object) -> int | None:
     first time a process meets the slug)."""
     if not is_slug(slug):
         return None
-    known = _IDS.setdefault(session.get_bind(), {})
+    known = _IDS.setdefault(cast(Engine, session.get_bind()), {})  # bound to an engine
     if slug not in known:
         found = session.connection().execute(_ID_BY_SLUG, {"slug": slug}).scalar()
         if found is None:

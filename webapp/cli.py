@@ -160,7 +160,8 @@ def serve_command(host: str, port: int) -> None:
     """
     from werkzeug.serving import run_simple
 
-    app = current_app._get_current_object()
+    # Flask types current_app as a Flask; it is a LocalProxy, which has this.
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     click.echo(f"Serving {app.config['SITE_NAME']} newsletters on http://{host}:{port}/")
     if app.config["MAIL_BACKEND"] == "file":
         click.echo(f"Mail is captured, not sent: read it at http://{host}:{port}/outbox")
@@ -193,7 +194,8 @@ def worker_command(interval: float) -> None:
 
     Example: newsletter worker
     """
-    run_worker(current_app._get_current_object(), interval)
+    # Flask types current_app as a Flask; it is a LocalProxy, which has this.
+    run_worker(current_app._get_current_object(), interval)  # type: ignore[attr-defined]
 
 
 @outbox_group.command("send")
@@ -215,7 +217,8 @@ def outbox_send(watch: bool, interval: float) -> None:
 
     Example: NEWSLETTER_MAIL_BACKEND=smtp newsletter outbox send --watch
     """
-    app = current_app._get_current_object()
+    # Flask types current_app as a Flask; it is a LocalProxy, which has this.
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     if not watch:
         report = deliver_outbox(app, due_only=False)
         click.echo(f"Outbox: {report.sent} sent, {report.retry} to retry, {report.failed} failed.")
@@ -236,7 +239,8 @@ def main() -> None:
         click.echo(f"Error: configuration: {exc}", err=True)
         sys.exit(2)
     except SQLAlchemyError as exc:
-        reason = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
+        orig = getattr(exc, "orig", None)  # the driver's error, on a DBAPIError
+        reason = str(orig or exc).splitlines()[0]
         click.echo(
             f"Error: database: {reason} (is it migrated? run: newsletter db upgrade)", err=True
         )

@@ -7,6 +7,7 @@ import base64
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask
@@ -181,7 +182,7 @@ def _check(config: dict) -> None:
         )
 
 
-def webhook_urls(value: object) -> tuple[str, ...]:
+def webhook_urls(value: Any) -> tuple[str, ...]:
     """The webhook receivers: text with URLs separated by spaces or commas, or a list
     (``instance/config.py``, or JSON in the environment); each must be http(s)."""
     if isinstance(value, tuple):
@@ -216,7 +217,7 @@ def signer(secret: str) -> Webhook:
     return Webhook(raw)
 
 
-def _typed(key: str, value: object, default: object) -> object:
+def _typed(key: str, value: Any, default: object) -> object:
     """``value`` as the type of ``default``.
 
     Environment values arrive parsed as JSON (``from_prefixed_env``), so an all-digit

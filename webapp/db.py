@@ -18,9 +18,9 @@ import enum
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from sqlalchemy import DateTime, Engine, Enum, MetaData, create_engine, event
+from sqlalchemy import CursorResult, DateTime, Engine, Enum, MetaData, Result, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -84,6 +84,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def rowcount(result: Result) -> int:
+    """The rows an UPDATE or DELETE matched. ``Session.execute`` is typed to return a
+    plain Result, but for such a statement it is a CursorResult, which counts them."""
+    return cast(CursorResult, result).rowcount
+
+
 def make_engine(url: str) -> Engine:
     """Create the engine for ``url``; SQLite gets WAL mode and a busy timeout.
 
@@ -94,7 +100,8 @@ def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
-    on_disk = bool(parsed.database) and parsed.database != ":memory:"
+    database = parsed.database or ""
+    on_disk = database not in ("", ":memory:")
     connect_args: dict = {"timeout": 15}
     if on_disk:  # writers take turns on a lock file beside it, not by polling
         connect_args["factory"] = TurnTakingConnection
@@ -104,7 +111,7 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(created, "do_connect")
         def _private_file(_dialect, _record, _args, _kwargs) -> None:
-            _create_private(Path(parsed.database))
+            _create_private(Path(database))
 
     @event.listens_for(created, "connect")
     def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -63,14 +63,15 @@ def page_in(language: str) -> str:
 def suggested_language() -> str | None:
     """The other language, when the browser prefers it to this page's (never acted on
     without the reader: a hint beside the switch)."""
-    best = request.accept_languages.best_match(list(LANGUAGES), default=None)
+    best = request.accept_languages.best_match(list(LANGUAGES))
     return best if best and best != page_language() else None
 
 
 def init_app(app: Flask) -> None:
     """Babel with the URL's language, the prefix middleware, and the template helpers."""
     Babel(app, locale_selector=page_language)
-    app.wsgi_app = LanguagePrefix(app.wsgi_app)
+    # Flask's own way to add WSGI middleware; its types make wsgi_app a method.
+    app.wsgi_app = LanguagePrefix(app.wsgi_app)  # type: ignore[method-assign]
     app.add_template_filter(
         lambda moment: format_date(moment, DATE_FORMATS[page_language()]), "long_date"
     )

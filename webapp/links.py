@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import re
 import time
-from typing import Any
+from typing import Any, Literal, overload
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -257,10 +257,11 @@ class Tracked:
         if found is None or not hmac.compare_digest(self._sign(found[1]), found[2]):
             return None
         issue, where, reader = found[1].split(".")
-        numbers = [int(issue, 36), None if where == "-" else int(where, 36), int(reader, 36)]
-        if any(n is not None and not n <= MAX_ROW_ID for n in numbers):
+        issue_id, subscriber_id = int(issue, 36), int(reader, 36)
+        position = None if where == "-" else int(where, 36)
+        if any(n is not None and not n <= MAX_ROW_ID for n in (issue_id, position, subscriber_id)):
             return None
-        return numbers[0], numbers[1], numbers[2]
+        return issue_id, position, subscriber_id
 
     def for_reader(self, issue_id: int, subscriber_id: int, links: int, opens: bool) -> dict:
         """The slots ``link0``… (and ``open_url``) of one reader's message."""
@@ -277,6 +278,21 @@ TRACKED_TOKEN = re.compile(
 )
 
 
+@overload
+def row_for_link(
+    session: Session,
+    purpose: Literal["confirm", "unsubscribe"],
+    token: str,
+    max_age: int | None = None,
+) -> Subscription: ...
+@overload
+def row_for_link(
+    session: Session, purpose: Literal["manage", "data"], token: str, max_age: int | None = None
+) -> Subscriber: ...
+@overload
+def row_for_link(
+    session: Session, purpose: str, token: str, max_age: int | None = None
+) -> Subscription | Subscriber: ...
 def row_for_link(
     session: Session, purpose: str, token: str, max_age: int | None = None
 ) -> Subscription | Subscriber:

@@ -66,21 +66,27 @@ def act(
         if target.subscriber is None:
             action = _nobody(session, inbound, report)
         else:
-            action = _on_reader(session, inbound, report, target, config)
+            action = _on_reader(session, inbound, report, target.subscriber, target, config)
     inbound.action = action[:500]
     return action
 
 
 def _on_reader(
-    session: Session, inbound: InboundMessage, report: Report, target: Target, config: Mapping
+    session: Session,
+    inbound: InboundMessage,
+    report: Report,
+    subscriber: Subscriber,
+    target: Target,
+    config: Mapping,
 ) -> str:
-    """A bounce or complaint about a reader we know: recorded on ``inbound``, acted on."""
-    inbound.subscriber_id = target.subscriber.id
+    """A bounce or complaint about a reader we know (``subscriber``, the target's):
+    recorded on ``inbound``, acted on."""
+    inbound.subscriber_id = subscriber.id
     if target.delivery is not None:
         inbound.delivery_id = target.delivery.id
     if report.kind == ReportKind.COMPLAINT:
-        return _complaint(session, inbound, target)
-    return _bounce(session, inbound, report, target, Rules.from_config(config))
+        return _complaint(session, inbound, subscriber, target)
+    return _bounce(session, inbound, report, subscriber, target, Rules.from_config(config))
 
 
 def act_for_relay(
@@ -103,7 +109,7 @@ def act_for_relay(
         if target.subscriber is None:
             action = "nothing: it names none of our readers"
         else:
-            action = _on_reader(session, inbound, report, target, config)
+            action = _on_reader(session, inbound, report, target.subscriber, target, config)
         inbound.action = action[:500]
         return action
     _note(inbound, report)
@@ -202,10 +208,15 @@ def _probed_lately(session: Session, subscriber: Subscriber) -> bool:
 
 
 def _bounce(
-    session: Session, inbound: InboundMessage, report: Report, target: Target, rules: Rules
+    session: Session,
+    inbound: InboundMessage,
+    report: Report,
+    subscriber: Subscriber,
+    target: Target,
+    rules: Rules,
 ) -> str:
     """A bounce of our own message: acted on by the verdict about that reader."""
-    subscriber, now = target.subscriber, utcnow()
+    now = utcnow()
     verdict = report.verdict_for(subscriber.email) or Verdict(
         report.address, report.reason or "undefined", report.code, action="failed"
     )
@@ -245,8 +256,10 @@ def _bounce(
     )
 
 
-def _complaint(session: Session, inbound: InboundMessage, target: Target) -> str:
-    subscriber, now = target.subscriber, utcnow()
+def _complaint(
+    session: Session, inbound: InboundMessage, subscriber: Subscriber, target: Target
+) -> str:
+    now = utcnow()
     if target.delivery is not None:
         _feedback(session, target.delivery, "complained", None)
     _announce(session, "delivery.complained", target, now)
@@ -276,7 +289,7 @@ def _announce(
     the report names the delivery."""
     newsletter, details = None, dict(details or {})
     if target.delivery is not None:
-        issue = session.get(Issue, target.delivery.issue_id)
+        issue = session.get_one(Issue, target.delivery.issue_id)  # the delivery's own
         newsletter, details["issue"] = issue.newsletter.slug, issue.number
     announce(
         session,

@@ -42,7 +42,8 @@ def inbound_serve(host: str, port: int, lmtp: bool) -> None:
 
     Example: newsletter inbound serve --lmtp --port 8025
     """
-    app = current_app._get_current_object()
+    # Flask types current_app as a Flask; it is a LocalProxy, which has this.
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     config = app.config
     drop_old_raw(session_factory(), config["INBOUND_KEEP_DAYS"])
     # aiosmtpd logs every connection; a flood of them would be a flood of lines. Ours

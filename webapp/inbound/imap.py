@@ -57,7 +57,7 @@ def connect(config: Mapping) -> imaplib.IMAP4:
     host, port = config["INBOUND_IMAP_HOST"], config["INBOUND_IMAP_PORT"]
     security = config["INBOUND_IMAP_SECURITY"]
     context = ssl.create_default_context()  # the system's CAs (or SSL_CERT_FILE's)
-    client = None
+    client: imaplib.IMAP4 | None = None
     try:
         if security == "ssl":
             client = imaplib.IMAP4_SSL(host, port, ssl_context=context, timeout=TIMEOUT)
@@ -103,7 +103,8 @@ def _pass(client: imaplib.IMAP4, sessions: sessionmaker[Session], config: Mappin
     key = _mailbox_key(config)
     validity = _uidvalidity(client)
     last = _last_seen(sessions, key, validity)
-    uids = [uid for uid in everything if int(uid) > last]
+    # As text: imaplib's commands take str arguments (and send them as ASCII).
+    uids = [uid.decode() for uid in everything if int(uid) > last]
     verp = Verp.from_config(config)
     fetched = Fetched(seen=len(everything), left=len(everything) - len(uids))
     try:
@@ -111,12 +112,12 @@ def _pass(client: imaplib.IMAP4, sessions: sessionmaker[Session], config: Mappin
             raw = _peek(client, uid, config["INBOUND_MAX_BYTES"])
             # No envelope over IMAP: the classifier reads Delivered-To and X-Original-To.
             report = None if raw is None else classify(raw, None, verp, config["MAIL_FROM"])
-            if report is None or not recognised(sessions, report, verp):
+            if raw is None or report is None or not recognised(sessions, report, verp):
                 fetched.left += 1
                 last = int(uid)
                 continue
             message = take_in(sessions, config, raw, source="imap")
-            log.info("IMAP %s: inbound message %s: %s", uid.decode(), message.id, message.action)
+            log.info("IMAP %s: inbound message %s: %s", uid, message.id, message.action)
             _move(client, uid, done, caps)
             fetched.handled += 1
             last = int(uid)
@@ -179,7 +180,7 @@ def recognised(sessions: sessionmaker[Session], report: Report, verp: Verp) -> b
         )
 
 
-def _peek(client: imaplib.IMAP4, uid: bytes, limit: int) -> bytes | None:
+def _peek(client: imaplib.IMAP4, uid: str, limit: int) -> bytes | None:
     """The message's bytes without setting \\Seen; None when larger than ``limit``."""
     size = _ok(client.uid("FETCH", uid, "(RFC822.SIZE)"), "cannot read a message's size")
     match = re.search(rb"RFC822\.SIZE (\d+)", size[0] if isinstance(size[0], bytes) else b"")
@@ -192,7 +193,7 @@ def _peek(client: imaplib.IMAP4, uid: bytes, limit: int) -> bytes | None:
     return None  # expunged by someone else meanwhile
 
 
-def _move(client: imaplib.IMAP4, uid: bytes, folder: str, caps: set[str]) -> None:
+def _move(client: imaplib.IMAP4, uid: str, folder: str, caps: set[str]) -> None:
     if "MOVE" in caps:
         _ok(client.uid("MOVE", uid, _quoted(folder)), f"cannot move a message to {folder}")
         return

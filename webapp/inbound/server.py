@@ -18,6 +18,7 @@ import logging
 import queue
 import threading
 import time
+from typing import cast
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.lmtp import LMTP
@@ -158,8 +159,10 @@ class Sessions:
             self._refused("closing the longest idle sessions to make room")
             self.closed(oldest)
             if oldest.transport is not None:
-                oldest.transport.write(CLOSING)
-                oldest.transport.close()
+                # aiosmtpd types it as a BaseTransport; asyncio hands it a Transport.
+                transport = cast(asyncio.Transport, oldest.transport)
+                transport.write(CLOSING)
+                transport.close()
         self.open[protocol] = self.clock()
         return True
 
@@ -185,7 +188,7 @@ class Sessions:
         self.burst += 1
 
 
-class _Capped:
+class _Capped(SMTP):
     """An SMTP or LMTP session counted in its server's Sessions."""
 
     sessions: Sessions
@@ -213,6 +216,7 @@ class _Capped:
         kept every other connection from its banner for a second."""
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
+        assert self.envelope is not None  # set up with the session (aiosmtpd asserts it too)
         if not self.envelope.rcpt_tos:
             await self.push("503 Error: need RCPT command")
             return
@@ -236,7 +240,8 @@ class _Capped:
                 del received[:-4]  # too much: the rest is only read to its end
         # What came after the end is the client's next command (pipelining).
         after = received[end + 5 :]
-        self._reader._buffer[0:0] = after
+        # StreamReader's own buffer: private, so not in its stubs.
+        self._reader._buffer[0:0] = after  # type: ignore[attr-defined]
         if limit and size - len(after) - 5 > limit:
             await self.push("552 Error: Too much mail data")
             self._set_post_data_state()

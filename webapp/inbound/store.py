@@ -6,12 +6,13 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import cast
 
-from sqlalchemy import insert, update
+from sqlalchemy import Engine, insert, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..db import utcnow
+from ..db import rowcount, utcnow
 from ..mailout.verp import Verp
 from .acting import act, act_for_relay
 from .classify import classify
@@ -32,7 +33,7 @@ def store(
     """Keep ``raw`` durably (committed, and on SQLite synced to disk) before anything
     else; its id."""
     with sessions() as session:
-        engine = session.get_bind()
+        engine = cast(Engine, session.get_bind())  # sessions are bound to an engine
     with engine.connect() as connection:
         # The app's SQLite runs synchronous=NORMAL: a commit survives the process, not a
         # power cut. The MTA forgets a message once we answer 250, so this commit waits
@@ -199,10 +200,12 @@ def drop_old_raw(sessions: sessionmaker[Session], keep_days: int) -> int:
     """Drop the raw bytes of messages older than ``keep_days``; what they were stays."""
     cutoff = utcnow() - timedelta(days=keep_days)
     with sessions() as session:
-        dropped = session.execute(
-            update(InboundMessage)
-            .where(InboundMessage.received_at < cutoff, InboundMessage.raw.is_not(None))
-            .values(raw=None)
-        ).rowcount
+        dropped = rowcount(
+            session.execute(
+                update(InboundMessage)
+                .where(InboundMessage.received_at < cutoff, InboundMessage.raw.is_not(None))
+                .values(raw=None)
+            )
+        )
         session.commit()
         return dropped

@@ -57,9 +57,12 @@ def due_slot(
     """The latest slot of ``newsletter``'s schedule after ``last`` (its last run, or the
     time the schedule was set) and at or before ``now``, and how many slots that skips;
     (None, 0) if none is due."""
+    schedule = newsletter.schedule
+    if schedule is None:  # not an automatic newsletter (any more)
+        return None, 0
     zone = ZoneInfo(newsletter.timezone)
     start = max((t for t in (last, newsletter.schedule_since) if t is not None), default=now)
-    slots = CronSim(newsletter.schedule, start.astimezone(zone))
+    slots = CronSim(schedule, start.astimezone(zone))
     due, missed = None, 0
     for _ in range(MAX_STEPS):
         try:
@@ -71,7 +74,7 @@ def due_slot(
         missed += due is not None
         due = Slot(local)
     # Down for longer than MAX_STEPS slots: the latest one, counted back from now.
-    return Slot(next(CronSim(newsletter.schedule, now.astimezone(zone), reverse=True))), missed
+    return Slot(next(CronSim(schedule, now.astimezone(zone), reverse=True))), missed
 
 
 @dataclass

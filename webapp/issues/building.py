@@ -55,7 +55,7 @@ def read_articles(paths: list[Path], furniture: set[str]) -> list[Article]:
 @lru_cache(maxsize=4)
 def _seed_articles_cached(key: tuple) -> dict[str, Article]:
     paths = [Path(path) for path, _ in key[1]]
-    articles = {}
+    articles: dict[str, Article] = {}
     for path in paths:
         try:
             article = read_article(path, set(key[0]))

@@ -1,6 +1,7 @@
 """``newsletter digest …``: build, list, preview, check and send issues of a newsletter."""
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from flask import Flask, current_app
@@ -28,6 +29,9 @@ from .queue import eligible_readers
 from .running import run_send, single_sender
 from .schedule import ScheduleError, local, parse_time, schedule, unschedule
 from .sender import SendSettings
+
+if TYPE_CHECKING:
+    from email.message import EmailMessage
 
 # Issue numbers as the database stores them (a 32-bit integer column).
 digest_group = StaffGroup("digest", help="Build, list, preview, check and send newsletter issues.")
@@ -105,6 +109,14 @@ def list_issues(newsletter: str | None) -> None:
         click.echo(f"{len(issues)} issue(s).")
 
 
+def _body(msg: "EmailMessage", subtype: str) -> str:
+    """The text of ``msg``'s part of ``subtype`` (an issue has both)."""
+    part = msg.get_body((subtype,))
+    if part is None:
+        raise click.ClickException(f"the message has no {subtype} part")
+    return part.get_content()
+
+
 def _one_reader_message(session, issue: Issue, reader: str | None) -> tuple[str, bytes]:
     """The message ``reader`` (a subscriber's address) gets, or a preview reader's."""
     subscription = None
@@ -163,11 +175,11 @@ def preview(newsletter, number, html_file, text_file, eml_file, reader) -> None:
     if eml_file:
         eml_file.write(raw)
     if html_file:
-        html_file.write(msg.get_body(("html",)).get_content())
+        html_file.write(_body(msg, "html"))
     if text_file:
-        text_file.write(msg.get_body(("plain",)).get_content())
+        text_file.write(_body(msg, "plain"))
     if not (eml_file or html_file or text_file):
-        click.echo(msg.get_body(("plain",)).get_content())
+        click.echo(_body(msg, "plain"))
     click.echo(
         f"Preview of {newsletter} issue {number} for {recipient}: {len(raw)} bytes.", err=True
     )
@@ -231,7 +243,8 @@ def send_command(newsletter, number, test_to, dry_run, rate, connections, at, zo
 
     Example: newsletter digest send explaining-ukraine 3 --rate 50 --yes
     """
-    app = current_app._get_current_object()
+    # Flask types current_app as a Flask; it is a LocalProxy, which has this.
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     with session_factory()() as session:
         issue = issue_arg(session, newsletter, number)
         if at is not None or zone is not None:

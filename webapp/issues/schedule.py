@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..catalog import known_zone
-from ..db import utcnow
+from ..db import rowcount, utcnow
 from ..models import Issue
 from .queue import readers_left
 
@@ -52,20 +52,24 @@ def unschedule(session: Session, issue: Issue) -> None:
     name = f"{issue.newsletter.slug} issue {issue.number}"
     if issue.scheduled_at is None:
         raise ScheduleError(f"{name} is not scheduled")
-    done = session.execute(
-        update(Issue)
-        .where(Issue.id == issue.id, Issue.sent_at.is_(None))
-        .values(scheduled_at=None)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    done = rowcount(
+        session.execute(
+            update(Issue)
+            .where(Issue.id == issue.id, Issue.sent_at.is_(None))
+            .values(scheduled_at=None)
+            .execution_options(synchronize_session=False)
+        )
+    )
     if not done:
         raise ScheduleError(f"the send of {name} has started; stop its worker to pause it")
 
 
 def local(issue: Issue) -> str:
     """The scheduled time in the newsletter's zone, for people."""
-    zone = issue.newsletter.timezone
-    return f"{issue.scheduled_at.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M} {zone}"
+    zone, at = issue.newsletter.timezone, issue.scheduled_at
+    if at is None:
+        raise ScheduleError(f"{issue.newsletter.slug} issue {issue.number} is not scheduled")
+    return f"{at.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M} {zone}"
 
 
 def due(session: Session, now: datetime | None = None) -> list[Issue]:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from emails.transport import private_folder
 
-from ..db import utcnow
+from ..db import rowcount, utcnow
 from .models import Delivery, DeliveryStatus
 from .senders import alive, host_name
 
@@ -111,22 +111,24 @@ def fold_journals(session: Session, folder: Path, issue_id: int, *, all_dead: bo
     folded = 0
     for sender, ids in dead_journals(folder, f"issue-{issue_id}", all_dead=all_dead):
         for start in range(0, len(ids), 500):  # bounded parameter lists
-            folded += session.execute(
-                update(Delivery)
-                .where(
-                    Delivery.id.in_(ids[start : start + 500]),
-                    Delivery.issue_id == issue_id,
-                    Delivery.status == DeliveryStatus.SENDING,
-                    Delivery.claimed_by == sender,
+            folded += rowcount(
+                session.execute(
+                    update(Delivery)
+                    .where(
+                        Delivery.id.in_(ids[start : start + 500]),
+                        Delivery.issue_id == issue_id,
+                        Delivery.status == DeliveryStatus.SENDING,
+                        Delivery.claimed_by == sender,
+                    )
+                    .values(
+                        status=DeliveryStatus.SENT,
+                        attempts=Delivery.attempts + 1,
+                        sent_at=utcnow(),
+                        claimed_by=None,
+                        claimed_until=None,
+                    )
+                    .execution_options(synchronize_session=False)
                 )
-                .values(
-                    status=DeliveryStatus.SENT,
-                    attempts=Delivery.attempts + 1,
-                    sent_at=utcnow(),
-                    claimed_by=None,
-                    claimed_until=None,
-                )
-                .execution_options(synchronize_session=False)
-            ).rowcount
+            )
         session.commit()
     return folded

@@ -9,12 +9,12 @@ its group is recorded (see :func:`deliver_queued` for what a killed pass may rep
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import bindparam, insert, literal, or_, select, update
+from sqlalchemy import BindParameter, bindparam, insert, literal, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from emails.transport import DeliveryError, Transport
@@ -160,7 +160,7 @@ def _claim(due_only: bool):
 # Built once: each group of messages runs a claim and a record.
 NOW = bindparam("now", type_=UTCDateTime)
 UNTIL = bindparam("until", type_=UTCDateTime)
-NAME = bindparam("name")
+NAME: BindParameter[str] = bindparam("name")
 IDS = OutboxMail.id.in_(bindparam("ids", expanding=True))
 _CLAIMS = {due_only: _claim(due_only) for due_only in (True, False)}
 _SENT = (
@@ -199,7 +199,7 @@ class _Pass:
 
     def __init__(
         self, sessions, transport, lease, backoff, due_only, verp, journal, report, on_refused
-    ):
+    ) -> None:
         self.sessions, self.transport, self.verp = sessions, transport, verp
         self.lease, self.backoff, self.due_only = lease, backoff, due_only
         self.folder, self.report = journal, report
@@ -210,7 +210,7 @@ class _Pass:
         self.sent: list[int] = []  # ids sent, not yet recorded
         self.on_refused: Refused | None = on_refused
 
-    def send(self, ids: list[int], stopping: Callable[[], bool] | None) -> bool:
+    def send(self, ids: Sequence[int], stopping: Callable[[], bool] | None) -> bool:
         """Claim ``ids`` (those still claimable) and send them; False when the pass
         must end (told to stop, or the relay failed temporarily)."""
         if self.folder is not None and self.journal is None:

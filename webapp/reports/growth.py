@@ -67,8 +67,9 @@ def growth(session: Session, newsletter: Newsletter, since: datetime | None) -> 
     )
     if since is not None:
         query = query.where(SubscriptionEvent.at >= since)
-    joined, left = Counter(), {reason: Counter() for reason in REASONS}
-    back = Counter()  # suppressions lifted (reclassified): reachable again, not new
+    joined: Counter[date] = Counter()
+    left: dict[str, Counter[date]] = {reason: Counter() for reason in REASONS}
+    back: Counter[date] = Counter()  # suppressions lifted (reclassified): reachable again, not new
     first = since.date() if since is not None else today
     for kind, how, at in session.execute(query.execution_options(yield_per=5000)):
         day = at.date()
@@ -79,7 +80,7 @@ def growth(session: Session, newsletter: Newsletter, since: datetime | None) -> 
             back[day] += 1
         elif (reason := reason_left(kind, how)) is not None:
             left[reason][day] += 1
-    reachable = session.scalar(
+    reachable = session.execute(
         select(func.count())
         .select_from(Subscription)
         .join(Subscriber)
@@ -88,7 +89,7 @@ def growth(session: Session, newsletter: Newsletter, since: datetime | None) -> 
             Subscription.status == SubscriptionStatus.CONFIRMED,
             Subscriber.suppressed_at.is_(None),
         )
-    )
+    ).scalar_one()
     result = Growth(newsletter)
     days = [first + timedelta(days=n) for n in range((today - first).days + 1)]
     # Worked back from today: the day before had this day's leavers, not its joiners.

@@ -2,6 +2,7 @@
 unsubscribes that name the issue, and clicks without scanners."""
 
 from collections import Counter
+from typing import Any
 
 from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
@@ -38,7 +39,7 @@ def issue_numbers(session: Session, issue: Issue) -> dict:
         ).all()
     )
     bounced, complained = by_feedback.get("bounced", 0), by_feedback.get("complained", 0)
-    bounces_by_reason = Counter()
+    bounces_by_reason: Counter[str] = Counter()
     for reason, count in session.execute(
         select(Delivery.feedback_reason, func.count())
         .where(Delivery.issue_id == issue.id, Delivery.feedback == "bounced")
@@ -46,20 +47,20 @@ def issue_numbers(session: Session, issue: Issue) -> dict:
     ):
         bounces_by_reason[reason or "undefined"] += count
     sent = by_status.get(DeliveryStatus.SENT, 0)
-    bounced_after_sending = session.scalar(
+    bounced_after_sending = session.execute(
         select(func.count()).where(
             Delivery.issue_id == issue.id,
             Delivery.status == DeliveryStatus.SENT,
             Delivery.feedback == "bounced",
         )
-    )
-    unsubscribed = session.scalar(
+    ).scalar_one()
+    unsubscribed = session.execute(
         select(func.count()).where(
             SubscriptionEvent.issue_id == issue.id,
             SubscriptionEvent.kind == EventKind.UNSUBSCRIBED,
             SubscriptionEvent.how.in_(ISSUE_UNSUBSCRIBES),
         )
-    )
+    ).scalar_one()
     counted = (Click.issue_id == issue.id, Click.scanner.is_(False))
     per_link = {
         position: (clicks, clickers)
@@ -69,7 +70,7 @@ def issue_numbers(session: Session, issue: Issue) -> dict:
             .group_by(Click.position)
         )
     }
-    links = [
+    links: list[dict[str, Any]] = [
         {
             "position": link.position,
             "url": link.url,
@@ -80,19 +81,22 @@ def issue_numbers(session: Session, issue: Issue) -> dict:
             select(IssueLink).where(IssueLink.issue_id == issue.id).order_by(IssueLink.position)
         )
     ]
-    clickers = session.scalar(
+    clickers = session.execute(
         select(func.count(distinct(Click.subscriber_id))).where(
             *counted, Click.position.is_not(None)
         )
-    )
+    ).scalar_one()
     opens = None
     if "open_url" in Slotted.from_json(issue.html).parts[1::2]:
-        opens = issue.folded_openers + session.scalar(
-            select(func.count(distinct(Click.subscriber_id))).where(
-                *counted, Click.position.is_(None)
-            )
+        opens = (
+            issue.folded_openers
+            + session.execute(
+                select(func.count(distinct(Click.subscriber_id))).where(
+                    *counted, Click.position.is_(None)
+                )
+            ).scalar_one()
         )
-    numbers = {
+    numbers: dict[str, Any] = {
         "newsletter": issue.newsletter.slug,
         "number": issue.number,
         "subject": issue.subject,

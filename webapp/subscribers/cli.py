@@ -8,7 +8,7 @@ from flask import Flask, current_app
 from sqlalchemy import and_, delete, select
 
 from ..commands import Duration, StaffGroup, newsletter_arg
-from ..db import session_factory, utcnow
+from ..db import rowcount, session_factory, utcnow
 from ..models import (
     Newsletter,
     Subscriber,
@@ -289,9 +289,9 @@ def purge_pending(older_than: timedelta, newsletter: str | None) -> None:
                 Subscription.newsletter_id
                 == newsletter_arg(session, newsletter, "--newsletter").id,
             )
-        purged = session.execute(delete(Subscription).where(condition)).rowcount
-        orphans = session.execute(
-            delete(Subscriber).where(~Subscriber.subscriptions.any())
-        ).rowcount
+        purged = rowcount(session.execute(delete(Subscription).where(condition)))
+        orphans = rowcount(
+            session.execute(delete(Subscriber).where(~Subscriber.subscriptions.any()))
+        )
         session.commit()
     click.echo(f"Purged {purged} pending subscription(s) and {orphans} address(es) left with none.")

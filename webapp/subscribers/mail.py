@@ -7,6 +7,7 @@ queuing one is a merge of bytes, not a run of the templates and the email packag
 a sign-up pays tens of microseconds for its confirmation, not milliseconds.
 """
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 from flask import current_app
@@ -35,7 +36,7 @@ def _queue(session: Session, *mail, **options) -> None:
 
 def _mail(
     to: tuple[int, str],
-    newsletter: Newsletter | None,
+    newsletter: Newsletter | Row | None,
     subscription_id: int | None,
     kind: str,
     subject: str,
@@ -93,7 +94,9 @@ def _template(
 
     def part(name: str, html: bool):
         template = env.get_template(f"{kind}.{name}")
-        return render_slotted(lambda markers: template.render(context | markers), list(slots), html)
+        return render_slotted(
+            lambda markers: template.render({**context, **markers}), list(slots), html
+        )
 
     return MergeTemplate(
         subject=subject,
@@ -128,7 +131,7 @@ def queue_confirmation_of(session: Session, newsletter, due: Due) -> None:
 
 
 def queue_confirmations_of(
-    session: Session, confirmations: list[tuple[Newsletter | Row, Due]]
+    session: Session, confirmations: Sequence[tuple[Newsletter | Row, Due]]
 ) -> None:
     """:func:`queue_confirmation_of` for each (newsletter, due) of ``confirmations``,
     in one statement."""

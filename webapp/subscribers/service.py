@@ -10,14 +10,14 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, case, insert, or_, select, update
+from sqlalchemy import Row, bindparam, case, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from emails.addresses import Address, mailbox
 
-from ..db import UTCDateTime, utcnow
+from ..db import UTCDateTime, rowcount, utcnow
 from ..models import EventKind, Newsletter, Subscriber, Subscription, SubscriptionStatus
 from .history import record_event, record_event_of
 from .models import Mailbox
@@ -153,7 +153,10 @@ def subscribe(
     db = session.connection()
     now = utcnow()
     at = at or now  # when the reader asked: their consent's time
-    subscriber = db.execute(_SUBSCRIBER, {"key": address.key}).first()
+    # Its id and email are read below; its language only when it was found.
+    subscriber: Row[int, str, str] | Row[int, str] | None = db.execute(
+        _SUBSCRIBER, {"key": address.key}
+    ).first()
     found = None
     if subscriber is None:
         subscriber = db.execute(
@@ -209,8 +212,9 @@ def subscribe(
             )
     cutoff = now - timedelta(seconds=cooldown)
     claimed = claim_confirmation(session, subscription_id, address.key, cutoff, daily_cap)
-    due = Due(subscription_id, claimed, subscriber.id, subscriber.email, language)
-    return due if claimed else None
+    if not claimed:
+        return None
+    return Due(subscription_id, claimed, subscriber.id, subscriber.email, language)
 
 
 def claim_daily_slots(session: Session, keys: list[str], cap: int) -> set[str]:
@@ -275,17 +279,19 @@ def _start_pending(subscription: Subscription, now: datetime) -> None:
 def confirm(session: Session, subscription: Subscription, nonce: str, consent: Consent) -> bool:
     """Confirm a pending subscription whose nonce matches; True if this call confirmed it."""
     now = utcnow()
-    result = session.execute(
-        update(Subscription)
-        .where(
-            Subscription.id == subscription.id,
-            Subscription.status == SubscriptionStatus.PENDING,
-            Subscription.confirm_nonce == nonce,
+    changed = rowcount(
+        session.execute(
+            update(Subscription)
+            .where(
+                Subscription.id == subscription.id,
+                Subscription.status == SubscriptionStatus.PENDING,
+                Subscription.confirm_nonce == nonce,
+            )
+            .values(status=SubscriptionStatus.CONFIRMED, status_since=now)
+            .execution_options(synchronize_session=False)
         )
-        .values(status=SubscriptionStatus.CONFIRMED, status_since=now)
-        .execution_options(synchronize_session=False)
     )
-    if result.rowcount == 1:
+    if changed == 1:
         record_event(session, subscription, EventKind.CONFIRMED, "link", consent, now)
         # Confirming from the email proves the address takes mail again.
         session.execute(
@@ -295,7 +301,7 @@ def confirm(session: Session, subscription: Subscription, nonce: str, consent: C
             .execution_options(synchronize_session=False)
         )
     session.refresh(subscription)
-    return result.rowcount == 1
+    return changed == 1
 
 
 def unsubscribe(
@@ -313,21 +319,23 @@ def unsubscribe(
     the issue whose unsubscribe link or header was used, counted against it.
     """
     now = utcnow()
-    result = session.execute(
-        update(Subscription)
-        .where(
-            Subscription.id == subscription.id,
-            Subscription.status != SubscriptionStatus.UNSUBSCRIBED,
+    changed = rowcount(
+        session.execute(
+            update(Subscription)
+            .where(
+                Subscription.id == subscription.id,
+                Subscription.status != SubscriptionStatus.UNSUBSCRIBED,
+            )
+            .values(status=SubscriptionStatus.UNSUBSCRIBED, status_since=now)
+            .execution_options(synchronize_session=False)
         )
-        .values(status=SubscriptionStatus.UNSUBSCRIBED, status_since=now)
-        .execution_options(synchronize_session=False)
     )
-    if result.rowcount == 1:
+    if changed == 1:
         record_event(
             session, subscription, EventKind.UNSUBSCRIBED, how, consent, now, inbound_id, issue_id
         )
     session.refresh(subscription)
-    return result.rowcount == 1
+    return changed == 1
 
 
 def subscribe_confirmed(
@@ -353,7 +361,7 @@ def subscribe_confirmed(
     if subscription is None:
         subscription = Subscription(subscriber=subscriber, newsletter=newsletter)
         session.add(subscription)
-        started = EventKind.SUBSCRIBED
+        started: EventKind | None = EventKind.SUBSCRIBED
     else:
         started = (
             EventKind.RESUBSCRIBED

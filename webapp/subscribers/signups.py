@@ -17,8 +17,9 @@ number of processes may look at the same requests and each is acted on once.
 import logging
 import time
 from datetime import timedelta
+from typing import cast
 
-from sqlalchemy import Row, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Engine, Row, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -99,7 +100,7 @@ def record_request(
         request_id = session.connection().execute(_RECORD, values).scalar_one()
         session.commit()
         return request_id
-    with session.get_bind().begin() as db:
+    with cast(Engine, session.get_bind()).begin() as db:  # sessions are bound to an engine
         return db.execute(_RECORD, values).scalar_one()
 
 

@@ -97,4 +97,5 @@ class AfterAnswer:
 
 def init_app(app: Flask) -> None:
     """Wrap the app so that work left with :func:`after_answer` runs."""
-    app.wsgi_app = AfterAnswer(app.wsgi_app)
+    # Flask's own way to add WSGI middleware; its types make wsgi_app a method.
+    app.wsgi_app = AfterAnswer(app.wsgi_app)  # type: ignore[method-assign]

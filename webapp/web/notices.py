@@ -1,6 +1,8 @@
 """Notice pages: a title, a sentence and maybe a link; what every error and every bad
 link answers with, so no reader ever sees a traceback."""
 
+from typing import Literal, overload
+
 from flask import Flask, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
@@ -54,6 +56,12 @@ def _server_error(exc: Exception):
     return notice(TEXTS.server_error_title, TEXTS.server_error_text, 500)
 
 
+@overload
+def linked(purpose: Literal["confirm", "unsubscribe"], token: str) -> Subscription: ...
+@overload
+def linked(purpose: Literal["manage", "data"], token: str) -> Subscriber: ...
+@overload
+def linked(purpose: str, token: str) -> Subscription | Subscriber: ...
 def linked(purpose: str, token: str) -> Subscription | Subscriber:
     """The row a link in mail names, or the notice that says what is wrong with the link.
 

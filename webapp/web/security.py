@@ -68,7 +68,8 @@ def init_app(app: Flask) -> None:
     """Rate-limit storage, trusted proxies, headers and redacted logs for the app."""
     if app.config["TRUSTED_PROXIES"]:
         hops = app.config["TRUSTED_PROXIES"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
+        # Flask's own way to add WSGI middleware; its types make wsgi_app a method.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     app.extensions["rate_limits"] = RateLimits(app)
     app.register_blueprint(bp)
     app.after_request(security_headers)

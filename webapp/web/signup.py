@@ -2,6 +2,8 @@
 page its email links to."""
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import (
@@ -15,9 +17,9 @@ from flask import (
     request,
     url_for,
 )
-from flask.wrappers import Response
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response
 
 from ..catalog import newsletter_id_by_slug
 from ..db import get_session
@@ -124,7 +126,8 @@ def _answer(form: SubscribeForm, slug: str) -> Response:
 def _acting_on(request_id: int):
     """What to do once the answer has gone: act on the recorded request (its work
     depends on the address's state, so it must not delay the answer)."""
-    app = current_app._get_current_object()
+    # Flask types current_app as a Flask; it is a LocalProxy, which has this.
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
 
     def act() -> None:
         with app.app_context():
@@ -160,7 +163,7 @@ def _form_error(form: SubscribeForm, status: int = 400):
     return make_response(current_app.view_functions[endpoint](**args), status)
 
 
-def _origin(source: str | None) -> tuple[str, dict]:
+def _origin(source: str | None) -> tuple[str, Mapping[str, Any]]:
     """The sign-up page a form was posted from, by its path; the index when unknown."""
     path = urlsplit(source or "/").path
     try:

@@ -27,7 +27,7 @@ def click(token: str):
     found = tracked_links().read(token)
     if found is None or found[1] is None:
         raise Notice(TEXTS.link_invalid_title, TEXTS.link_invalid_text, 404)
-    issue_id, position, subscriber_id = found
+    issue_id, position, subscriber_id = found[0], found[1], found[2]
     session = get_session()
     # The issue's links in one query: the target, and how many there are (the scanner
     # check compares a burst with them).

@@ -40,7 +40,7 @@ def list_messages(failed: bool, limit: int) -> None:
             query = query.where(
                 WebhookMessage.status != WebhookStatus.DELIVERED, WebhookMessage.attempts > 0
             )
-        found = session.scalar(select(func.count()).select_from(query.subquery()))
+        found = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
         for message in session.scalars(query.order_by(WebhookMessage.id.desc()).limit(limit)):
             state = message.status.value
             if message.status == WebhookStatus.PENDING and message.attempts:

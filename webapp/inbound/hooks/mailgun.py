@@ -38,7 +38,14 @@ def verify(request, body: bytes, config: Mapping) -> str:
     if not isinstance(signature, dict):
         raise Refused("no signature")
     timestamp, token, given = (signature.get(k) for k in ("timestamp", "token", "signature"))
-    if not all(isinstance(v, str) and v for v in (timestamp, token, given)):
+    if not (
+        isinstance(timestamp, str)
+        and isinstance(token, str)
+        and isinstance(given, str)
+        and timestamp
+        and token
+        and given
+    ):
         raise Refused("an incomplete signature")
     # JSON can carry a lone surrogate, which UTF-8 cannot: kept, so the signature fails.
     key = config["HOOKS_MAILGUN_SIGNING_KEY"].encode()
@@ -73,7 +80,8 @@ def _used(token: str, max_age: int) -> bool:
 
 def events(body: bytes, config: Mapping) -> list[Event]:
     """The event-data as at most one event."""
-    data = json_body(body).get("event-data")
+    payload = json_body(body)
+    data = payload.get("event-data") if isinstance(payload, dict) else None  # verify: a dict
     if not isinstance(data, dict):
         raise Malformed("no event-data")
     kind = _kind(data)
@@ -82,11 +90,15 @@ def events(body: bytes, config: Mapping) -> list[Event]:
     address = text(data.get("recipient"))
     if address is None:
         raise Malformed("the event names no recipient")
-    status = data.get("delivery-status") if isinstance(data.get("delivery-status"), dict) else {}
+    status = data.get("delivery-status")
+    if not isinstance(status, dict):
+        status = {}
     code = status.get("code")
     code = text(str(code), 32) if isinstance(code, int | str) and code else None
     detail = text(status.get("description"), 200) or text(status.get("message"), 200) or ""
-    envelope = data.get("envelope") if isinstance(data.get("envelope"), dict) else {}
+    envelope = data.get("envelope")
+    if not isinstance(envelope, dict):
+        envelope = {}
     if kind == ReportKind.SOFT_BOUNCE:  # a failure: its reason read from what it says
         enhanced = text(str(status.get("enhanced-code") or ""), 32)
         report = relay_bounce(

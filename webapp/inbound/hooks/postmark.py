@@ -28,7 +28,7 @@ BOUNCES = {
     "Unknown": Reason.ONHOLD,
 }
 COMPLAINT = {"SpamNotification", "SpamComplaint"}
-SUPPRESSION = {
+SUPPRESSION: dict[str | None, ReportKind] = {  # looked up with a field's text, or None
     "HardBounce": ReportKind.HARD_BOUNCE,
     "SpamComplaint": ReportKind.COMPLAINT,
     "ManualSuppression": ReportKind.UNSUBSCRIBE,

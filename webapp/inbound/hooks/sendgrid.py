@@ -26,7 +26,7 @@ from .base import Event, Malformed, Refused, fresh, json_body, text
 
 SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
-KINDS = {
+KINDS: dict[str | None, ReportKind] = {  # looked up with a field's text, or None
     "blocked": ReportKind.SOFT_BOUNCE,
     "deferred": ReportKind.SOFT_BOUNCE,
     "spamreport": ReportKind.COMPLAINT,

@@ -119,6 +119,8 @@ def _certificate_key(url: str) -> rsa.RSAPublicKey:
 def events(body: bytes, config: Mapping) -> list[Event]:
     """A notification's bounced or complaining recipients; a subscription confirmed."""
     message = json_body(body)
+    if not isinstance(message, dict):  # refused by verify already
+        raise Malformed("not an SNS message")
     if message["Type"] == "SubscriptionConfirmation":
         _confirm(message, config)
         return []
@@ -132,7 +134,9 @@ def events(body: bytes, config: Mapping) -> list[Event]:
     if not isinstance(notification, dict):
         raise Malformed("the notification's Message is not a JSON object")
     kind = notification.get("notificationType") or notification.get("eventType")
-    mail = notification.get("mail") if isinstance(notification.get("mail"), dict) else {}
+    mail = notification.get("mail")
+    if not isinstance(mail, dict):
+        mail = {}
     sender = text(mail.get("source"))  # the envelope sender: our VERP address
     message_id = text(message.get("MessageId"), 180) or ""
     found = []
