@@ -612,6 +612,15 @@ def handles_sigterm(pid: int) -> bool:
     return bool(caught and int(caught.group(1), 16) & (1 << (signal.SIGTERM - 1)))
 
 
+def flock_waiters(path: str) -> int:
+    """How many flock() calls are blocked waiting for the lock on the file ``path``
+    (Linux lists each in /proc/locks: a "->" line naming the file's device and inode)."""
+    found = os.stat(path)
+    file_id = f"{os.major(found.st_dev):02x}:{os.minor(found.st_dev):02x}:{found.st_ino}"
+    lines = [line.split() for line in Path("/proc/locks").read_text().splitlines()]
+    return sum(fields[1:3] == ["->", "FLOCK"] and file_id in fields for fields in lines)
+
+
 def until_one_gives_way(workers, timeout: float = 60) -> None:
     """Wait (bounded) until one of two workers on SQLite has found the other and left.
     The second may still be starting when the work is done (a loaded machine); stopped

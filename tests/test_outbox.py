@@ -180,7 +180,13 @@ def test_running_server_retries_by_itself_when_the_relay_comes_back(tmp_path):
         assert outbox_states(app) == [OutboxStatus.QUEUED]
         relay.start()
         assert len(relay.handler.wait_for(1, timeout=15)) == 1
-        time.sleep(1.5)  # another pass of the worker sends nothing more
+        deadline = time.monotonic() + 15
+        while outbox_states(app) != [OutboxStatus.SENT]:  # recorded at the pass's end
+            assert time.monotonic() < deadline, "the mail was never recorded sent"
+            time.sleep(0.05)
+        # The pass under way now may have begun before that record; the one after it
+        # began after, and once it has ended, what it would send has arrived.
+        assert worker.wait_for_passes(worker.passes + 2, timeout=30)
         assert len(relay.messages) == 1
     finally:
         worker.stop()
@@ -369,9 +375,11 @@ def test_an_https_site_that_captures_its_mail_is_warned(tmp_path, args):
     ]
 
 
-def two_workers(app, seconds: float, until=lambda: False, **options) -> None:
-    """Two threads delivering the outbox pass after pass, as two workers would, for
-    ``seconds`` or until ``until()``."""
+def two_workers(app, seconds: float, until, **options) -> None:
+    """Two threads delivering the outbox pass after pass, as two workers would, until
+    ``until()`` (``seconds`` at most: only a hang takes that long). When this returns
+    both passes have ended: each message they sent was answered, and the relay records
+    a message before it answers, so no copy is still on its way."""
     started = time.monotonic()
 
     def worker() -> None:
@@ -409,7 +417,8 @@ def test_a_slow_relay_never_gets_one_confirmation_twice(tmp_path, monkeypatch, s
     try:
         app = make_app(tmp_path, **(relay.config() | {"SMTP_TIMEOUT": 30, "OUTBOX_LEASE": 2}))
         subscribe(app.test_client())
-        two_workers(app, 5, lease=2, backoff=0.2)
+        sent = lambda: outbox_states(app) == [OutboxStatus.SENT]  # noqa: E731
+        two_workers(app, 60, until=sent, lease=2, backoff=0.2)
         assert stalled and len(relay.messages) == 1
         with session_factory(app)() as session:
             [mail] = session.scalars(select(OutboxMail)).all()
@@ -528,12 +537,11 @@ def test_a_relay_slower_than_the_lease_per_claim_gets_each_confirmation_once(tmp
     queue_confirmations(app, 12)
     two_workers(
         app,
-        15,
-        until=lambda: len(smtp_server.messages) >= 12,
+        60,
+        until=lambda: outbox_states(app) == [OutboxStatus.SENT] * 12,
         lease=2,
         journal=journal_folder(app.instance_path),
     )
-    time.sleep(0.5)  # a second copy, if one were on its way
     assert recipients(smtp_server) == Counter(readers(12))
     assert outbox_states(app) == [OutboxStatus.SENT] * 12
 

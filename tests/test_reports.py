@@ -12,11 +12,11 @@ from email import message_from_bytes, policy
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from tests import inbound_samples as samples
-from tests.helpers import NEWSLETTER_BIN, app_with_issue, command_env, readers
-from webapp.db import session_factory, utcnow
+from tests.helpers import NEWSLETTER_BIN, app_with_issue, command_env, flock_waiters, readers
+from webapp.db import engine, session_factory, utcnow
 from webapp.inbound.store import take_in
 from webapp.links import tracked_links
 from webapp.mailout.models import Delivery
@@ -25,6 +25,7 @@ from webapp.models import Issue, Subscriber
 from webapp.privacy.data import personal_data
 from webapp.reports.clicks import fold_clicks, fold_old_clicks
 from webapp.reports.models import Click, IssueLink
+from webapp.sqlite_writers import lock_path
 
 NEWSLETTER = "explaining-ukraine"
 MAIL_FROM = "letters@newsroom.org"
@@ -305,6 +306,21 @@ def test_every_position_is_a_link_and_only_the_pixel_is_the_pixel(app):
         assert tracked.read(tracked.token(7, None, 3)) == (7, None, 3)
 
 
+def a_writer_waits(app) -> bool:
+    """Whether a connection to ``app``'s database waits for another's write to end: on
+    PostgreSQL a backend waiting for a lock, on SQLite a writer queued for the writer
+    lock file (webapp/sqlite_writers.py)."""
+    url = engine(app).url
+    if url.get_backend_name() == "sqlite":
+        return flock_waiters(lock_path(url.database)) > 0
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    with engine(app).connect() as connection:
+        return connection.scalar(query) > 0
+
+
 def test_two_processes_folding_at_once_count_each_click_once(sent):
     # Found by review: each read the counts, added them, then deleted the rows.
     app, messages = sent
@@ -319,9 +335,15 @@ def test_two_processes_folding_at_once_count_each_click_once(sent):
     assert fold_old_clicks(first, 30) == 3  # not committed yet
     other = threading.Thread(target=fold_clicks, args=(sessions, 30))
     other.start()
-    time.sleep(0.5)  # the other process is waiting for this one's rows
-    first.commit()
-    first.close()
+    try:
+        deadline = time.monotonic() + 30
+        while not a_writer_waits(app):  # the other process waits for this one's rows
+            assert other.is_alive(), "the other process did not wait for this one's rows"
+            assert time.monotonic() < deadline, "the other process never came to wait"
+            time.sleep(0.02)
+    finally:
+        first.commit()
+        first.close()
     other.join(30)
     assert not other.is_alive()
     with session_factory(app)() as session:

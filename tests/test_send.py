@@ -8,6 +8,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -236,7 +237,15 @@ def test_a_relay_that_goes_away_mid_send_and_comes_back(tmp_path, relay):
     process = start_send(env, "--rate", "100", "--connections", "2")
     wait_until(lambda: len(relay.messages) >= 40)
     relay.stop()
-    time.sleep(1.5)
+    # Meanwhile its port answers as a relay shutting down does (421, then it hangs up):
+    # a connection there is a sender that found the relay gone and tries it again. Two
+    # turned away (both senders, or one again after its wait), the relay comes back.
+    with socket.create_server(("127.0.0.1", relay.port)) as away:
+        away.settimeout(30)  # only a sender that never noticed takes that long
+        for _ in range(2):
+            connection, _ = away.accept()
+            with connection:
+                connection.sendall(b"421 4.3.2 Service shutting down\r\n")
     relay.start()
     out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from tests.helpers import flock_waiters
 from webapp.sqlite_writers import TurnTakingConnection, lock_path
 
 pytestmark = pytest.mark.no_database  # the PostgreSQL pass leaves these out
@@ -41,7 +42,12 @@ def test_a_second_writer_waits_for_the_first_to_commit_and_then_writes(database)
         done.set()
 
     threading.Thread(target=write).start()
-    assert not done.wait(0.3)  # waiting, not failing
+    deadline = time.monotonic() + 30
+    while not flock_waiters(lock_path(database)):  # queued for the turn, not failing
+        assert not done.is_set(), f"the second writer did not wait: {errors}"
+        assert time.monotonic() < deadline, "the second writer never came to wait"
+        time.sleep(0.01)
+    assert not done.is_set()
     first.commit()
     assert done.wait(10) and errors == []
     assert sorted(n for (n,) in first.execute("SELECT n FROM rows")) == [1, 2]

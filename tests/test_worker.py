@@ -1,7 +1,10 @@
 """newsletter worker and scheduled sends: each issue at its time, each reader once, with
 several workers on PostgreSQL and one on SQLite, and a worker stopped mid-send."""
 
+import asyncio
+import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -57,13 +60,14 @@ def schedule_due(app, when: datetime | None = None) -> datetime:
 
 
 def until_sent(app, timeout: float = 60) -> None:
-    """Wait for issue 1 to be marked sent: from then on no worker sends it again."""
+    """Wait (bounded) for issue 1's send to be marked finished: every reader's delivery
+    recorded, none left to send."""
     deadline = time.monotonic() + timeout
     while True:
         with session_factory(app)() as session:
-            if session.scalars(select(Issue)).one().sent_at is not None:
+            if session.scalars(select(Issue)).one().finished_at is not None:
                 return
-        assert time.monotonic() < deadline, "the issue was never marked sent"
+        assert time.monotonic() < deadline, "the issue's send never finished"
         time.sleep(0.05)
 
 
@@ -126,16 +130,18 @@ def test_a_scheduled_issue_goes_out_at_its_time_once_with_two_workers(any_db_app
     start = schedule_due(app)
     workers = [start_worker(app, relay) for _ in range(2)]
     try:
-        wait_for_deliveries(relay, 12)
-        until_sent(app)  # a duplicate would have been sent before this
-        counts = Counter(to for message in relay.messages for to in message.recipients)
-        assert counts == Counter(readers(12))
-        assert all(m.received_at >= start for m in relay.messages)  # not before its time
+        until_sent(app)
         if sqlite:
             until_one_gives_way(workers)
     finally:
         outputs = [stop(worker) for worker in workers]
         relay.stop()
+    # Stopped by SIGTERM, a worker ends after the messages in flight (no job was left
+    # running): a second copy claimed or under way has arrived by the time it exited.
+    assert not any("Jobs still running" in err for _, err in outputs), outputs
+    counts = Counter(to for message in relay.messages for to in message.recipients)
+    assert counts == Counter(readers(12))
+    assert all(m.received_at >= start for m in relay.messages)  # not before its time
     codes = sorted(worker.returncode for worker in workers)
     if sqlite:
         assert codes == [0, 1]  # the second said so and exited
@@ -147,16 +153,42 @@ def test_a_scheduled_issue_goes_out_at_its_time_once_with_two_workers(any_db_app
 
 def test_a_worker_stopped_mid_send_leaves_the_rest_to_the_next_once(any_db_app, tmp_path):
     relay = SmtpServer().start()
-    relay.handler.delay = 0.05  # slow enough to stop it in the middle
+    # Past the 10th message the relay holds each one until the worker has said it stops
+    # after the messages in flight: stopped in the middle, however fast the machine.
+    stopping = threading.Event()
+    take = relay.handler.handle_DATA
+
+    async def held(server, session, envelope):
+        if len(relay.messages) >= 10:
+            await asyncio.get_running_loop().run_in_executor(None, stopping.wait, 60)
+        return await take(server, session, envelope)
+
+    relay.handler.handle_DATA = held
     app = app_with_issue(tmp_path, relay, 60, DATABASE_URL=any_db_app.config["DATABASE_URL"])
     schedule_due(app)
-    first = start_worker(app, relay, SEND_CONNECTIONS=2)
+    log = tmp_path / "first-worker.err"  # read while it runs
+    with log.open("w") as stderr:
+        first = subprocess.Popen(
+            [NEWSLETTER_BIN, "worker", "--interval", "0.2"],
+            env=command_env(app, relay, SEND_CONNECTIONS=2, SMTP_TIMEOUT=60),  # held: wait
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
     try:
         wait_for_deliveries(relay, 10)
+        first.send_signal(signal.SIGTERM)  # its handler is set: it has been sending
+        deadline = time.monotonic() + 60
+        while "Stopping after the messages in flight" not in log.read_text():
+            assert first.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the worker never said it was stopping"
+            time.sleep(0.05)
     finally:
-        out, err = stop(first)
+        stopping.set()  # the held messages go; the worker ends after them
+        first.communicate(timeout=60)
+    err = log.read_text()
     assert first.returncode == 0, err
-    assert 10 <= len(relay.messages) < 60, "stopped too late to test a resume"
+    assert 10 <= len(relay.messages) < 60, "the worker did not stop in the middle"
     second = start_worker(app, relay, SEND_CONNECTIONS=2)
     try:
         wait_for_deliveries(relay, 60)

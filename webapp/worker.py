@@ -305,6 +305,21 @@ class OutboxWorker:
         self._stopping = False
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._passes = 0  # delivery passes ended, whatever they met
+        self._passed = threading.Condition()
+
+    @property
+    def passes(self) -> int:
+        """How many delivery passes this thread has ended so far."""
+        with self._passed:
+            return self._passes
+
+    def wait_for_passes(self, count: int, timeout: float) -> bool:
+        """Wait until ``count`` delivery passes have ended; False if not within
+        ``timeout`` seconds. A test waits for a pass that began after something it saw:
+        what that pass would send has been sent when this returns."""
+        with self._passed:
+            return self._passed.wait_for(lambda: self._passes >= count, timeout)
 
     def start(self) -> None:
         """Start the thread once per process (called on every request: no lock once running)."""
@@ -370,3 +385,6 @@ class OutboxWorker:
                     if transport is not None:
                         transport.close()
                         transport = None
+            with self._passed:
+                self._passes += 1
+                self._passed.notify_all()
