@@ -22,12 +22,14 @@ import re
 from dataclasses import replace
 from email.message import Message
 from email.policy import compat32
+from typing import TypedDict
 
 from emails.reasons import MAX_TEXT, Reason, command_in, reason_of, reply_in, status_in
 
 from ..mailout.verp import Verp
 from .fields import (
     address_field,
+    decoded,
     feedback_part,
     field_text,
     first_field,
@@ -81,6 +83,14 @@ MAX_BOUNDARIES = 10
 BOUNDARY = re.compile(rb"boundary", re.IGNORECASE)
 
 
+class Mark(TypedDict):
+    """What every report of a message carries: our token in it, and whether a token of
+    ours in it failed its check."""
+
+    token: str | None
+    forged: bool
+
+
 def classify(raw: bytes, recipient: str | None, verp: Verp, mail_from: str) -> Report:
     """What ``raw`` (delivered to ``recipient``, the envelope recipient) is."""
     try:
@@ -93,8 +103,9 @@ def _classify(raw: bytes, recipient: str | None, verp: Verp, mail_from: str) -> 
     raw = _head(raw)
     msg = email.message_from_bytes(raw, policy=compat32)
     token, forged = _our_token(raw, recipient, msg, verp)
-    mark = {"token": token, "forged": forged}
-    report_type = (msg.get_param("report-type") or "").lower() if msg.is_multipart() else ""
+    mark = Mark(token=token, forged=forged)
+    param = msg.get_param("report-type") if msg.is_multipart() else None
+    report_type = param.lower() if isinstance(param, str) else ""
     if (
         report_type == "feedback-report"
         or feedback_part(msg) is not None
@@ -274,7 +285,7 @@ def _ses_notification(msg: Message) -> list[Verdict]:
     long lines, which breaks the JSON around the headers that follow the recipients."""
     if "amazonaws.com" not in field_text(msg, "From", 200) or msg.is_multipart():
         return []
-    text = (msg.get_payload(decode=True) or b"").decode("utf-8", "replace")
+    text = decoded(msg).decode("utf-8", "replace")
     kind = SES_FIELD.search(text)
     if kind is None:
         return []
@@ -306,7 +317,7 @@ def _ses_notification(msg: Message) -> list[Verdict]:
     return verdicts
 
 
-def _complaint(msg: Message, mark: dict, link: tuple[str, str] | None) -> Report:
+def _complaint(msg: Message, mark: Mark, link: tuple[str, str] | None) -> Report:
     """An RFC 5965 feedback report: who complained about which message. The address it
     names is only shown to staff; the token (in the returned original) names the reader."""
     address, feedback = None, ""

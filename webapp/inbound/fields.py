@@ -24,7 +24,7 @@ def parts_of(msg: Message):
             continue
         payload = part.get_payload()
         if part.is_multipart() and isinstance(payload, list):
-            stack[0:0] = payload[:50]
+            stack[0:0] = [p for p in payload[:50] if isinstance(p, Message)]
 
 
 def subject_of(msg: Message) -> str:
@@ -78,5 +78,12 @@ def one_line(text: str) -> str:
 def blocks(part: Message) -> list[str]:
     """The blocks of a part, split at blank lines (a DSN's per-message and
     per-recipient fields)."""
-    text = part.get_payload(decode=True) or b""
-    return [b for b in re.split(r"\r?\n\r?\n", text.decode("utf-8", "replace")) if b.strip()]
+    text = decoded(part).decode("utf-8", "replace")
+    return [b for b in re.split(r"\r?\n\r?\n", text) if b.strip()]
+
+
+def decoded(part: Message) -> bytes:
+    """A part's body with its transfer encoding undone; empty for a multipart (the
+    typing of ``get_payload(decode=True)`` covers both)."""
+    payload = part.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""

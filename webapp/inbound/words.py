@@ -65,6 +65,8 @@ def nonstandard_bounce(msg: Message, raw: bytes, found_only: bool = False) -> li
         if len(lines) <= MAX_FLUFL_LINES and len(raw) <= MAX_FLUFL
         else email.message_from_bytes(b"\n".join(lines[:MAX_FLUFL_LINES]), policy=compat32)
     )
+    temporary: frozenset[bytes] | set[bytes]
+    permanent: frozenset[bytes] | set[bytes]
     try:
         temporary, permanent = all_failures(small)
     except Exception:  # noqa: BLE001  a detector that trips on odd input finds nothing
@@ -80,7 +82,8 @@ def nonstandard_bounce(msg: Message, raw: bytes, found_only: bool = False) -> li
     if not addresses and not opening.strip():
         return []
     verdicts = []
-    for address in addresses[:20] or [None]:
+    wanted: list[str | None] = [*addresses[:20]] or [None]  # no address: the words alone
+    for address in wanted:
         said = around(text, address) if address else opening
         command = command_in(said)
         reason = reason_of(None, None, said, command=command)
@@ -140,9 +143,10 @@ def human_text(msg: Message) -> str:
         size += len(chunks[-1])
         if size > MAX_TEXT * 4:
             break
-    if not chunks and isinstance(msg.get_payload(), str):
+    body = msg.get_payload()
+    if not chunks and isinstance(body, str):
         # A multipart whose boundary does not match its parts: its body as it came.
-        chunks.append(before_original(msg.get_payload()[: MAX_TEXT * 4]))
+        chunks.append(before_original(body[: MAX_TEXT * 4]))
     return "\n".join(chunks)[: MAX_TEXT * 4]
 
 

@@ -14,7 +14,7 @@ from datetime import timedelta
 from sqlalchemy import Connection, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from ..db import utcnow
+from ..db import rowcount, utcnow
 from ..mailout.models import Delivery, DeliveryStatus
 from ..mailout.senders import alive, host_name
 from ..models import Issue, Subscriber, Subscription, SubscriptionStatus
@@ -38,12 +38,14 @@ def finish(session: Session, issue: Issue, found: dict[DeliveryStatus, int]) -> 
     """Mark the issue's send finished, once, and announce ``issue.sent``; ``found``: its
     deliveries by state, none left to send. Commits the session (the mark and its event
     together). False if another sender had done it."""
-    won = session.execute(
-        update(Issue)
-        .where(Issue.id == issue.id, Issue.finished_at.is_(None))
-        .values(finished_at=utcnow())
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    won = rowcount(
+        session.execute(
+            update(Issue)
+            .where(Issue.id == issue.id, Issue.finished_at.is_(None))
+            .values(finished_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+    )
     if won:
         details = {
             "number": issue.number,
@@ -84,12 +86,14 @@ def take_list(session: Session, issue: Issue) -> int:
     Marks the issue sent (its web version becomes public) in the same transaction.
     Returns how many deliveries were made; 0 when the list was taken before.
     """
-    won = session.execute(
-        update(Issue)
-        .where(Issue.id == issue.id, Issue.sent_at.is_(None))
-        .values(sent_at=utcnow())
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    won = rowcount(
+        session.execute(
+            update(Issue)
+            .where(Issue.id == issue.id, Issue.sent_at.is_(None))
+            .values(sent_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+    )
     if not won:
         session.rollback()
         return 0
@@ -112,7 +116,7 @@ def take_list(session: Session, issue: Issue) -> int:
     )
     session.commit()
     session.refresh(issue)
-    return made
+    return made or 0
 
 
 def release_claims(session: Session, issue_id: int, *, expired_only: bool) -> int:
@@ -123,12 +127,14 @@ def release_claims(session: Session, issue_id: int, *, expired_only: bool) -> in
     conditions = [Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.SENDING]
     if expired_only:
         conditions.append(Delivery.claimed_until < utcnow())
-    released = session.execute(
-        update(Delivery)
-        .where(*conditions)
-        .values(status=DeliveryStatus.QUEUED, claimed_by=None, claimed_until=None)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    released = rowcount(
+        session.execute(
+            update(Delivery)
+            .where(*conditions)
+            .values(status=DeliveryStatus.QUEUED, claimed_by=None, claimed_until=None)
+            .execution_options(synchronize_session=False)
+        )
+    )
     session.commit()
     return released
 
@@ -151,16 +157,18 @@ def release_dead_local_claims(session: Session, issue_id: int) -> int:
         )
         .distinct()
     ).all()
-    dead = [name for name in names if not alive(int(name.split(":")[1]))]
+    dead = [name for name in names if name and not alive(int(name.split(":")[1]))]
     if not dead:
         session.rollback()
         return 0
-    released = session.execute(
-        update(Delivery)
-        .where(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_by.in_(dead))
-        .values(status=DeliveryStatus.QUEUED, claimed_by=None, claimed_until=None)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    released = rowcount(
+        session.execute(
+            update(Delivery)
+            .where(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_by.in_(dead))
+            .values(status=DeliveryStatus.QUEUED, claimed_by=None, claimed_until=None)
+            .execution_options(synchronize_session=False)
+        )
+    )
     session.commit()
     return released
 
@@ -229,7 +237,7 @@ def claim(
         found = session.scalar(
             select(func.count()).select_from(due.limit(batch * spread).subquery())
         )
-        batch = max(1, min(batch, -(-found // spread)))
+        batch = max(1, min(batch, -(-(found or 0) // spread)))
     due = due.limit(batch).with_for_update(skip_locked=True)
     ids = session.scalars(
         update(Delivery)

@@ -4,8 +4,9 @@ the send and the receiving domain only."""
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import Connection, bindparam, func
+from sqlalchemy import Connection, Table, bindparam, func
 from sqlalchemy.orm import Session
 
 from ..db import utcnow
@@ -82,6 +83,7 @@ def _count_refusals(
     with Session(bind=connection) as session:
         for result in refused:
             bounce = result.bounce
+            assert bounce is not None  # only refusals are counted
             what = "refused" if bounce.how == "refused" else "bounced"
             session.execute(
                 _deliveries.update()
@@ -103,7 +105,7 @@ def _count_refusals(
         session.flush()
 
 
-_deliveries = Delivery.__table__
+_deliveries = cast(Table, Delivery.__table__)  # a mapped class's table is a Table
 # Built once: a send records a few thousand times a second.
 _RECORD = (
     _deliveries.update()

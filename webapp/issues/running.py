@@ -99,7 +99,11 @@ def run_send(app: Flask, session, issue: Issue, settings: SendSettings, yes: boo
     # SQLite the lock says no sender is alive; elsewhere, this host's dead senders,
     # and others' once their lease ran out.
     sqlite = make_url(app.config["DATABASE_URL"]).get_backend_name() == "sqlite"
-    journaled = fold_journals(session, settings.journal, issue.id, all_dead=sqlite)
+    journaled = (
+        fold_journals(session, settings.journal, issue.id, all_dead=sqlite)
+        if settings.journal is not None
+        else 0
+    )
     if sqlite:
         stale = release_claims(session, issue.id, expired_only=False)
     else:
@@ -151,9 +155,11 @@ def run_scheduled(app: Flask, issue_id: int, settings: SendSettings) -> bool:
     False when it did not finish (paused, another send of it running, failures)."""
     with session_factory(app)() as session:
         issue = session.get(Issue, issue_id)
+        if issue is None:  # deleted since it was found due
+            return True
         name = f"{issue.newsletter.slug} issue {issue.number}"
         if issue.sent_at is None:
-            late = (utcnow() - issue.scheduled_at).total_seconds()
+            late = (utcnow() - (issue.scheduled_at or utcnow())).total_seconds()
             when = f"{late:.0f} s late (no worker ran at its time)" if late > 60 else "on time"
             click.echo(f"Starting the scheduled send of {name}, {when}.")
         else:
