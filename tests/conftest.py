@@ -39,15 +39,16 @@ BOTH_DATABASES = {"any_db_app", "any_db_url", "postgres"}
 def _ran_in_the_sqlite_pass(item) -> bool:
     return bool(
         item.get_closest_marker("no_database")
+        or item.get_closest_marker("sqlite_only")
         or BOTH_DATABASES & set(getattr(item, "fixturenames", ()))
     )
 
 
 def pytest_collection_modifyitems(config, items):
     """The PostgreSQL pass (TEST_DATABASE=postgresql) runs only what touches the
-    database it is about: a test marked ``no_database``, or one that picks its database
-    itself (on both, or on PostgreSQL), ran in the SQLite pass and would run the same
-    again."""
+    database it is about: a test marked ``no_database`` or ``sqlite_only``, or one that
+    picks its database itself (on both, or on PostgreSQL), ran in the SQLite pass; it
+    is left out, not skipped."""
     if TEST_DATABASE != "postgresql":
         return
     left_out = [item for item in items if _ran_in_the_sqlite_pass(item)]

@@ -63,9 +63,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-sqlite_only = pytest.mark.skipif(
-    TEST_DATABASE != "sqlite", reason="about SQLite itself; runs in the SQLite pass"
-)
+# About SQLite itself: the PostgreSQL pass leaves it out (tests/conftest.py).
+sqlite_only = pytest.mark.sqlite_only
 NEWSLETTER_BIN = str(Path(sys.executable).parent / "newsletter")
 CSRF_FIELD = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 
