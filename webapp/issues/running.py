@@ -22,6 +22,7 @@ import click
 from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from ..db import engine, session_factory, utcnow
 from ..links import reader_links, tracked_links
@@ -205,7 +206,15 @@ def _sender_process(db, config, issue_id, mail, settings, stop, parent, outcomes
         os._exit(1)
 
 
-def _run_senders(app, issue, settings, session, before):
+def _run_senders(
+    app: Flask,
+    issue: Issue,
+    settings: SendSettings,
+    session: Session,
+    before: dict[DeliveryStatus, int],
+) -> tuple[list[SenderReport], bool, str | None]:
+    """Run ``settings.connections`` forked senders of ``issue`` to their end: their
+    reports, whether Ctrl-C stopped them, and a sender's error if one failed."""
     issue_id = issue.id
     # Made here, once: the forked senders inherit it and need no app to use it.
     mail = IssueMail(issue, app.config, reader_links(issue.newsletter.language), tracked_links())
