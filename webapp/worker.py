@@ -52,10 +52,6 @@ RETRY_AFTER = 60  # seconds before a send that did not finish is tried again
 WAVE_WAIT = 0.02
 
 
-class Stop(Exception):
-    """Raised in the worker by SIGTERM or Ctrl-C: finish what is in flight and exit."""
-
-
 def run_worker(app: Flask, interval: float) -> None:
     """Until stopped, every ``interval`` seconds: deliver the outbox (and between passes,
     with SIGNUP_WORK=worker, take new sign-ups as they come), deliver the webhooks, build
@@ -110,11 +106,11 @@ def run_worker(app: Flask, interval: float) -> None:
                         continue
                     sending.append(True)
                     try:
-                        if not _send(app, issue_id, config):
+                        if not run_scheduled(app, issue_id, SendSettings.from_config(config)):
                             # Paused by the relay, or another process sends it: not again
                             # every pass.
                             resting[issue_id] = time.monotonic() + RETRY_AFTER
-                    except (Stop, KeyboardInterrupt):  # stopped: the next worker resumes
+                    except (SendInterrupted, KeyboardInterrupt):  # the next worker resumes
                         break
                     finally:
                         sending.clear()
@@ -276,14 +272,6 @@ def _automatic_issues(app: Flask, waiting: dict[int, float]) -> None:
 def _due(app: Flask):
     with session_factory(app)() as session:
         return due(session)
-
-
-def _send(app: Flask, issue_id: int, config) -> bool:
-    """Run one scheduled send (see ``run_scheduled``); Stop when it was interrupted."""
-    try:
-        return run_scheduled(app, issue_id, SendSettings.from_config(config))
-    except SendInterrupted:
-        raise Stop from None
 
 
 class OutboxWorker:
